@@ -1,0 +1,30 @@
+# Two commands after cloning (see README): `make run` (the course) and `make test` (the tests).
+# Both create or reuse the virtual environment .venv/ and install the package into it.
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint clean-outputs
+
+$(INSTALLED): pyproject.toml
+	@test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
+	$(VENV_PYTHON) -m pip install --quiet -e ".[notebooks,dev]"
+	@touch $(INSTALLED)
+
+# The main job: real data in data/ if present, else generated phantoms; executed notebooks and
+# figures land in outputs/ (git-ignored).
+run: $(INSTALLED)
+	$(VENV_PYTHON) -m helpers run
+
+# The tests, in the fast profile: unit tests and every notebook through nbval.
+test: $(INSTALLED)
+	CXR_FAST=1 $(VENV_PYTHON) -m pytest
+
+lint: $(INSTALLED)
+	$(VENV_PYTHON) -m ruff check helpers tests
+
+clean-outputs:
+	rm -rf outputs data/phantoms

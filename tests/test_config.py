@@ -1,0 +1,56 @@
+"""Run profiles: chosen from the environment and the hardware, overridable, and saying why."""
+
+import json
+
+import pytest
+
+from helpers.cli import main
+from helpers.config import choose_profile
+
+
+def never_called():
+    raise AssertionError("the GPU check must not run when an environment variable decides")
+
+
+@pytest.mark.parametrize("env, gpu, name, reason", [
+    ({"CXR_FAST": "1"}, never_called, "fast", "CXR_FAST=1"),
+    ({"CXR_PROFILE": "full"}, never_called, "full", "CXR_PROFILE=full"),
+    ({"CXR_PROFILE": "demo", "CXR_FAST": "1"}, never_called, "demo", "CXR_PROFILE=demo"),
+    ({}, lambda: True, "full", "a GPU is visible"),
+    ({}, lambda: False, "demo", "no GPU visible"),
+    ({"CXR_FAST": "0"}, lambda: False, "demo", "no GPU visible"),
+])
+def test_profile_choice_and_its_reason(env, gpu, name, reason):
+    profile = choose_profile(env, has_gpu=gpu)
+    assert profile.name == name
+    assert profile.reason.startswith(reason)
+    assert reason in profile.describe()
+
+
+def test_fast_profile_is_small_and_offline():
+    fast = choose_profile({"CXR_FAST": "1"})
+    assert fast.image_size <= 64 and fast.epochs == 1 and fast.weights == "none"
+
+
+def test_environment_variables_override_single_fields():
+    profile = choose_profile({"CXR_FAST": "1", "CXR_IMAGE_SIZE": "96", "CXR_WEIGHTS": "imagenet"})
+    assert (profile.image_size, profile.weights) == (96, "imagenet")
+    assert "overridden by CXR_IMAGE_SIZE=96, CXR_WEIGHTS=imagenet" in profile.reason
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CXR_PROFILE": "turbo"}, "CXR_PROFILE must be one of fast, demo, full; found 'turbo'"),
+    ({"CXR_FAST": "1", "CXR_EPOCHS": "many"}, "CXR_EPOCHS must be a positive whole number; found 'many'"),
+    ({"CXR_FAST": "1", "CXR_EPOCHS": "0"}, "CXR_EPOCHS must be a positive whole number; found '0'"),
+])
+def test_bad_settings_say_what_was_expected(env, message):
+    with pytest.raises(ValueError, match=message):
+        choose_profile(env)
+
+
+def test_profile_cli_prints_the_active_profile(capsys, monkeypatch):
+    monkeypatch.setenv("CXR_FAST", "1")
+    monkeypatch.delenv("CXR_PROFILE", raising=False)
+    assert main(["profile", "--json"]) == 0
+    profile = json.loads(capsys.readouterr().out)
+    assert profile["name"] == "fast" and "CXR_FAST=1" in profile["reason"]

@@ -1,0 +1,71 @@
+"""The repository's promises: one dependency list, mirrored; CI runs the README's test command."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+
+def pyproject():
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def environment_pip_requirements():
+    """The requirement lines of environment.yml's pip section, comments stripped."""
+    lines = (REPO / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    requirements = []
+    for line in lines[start + 1:]:
+        text = line.split("#", 1)[0].strip()
+        if text.startswith("- "):
+            requirements.append(text[2:].strip())
+    return requirements
+
+
+def test_environment_yml_mirrors_pyproject_dependencies():
+    project = pyproject()["project"]
+    declared = list(project["dependencies"])
+    for extra in ("notebooks", "dev"):
+        declared += project["optional-dependencies"][extra]
+    mirrored = [r for r in environment_pip_requirements() if r != "-e ."]
+    assert mirrored == declared
+    assert "-e ." in environment_pip_requirements()
+
+
+def test_pins_are_ranges_and_tensorflow_is_2x_with_keras_3():
+    project = pyproject()["project"]
+    for requirement in project["dependencies"] + sum(project["optional-dependencies"].values(), []):
+        assert re.search(r"(>=|~=)", requirement) and "==" not in requirement, requirement
+    assert "tensorflow>=2.16,<3" in project["dependencies"]
+    assert any(r.startswith("keras>=3") for r in project["dependencies"])
+    assert project["name"] != "helpers"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^make \w+$", readme, flags=re.MULTILINE)
+    assert commands[:2] == ["make run", "make test"], "the quick start is two commands"
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == ["make test"]
+
+
+def test_makefile_test_target_selects_the_fast_profile():
+    result = subprocess.run(["make", "-n", "-W", "pyproject.toml", "test"], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert "CXR_FAST=1" in result.stdout and "pytest" in result.stdout
+    assert "-m venv .venv" in result.stdout or ".venv/bin/python" in result.stdout
+
+
+def test_package_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "helpers", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "data" in result.stdout and "run" in result.stdout
