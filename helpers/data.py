@@ -1,0 +1,478 @@
+"""Find the COVID-19 Radiography Database on disk, check every file, and index it.
+
+Everything that reads the dataset goes through `find_dataset` (where is it, which layout) and
+`scan_dataset` (which files are usable, what they are). The scan decodes every file once before any
+training, so a bad file is reported here with its reason instead of killing an epoch later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Canonical class names: the current Kaggle release's folder names, in label order.
+CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+TASK_CLASSES = {
+    4: CLASSES,
+    3: ("COVID", "Normal", "Viral Pneumonia"),
+    2: ("COVID", "Normal"),
+}
+KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
+
+# Folder names seen in the current and older releases, compared after lower-casing and dropping
+# separators ("COVID-19" → "covid19", "Viral Pneumonia" → "viralpneumonia").
+_CLASS_ALIASES = {
+    "covid": "COVID",
+    "covid19": "COVID",
+    "lungopacity": "Lung_Opacity",
+    "normal": "Normal",
+    "viralpneumonia": "Viral Pneumonia",
+}
+_OS_LITTER = {".ds_store", "thumbs.db", "desktop.ini", "icon\r"}
+_METADATA_SUFFIXES = {".csv", ".xlsx", ".xls", ".txt", ".json", ".md", ".yml", ".yaml", ".html", ".pdf"}
+_SEARCH_DEPTH = 6
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be reported, not padded with grey
+
+
+class DatasetError(Exception):
+    """The dataset cannot be used as found; the message says what was expected and what was found."""
+
+
+class BadImageError(Exception):
+    """One file cannot be decoded; the message is the reason shown in the scan report."""
+
+
+def canonical_class(folder_name: str) -> str | None:
+    """Map a class folder name from any release to its canonical class, or None if it is not one."""
+    key = "".join(ch for ch in folder_name.lower() if ch.isalnum())
+    return _CLASS_ALIASES.get(key)
+
+
+def task_classes(task: int) -> tuple[str, ...]:
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task must be one of {sorted(TASK_CLASSES)} (number of classes); found {task!r}")
+    return TASK_CLASSES[task]
+
+
+# --------------------------------------------------------------------------- layout discovery
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetLayout:
+    """Where each class's images (and masks, if any) live under one dataset folder."""
+
+    root: Path  # the folder that holds the class folders
+    layout: str  # "kaggle" (<Class>/images, <Class>/masks) or "flat" (<Class>/*.png)
+    image_dirs: dict  # canonical class → folder of images
+    mask_dirs: dict  # canonical class → folder of lung masks (absent in flat layouts)
+    lesion_mask_dirs: dict  # canonical class → folder of lesion masks (generated phantoms only)
+    folder_names: dict  # canonical class → folder name as found on disk
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(c for c in CLASSES if c in self.image_dirs)
+
+    @property
+    def is_phantom(self) -> bool:
+        from helpers.synthetic import MANIFEST_NAME
+
+        return (self.root / MANIFEST_NAME).exists()
+
+
+def _class_folders(folder: Path) -> dict:
+    """Canonical class → subfolder, for the subfolders of `folder` whose names are classes."""
+    found: dict = {}
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for child in children:
+        cls = canonical_class(child.name)
+        if cls is None:
+            continue
+        if cls in found:
+            raise DatasetError(
+                f"two folders in {folder} map to class {cls!r}: {found[cls].name!r} and {child.name!r}; "
+                "expected one folder per class"
+            )
+        found[cls] = child
+    return found
+
+
+def _candidate_folders(root: Path, exclude: tuple[Path, ...]):
+    """Breadth-first folders under root (root first); does not descend into class folders."""
+    queue = [(root, 0)]
+    excluded = {p.resolve() for p in exclude}
+    while queue:
+        folder, depth = queue.pop(0)
+        if folder.resolve() in excluded:
+            continue
+        classes = _class_folders(folder)
+        yield folder, classes
+        if classes or depth >= _SEARCH_DEPTH:
+            continue
+        try:
+            subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        queue.extend((p, depth + 1) for p in subfolders)
+
+
+def find_dataset(root, classes=CLASSES, exclude=()) -> DatasetLayout:
+    """Locate the class folders under `root` in the current Kaggle layout or an older flat one.
+
+    Raises DatasetError naming what was expected and what was found when no layout matches or a
+    class in `classes` is missing.
+    """
+    root = Path(root).expanduser()
+    expected = ", ".join(classes)
+    if not root.is_dir():
+        raise DatasetError(f"expected a folder holding the dataset; {root} does not exist or is not a folder")
+
+    best = None
+    for folder, found in _candidate_folders(root, tuple(Path(p) for p in exclude)):
+        if found and (best is None or len(found) > len(best[1])):
+            best = (folder, found)
+    if best is None:
+        listing = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
+        raise DatasetError(
+            f"unknown layout under {root}: expected class folders named {expected} (or the older "
+            "names COVID-19, NORMAL, Viral Pneumonia), each holding PNG images directly or in an "
+            f"images/ subfolder; found {listing or 'an empty folder'}"
+        )
+
+    folder, found = best
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DatasetError(
+            f"missing class(es) {', '.join(missing)} in {folder}: expected folders for {expected}; "
+            f"found {', '.join(f'{c} ({p.name}/)' for c, p in found.items())}"
+        )
+
+    image_dirs, mask_dirs, lesion_dirs = {}, {}, {}
+    for cls in classes:
+        class_dir = found[cls]
+        if (class_dir / "images").is_dir():
+            image_dirs[cls] = class_dir / "images"
+            if (class_dir / "masks").is_dir():
+                mask_dirs[cls] = class_dir / "masks"
+            if (class_dir / "lesion_masks").is_dir():
+                lesion_dirs[cls] = class_dir / "lesion_masks"
+        else:
+            image_dirs[cls] = class_dir
+    layout = "kaggle" if all((found[c] / "images").is_dir() for c in classes) else "flat"
+    return DatasetLayout(
+        root=folder,
+        layout=layout,
+        image_dirs=image_dirs,
+        mask_dirs=mask_dirs,
+        lesion_mask_dirs=lesion_dirs,
+        folder_names={c: found[c].name for c in classes},
+    )
+
+
+# --------------------------------------------------------------------------- decoding one file
+
+
+def is_ignored_file(path: Path) -> bool:
+    """OS litter and metadata files: neither images nor errors, so they are not counted at all."""
+    name = path.name.lower()
+    return (
+        name in _OS_LITTER
+        or name.startswith("._")
+        or name.startswith(".")
+        or path.suffix.lower() in _METADATA_SUFFIXES
+    )
+
+
+def to_grayscale_array(img: Image.Image) -> np.ndarray:
+    """Convert any PIL image mode to 8-bit grayscale, scaling 16-bit and 32-bit data instead of clipping."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit PNGs open as I;16 (or I in older Pillow); map the full 0..65535 range onto 0..255.
+        values = np.asarray(img, dtype=np.float64)
+        return np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8)
+    if mode in ("LA", "PA", "RGBA", "P"):
+        # Alpha carries no radiographic information; a palette must be expanded before conversion.
+        img = img.convert("RGBA").convert("RGB")
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def load_grayscale(path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to an 8-bit grayscale array, optionally resized to size × size.
+
+    Raises BadImageError with a human-readable reason for empty, truncated or non-image files.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError("empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            array = to_grayscale_array(img)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError("not an image: no image format recognised in its bytes") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(f"image too large to decode safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImageError(f"truncated or corrupt image data: {exc}") from None
+    if array.ndim != 2 or min(array.shape) == 0:
+        raise BadImageError(f"decoded to an unusable array of shape {array.shape}")
+    if size is not None and array.shape != (size, size):
+        array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
+    return array
+
+
+def inspect_image(path) -> dict:
+    """Decode one file fully and describe it; the content hash is of the decoded grayscale pixels,
+    so the same picture saved as RGB and as grayscale counts as a duplicate."""
+    path = Path(path)
+    array = load_grayscale(path)
+    with Image.open(path) as img:
+        mode, fmt = img.mode, img.format
+    digest = hashlib.blake2b(array.tobytes(), digest_size=16)
+    digest.update(str(array.shape).encode())
+    return {
+        "width": int(array.shape[1]),
+        "height": int(array.shape[0]),
+        "mode": mode,
+        "format": fmt,
+        "content_hash": digest.hexdigest(),
+    }
+
+
+# --------------------------------------------------------------------------- scanning the dataset
+
+INDEX_COLUMNS = [
+    "path", "relpath", "label", "mask_path", "lesion_mask_path",
+    "width", "height", "mode", "format", "content_hash",
+]
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """The usable images (`index`), the files skipped with their reasons, and how many were ignored."""
+
+    layout: DatasetLayout
+    index: pd.DataFrame
+    skipped: list  # [{"path", "reason"}]
+    ignored: int  # OS litter and metadata files, not counted as images
+
+    def class_counts(self) -> dict:
+        counts = self.index["label"].value_counts()
+        return {c: int(counts.get(c, 0)) for c in self.layout.classes}
+
+    def duplicates(self) -> pd.DataFrame:
+        return find_duplicates(self.index)
+
+    def to_dict(self) -> dict:
+        """The JSON report of `python -m helpers data check --json`."""
+        dups = self.duplicates()
+        index = self.index
+        sizes = (index["width"].astype(str) + "x" + index["height"].astype(str)).value_counts()
+        return {
+            "root": str(self.layout.root),
+            "layout": self.layout.layout,
+            "phantom": self.layout.is_phantom,
+            "classes": self.class_counts(),
+            "total": int(len(index)),
+            "modes": {k: int(v) for k, v in index["mode"].value_counts().items()},
+            "formats": {str(k): int(v) for k, v in index["format"].value_counts().items()},
+            "sizes": {k: int(v) for k, v in sizes.items()},
+            "masks": {c: int(index.loc[index["label"] == c, "mask_path"].notna().sum())
+                      for c in self.layout.classes},
+            "duplicates": {
+                "groups": int(dups["content_hash"].nunique()) if len(dups) else 0,
+                "images": int(len(dups)),
+                "groups_across_classes": int(
+                    dups.groupby("content_hash")["label"].nunique().gt(1).sum()) if len(dups) else 0,
+                "paths": [list(g["relpath"]) for _, g in dups.groupby("content_hash", sort=True)],
+            },
+            "skipped": list(self.skipped),
+            "ignored": self.ignored,
+        }
+
+
+def list_image_files(folder: Path) -> tuple[list[Path], int]:
+    """Candidate image files in a class folder (sorted) and how many OS/metadata files were ignored."""
+    files, ignored = [], 0
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            continue
+        if is_ignored_file(entry):
+            ignored += 1
+        else:
+            files.append(entry)
+    return files, ignored
+
+
+def _companion(folder: Path | None, image: Path) -> str | None:
+    if folder is None:
+        return None
+    candidate = folder / image.name
+    return str(candidate) if candidate.exists() else None
+
+
+def _inspect_or_reason(path: Path):
+    try:
+        return inspect_image(path), None
+    except BadImageError as exc:
+        return None, str(exc)
+
+
+def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bool = False) -> ScanResult:
+    """Decode every candidate file once and build the index; bad files are skipped with a reason."""
+    jobs = []  # (class, path)
+    ignored = 0
+    for cls in layout.classes:
+        files, n_ignored = list_image_files(layout.image_dirs[cls])
+        ignored += n_ignored
+        jobs.extend((cls, f) for f in files)
+
+    workers = workers or min(8, (os.cpu_count() or 1) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes with the GIL released
+        results = list(_maybe_progress(pool.map(_inspect_or_reason, [p for _, p in jobs]),
+                                       len(jobs), progress))
+
+    rows, skipped = [], []
+    for (cls, path), (info, reason) in zip(jobs, results):
+        relpath = path.relative_to(layout.root).as_posix()
+        if reason is not None:
+            skipped.append({"path": relpath, "reason": reason})
+            continue
+        rows.append({
+            "path": str(path),
+            "relpath": relpath,
+            "label": cls,
+            "mask_path": _companion(layout.mask_dirs.get(cls), path),
+            "lesion_mask_path": _companion(layout.lesion_mask_dirs.get(cls), path),
+            **info,
+        })
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    empty = [c for c in layout.classes if not (index["label"] == c).any()]
+    if empty:
+        raise DatasetError(
+            f"class(es) {', '.join(empty)} have no usable images under {layout.root}: expected at "
+            f"least one decodable image per class; skipped {len(skipped)} file(s), e.g. "
+            f"{skipped[:3]}"
+        )
+    return ScanResult(layout=layout, index=index, skipped=skipped, ignored=ignored)
+
+
+def _maybe_progress(iterable, total: int, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc="scanning images", unit="img")
+
+
+def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose decoded pixels are identical to another row's, sorted by group."""
+    counts = index["content_hash"].map(index["content_hash"].value_counts())
+    return index[counts > 1].sort_values(["content_hash", "relpath"]).reset_index(drop=True)
+
+
+def format_report(scan: ScanResult) -> str:
+    """The human-readable report printed by `python -m helpers data check`."""
+    report = scan.to_dict()
+    kind = "generated phantom radiographs" if report["phantom"] else "the dataset"
+    lines = [f"Checked {kind} at {report['root']} ({report['layout']} layout)", "",
+             "Usable images per class:"]
+    total = report["total"]
+    for cls, n in report["classes"].items():
+        share = n / total if total else 0.0
+        masks = report["masks"][cls]
+        lines.append(f"  {cls:<16} {n:>7,}  ({share:6.1%})   lung masks: {masks:,}")
+    lines.append(f"  {'total':<16} {total:>7,}")
+    lines.append("Image modes:   " + ", ".join(f"{m} {n:,}" for m, n in report["modes"].items()))
+    lines.append("File formats:  " + ", ".join(f"{m} {n:,}" for m, n in report["formats"].items()))
+    lines.append("Image sizes:   " + ", ".join(f"{s} {n:,}" for s, n in report["sizes"].items()))
+    dup = report["duplicates"]
+    lines.append(
+        f"Duplicates:    {dup['images']:,} images in {dup['groups']:,} groups of identical pixels"
+        f" ({dup['groups_across_classes']} groups span more than one class)"
+    )
+    for group in dup["paths"][:10]:
+        lines.append("  = " + "  ==  ".join(group))
+    if len(dup["paths"]) > 10:
+        lines.append(f"  … and {len(dup['paths']) - 10} more groups (see --json)")
+    lines.append(f"Ignored:       {report['ignored']} OS or metadata files (.DS_Store, ._*, *.csv, …)")
+    lines.append(f"Skipped:       {len(report['skipped'])} file(s) that could not be decoded")
+    for item in report["skipped"]:
+        lines.append(f"  - {item['path']}: {item['reason']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- obtaining the dataset
+
+MANUAL_INSTRUCTIONS = f"""\
+To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
+  * python -m helpers data download        (needs Kaggle credentials: KAGGLE_USERNAME and KAGGLE_KEY,
+                                            or ~/.kaggle/kaggle.json, or kagglehub.login())
+  * by hand: download the archive from the dataset's Kaggle page, unzip it into data/ so that
+    data/COVID-19_Radiography_Dataset/COVID/images/COVID-1.png exists.
+Without it, the course runs on generated phantom radiographs."""
+
+
+def download_dataset(dest=None) -> Path:
+    """Download the dataset through kagglehub into `dest` (default data/kaggle) and return its folder.
+
+    Raises DatasetError with instructions for placing the data by hand when there is no network,
+    no credentials or no kagglehub. Credentials are left to kagglehub and never printed.
+    """
+    from helpers import config
+
+    try:
+        import kagglehub
+    except ImportError as exc:
+        raise DatasetError(f"kagglehub is not installed ({exc}).\n{MANUAL_INSTRUCTIONS}") from None
+    dest = Path(dest or config.DATA_DIR / "kaggle")
+    options = {}
+    if "output_dir" in inspect.signature(kagglehub.dataset_download).parameters:
+        options["output_dir"] = str(dest)  # newer kagglehub: straight into data/, found by the course
+    try:
+        path = Path(kagglehub.dataset_download(KAGGLE_HANDLE, **options))
+    except Exception as exc:  # network, credentials, consent: kagglehub raises many kinds
+        raise DatasetError(
+            f"could not download {KAGGLE_HANDLE} through kagglehub ({type(exc).__name__}: "
+            f"{_first_line(exc)}).\n{MANUAL_INSTRUCTIONS}"
+        ) from None
+    return find_dataset(path).root
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no details"
+
+
+def find_real_dataset(data_dir=None, classes=CLASSES) -> DatasetLayout | None:
+    """The real dataset placed under data/ (generated phantoms excluded), or None if there is none.
+
+    A half-placed dataset (some classes missing) is an error, not a silent switch to phantoms.
+    """
+    from helpers import config
+
+    data_dir = Path(data_dir or config.DATA_DIR)
+    if not data_dir.is_dir():
+        return None
+    try:
+        return find_dataset(data_dir, classes=classes, exclude=(config.PHANTOM_DIR,))
+    except DatasetError as exc:
+        if str(exc).startswith("unknown layout"):
+            return None
+        raise
+
