@@ -1,0 +1,192 @@
+"""Phantom chest radiographs in the real dataset's folder layout, for running the course offline.
+
+A phantom has a torso, two dark lung fields, ribs, spine and heart shadow, and one class-specific
+finding whose position varies from image to image (so that the finding, not a place, is the evidence).
+Unlike the real data, each phantom comes with a lesion mask, so class activation maps can be scored
+against ground truth, and an optional planted shortcut (a corner marker on one class's images) lets
+the course show a model that cheats. Same seed → byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from helpers.data import CLASSES
+
+DATASET_FOLDER = "COVID-19_Radiography_Dataset"
+MANIFEST_NAME = "phantom_manifest.json"
+METADATA_NAME = "phantom_metadata.csv"
+GENERATOR_VERSION = 1  # bump when the drawing changes, so cached phantom sets are regenerated
+
+
+def _ellipse_distance(yy, xx, cy, cx, ry, rx):
+    """Normalised elliptical radius: < 1 inside the ellipse."""
+    return np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+
+
+def _soft_inside(distance, edge=0.08):
+    """A smooth 0..1 step that is 1 inside (distance < 1) and fades out over `edge`."""
+    return 0.5 * (1.0 - np.tanh((distance - 1.0) / (2.0 * edge)))
+
+
+def _smooth_noise(rng, size, cells, amplitude):
+    """Low-frequency texture: a coarse random grid upsampled to the image size."""
+    coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
+    image = Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC)
+    return amplitude * np.asarray(image)
+
+
+def _blob(yy, xx, cy, cx, sigma, sharpness=1.0):
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)
+    return np.exp(-(r2**sharpness))
+
+
+def _finding(cls, rng, yy, xx, lungs):
+    """Class-specific finding intensity (0..~1), placed at a random position inside the lungs."""
+    finding = np.zeros_like(yy)
+    if cls == "COVID":  # bilateral, peripheral, lower-zone, hazy (ground-glass-like) opacities
+        for (cy, cx, ry, rx), side in zip(lungs, (-1, 1)):
+            for _ in range(rng.integers(1, 3)):
+                by = cy + ry * rng.uniform(-0.1, 0.6)
+                bx = cx + side * rx * rng.uniform(0.45, 0.8)
+                finding += 0.7 * _blob(yy, xx, by, bx, rng.uniform(0.035, 0.055))
+    elif cls == "Lung_Opacity":  # one dense, well-defined patch in one lung
+        cy, cx, ry, rx = lungs[rng.integers(0, 2)]
+        by = cy + ry * rng.uniform(-0.55, 0.55)
+        bx = cx + rx * rng.uniform(-0.5, 0.5)
+        finding += 0.9 * _blob(yy, xx, by, bx, rng.uniform(0.03, 0.045), sharpness=2.0)
+    elif cls == "Viral Pneumonia":  # diffuse bilateral streaks radiating from the hila
+        for (cy, cx, ry, rx), side in zip(lungs, (-1, 1)):
+            hy, hx = cy + ry * rng.uniform(-0.15, 0.15), cx - side * rx * 0.55
+            for _ in range(rng.integers(5, 8)):
+                angle = rng.uniform(-1.1, 1.1) + (0.0 if side > 0 else np.pi)
+                length = rng.uniform(0.5, 0.9) * rx * 1.8
+                dy, dx = np.sin(angle), np.cos(angle)
+                along = (yy - hy) * dy + (xx - hx) * dx
+                across = -(yy - hy) * dx + (xx - hx) * dy
+                on_segment = (along > 0) & (along < length)
+                finding += 0.45 * on_segment * np.exp(-(across / 0.006) ** 2)
+    return finding
+
+
+def render_phantom(cls: str, rng: np.random.Generator, size: int, marker: bool = False):
+    """One phantom: (image uint8, lung mask bool, lesion mask bool), all size × size."""
+    if cls not in CLASSES:
+        raise ValueError(f"class must be one of {CLASSES}; found {cls!r}")
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    jitter = lambda scale: rng.uniform(-scale, scale)  # noqa: E731
+
+    torso = _soft_inside(_ellipse_distance(yy, xx, 0.6 + jitter(0.02), 0.5 + jitter(0.02),
+                                           0.52, 0.44 + jitter(0.02)), edge=0.04)
+    image = 0.06 + 0.5 * torso
+
+    # Posterior ribs: arcs that droop towards the sides, faint, across the whole torso.
+    for k in range(9):
+        y0 = 0.2 + 0.07 * k + jitter(0.005)
+        curve = y0 + 0.09 * ((xx - 0.5) / 0.4) ** 2
+        image += 0.07 * torso * np.exp(-(((yy - curve) / 0.011) ** 2)) * (np.abs(xx - 0.5) > 0.04)
+
+    lungs = (
+        (0.46 + jitter(0.02), 0.31 + jitter(0.015), 0.27 + jitter(0.02), 0.13 + jitter(0.01)),
+        (0.46 + jitter(0.02), 0.69 + jitter(0.015), 0.25 + jitter(0.02), 0.12 + jitter(0.01)),
+    )
+    lung_distance = np.minimum(*(_ellipse_distance(yy, xx, *lung) for lung in lungs))
+    lung_field = _soft_inside(lung_distance, edge=0.05)
+    image -= 0.33 * lung_field
+
+    heart = _soft_inside(_ellipse_distance(yy, xx, 0.63 + jitter(0.02), 0.56 + jitter(0.02),
+                                           0.13, 0.14 + jitter(0.015)), edge=0.06)
+    image += 0.25 * heart
+    image += 0.22 * torso * np.exp(-(((xx - 0.5) / 0.028) ** 2))  # spine
+    image += _smooth_noise(rng, size, cells=9, amplitude=0.025)
+
+    finding = _finding(cls, rng, yy, xx, lungs) * lung_field
+    image += 0.35 * finding
+    lesion_mask = (finding > 0.2) & (lung_distance < 1.0)
+
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.04, 0.04)
+    image = image * gain + offset + rng.normal(0.0, 0.012, image.shape)
+    if marker:  # a bright laterality-style tag in the top-right corner
+        m0, m1 = int(0.05 * size), max(int(0.05 * size) + 2, int(0.12 * size))
+        image[m0:m1, size - m1:size - m0] = 0.97
+    pixels = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    return pixels, lung_distance < 1.0, lesion_mask
+
+
+def _save_png(array, path: Path):
+    Image.fromarray(array).save(path, format="PNG", optimize=False, compress_level=6)
+
+
+def generate_phantoms(
+    out,
+    per_class: int = 250,
+    size: int = 299,
+    seed: int = 0,
+    shortcut_class: str | None = None,
+    shortcut_rate: float = 1.0,
+    classes=CLASSES,
+) -> Path:
+    """Write a phantom dataset under `out` in the real layout and return its dataset folder.
+
+    `out/COVID-19_Radiography_Dataset/<Class>/{images,masks,lesion_masks}/<Class>-<n>.png`, plus a
+    manifest of the parameters and a per-image metadata CSV at the dataset folder's top.
+    With `shortcut_class`, that fraction (`shortcut_rate`) of its images carries a corner marker.
+    """
+    if per_class < 1 or size < 32:
+        raise ValueError(f"need per_class >= 1 and size >= 32; found per_class={per_class}, size={size}")
+    if shortcut_class is not None and shortcut_class not in classes:
+        raise ValueError(f"shortcut_class must be one of {classes}; found {shortcut_class!r}")
+    root = Path(out) / DATASET_FOLDER
+    if root.exists():
+        shutil.rmtree(root)
+    records = []
+    for class_index, cls in enumerate(CLASSES):
+        if cls not in classes:
+            continue
+        folders = {kind: root / cls / kind for kind in ("images", "masks", "lesion_masks")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, per_class + 1):
+            rng = np.random.default_rng([seed, class_index, n])
+            marker = cls == shortcut_class and rng.uniform() < shortcut_rate
+            image, lungs, lesion = render_phantom(cls, rng, size, marker=marker)
+            name = f"{cls}-{n}.png"
+            _save_png(image, folders["images"] / name)
+            _save_png(lungs.astype(np.uint8) * 255, folders["masks"] / name)
+            _save_png(lesion.astype(np.uint8) * 255, folders["lesion_masks"] / name)
+            records.append({"relpath": f"{cls}/images/{name}", "label": cls,
+                            "lesion_fraction": round(float(lesion.mean()), 6), "marker": bool(marker)})
+    pd.DataFrame(records).to_csv(root / METADATA_NAME, index=False)
+    manifest = _manifest(per_class, size, seed, shortcut_class, shortcut_rate, classes)
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return root
+
+
+def _manifest(per_class, size, seed, shortcut_class, shortcut_rate, classes) -> dict:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "per_class": per_class,
+        "size": size,
+        "seed": seed,
+        "shortcut_class": shortcut_class,
+        "shortcut_rate": shortcut_rate,
+        "classes": list(classes),
+    }
+
+
+def ensure_phantoms(out, per_class: int, size: int, seed: int = 0, **options) -> Path:
+    """Reuse a phantom set with exactly these parameters under `out`, or generate it."""
+    root = Path(out) / DATASET_FOLDER
+    wanted = _manifest(per_class, size, seed, options.get("shortcut_class"),
+                       options.get("shortcut_rate", 1.0), options.get("classes", CLASSES))
+    manifest = root / MANIFEST_NAME
+    if manifest.exists() and json.loads(manifest.read_text()) == wanted:
+        return root
+    return generate_phantoms(out, per_class=per_class, size=size, seed=seed, **options)
