@@ -1,0 +1,136 @@
+"""Seeded, stratified, duplicate-aware splits, written to CSV so every notebook reuses the same test set.
+
+Identical images (same content hash) always land in the same split: the dataset has no patient IDs,
+so content identity is the strongest guard against the same picture being trained on and tested on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from helpers.data import task_classes
+
+SPLIT_COLUMNS = ["relpath", "label", "split", "repeat", "content_hash"]
+MODES = ("paper_a", "paper_b")
+
+
+def _groups(index: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct image content: its label (the first one seen) and its member rows."""
+    return index.groupby("content_hash", sort=True).agg(label=("label", "first")).reset_index()
+
+
+def _split_groups(groups: pd.DataFrame, fraction: float, seed: int):
+    """Stratified split of groups; falls back to unstratified when a class is too small to stratify."""
+    if fraction <= 0:
+        return groups, groups.iloc[0:0]
+    n_holdout = max(1, int(round(fraction * len(groups))))
+    counts = groups["label"].value_counts()
+    can_stratify = counts.min() >= 2 and n_holdout >= counts.size and len(groups) - n_holdout >= counts.size
+    keep, holdout = train_test_split(
+        groups, test_size=n_holdout, random_state=seed,
+        stratify=groups["label"] if can_stratify else None,
+    )
+    return keep, holdout
+
+
+def _assign(index: pd.DataFrame, parts: dict, repeat: int) -> pd.DataFrame:
+    split_of = {h: name for name, part in parts.items() for h in part["content_hash"]}
+    out = index[index["content_hash"].isin(split_of)].copy()
+    out["split"] = out["content_hash"].map(split_of)
+    out["repeat"] = repeat
+    order = {"train": 0, "val": 1, "test": 2}
+    out["_order"] = out["split"].map(order)
+    out = out.sort_values(["_order", "label", "relpath"]).drop(columns="_order")
+    return out[SPLIT_COLUMNS].reset_index(drop=True)
+
+
+def paper_a_split(index: pd.DataFrame, task: int = 4, test_size: float = 0.2, val_size: float = 0.1,
+                  seed: int = 0) -> pd.DataFrame:
+    """Paper A's 80:20 split, with a validation part carved out of the 80 for early stopping.
+
+    Paper A stopped early on the same 20% it reported accuracy on; here `val_size` (a fraction of
+    the whole) is taken from the training side so the test set never influences training.
+    """
+    classes = task_classes(task)
+    groups = _groups(index[index["label"].isin(classes)])
+    rest, test = _split_groups(groups, test_size, seed)
+    train, val = _split_groups(rest, val_size / (1 - test_size) if val_size else 0, seed)
+    subset = index[index["label"].isin(classes)]
+    return _assign(subset, {"train": train, "val": val, "test": test}, repeat=0)
+
+
+def paper_b_split(index: pd.DataFrame, task: int = 3, n_per_class: int | None = None, repeats: int = 3,
+                  test_size: float = 0.1, val_size: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Paper B's random sub-sample cross-validation: `repeats` balanced draws, each split 90/10.
+
+    Each repeat draws `n_per_class` distinct images per class (default: 900 in all, balanced),
+    independently of the other repeats, so repeats may overlap as in random sub-sampling.
+    """
+    classes = task_classes(task)
+    requested = n_per_class
+    n_per_class = n_per_class or 900 // len(classes)
+    # Exact duplicates add nothing to a balanced sub-sample: keep one file per distinct image.
+    subset = index[index["label"].isin(classes)].drop_duplicates("content_hash")
+    groups = _groups(subset)
+    available = groups["label"].value_counts()
+    short = {c: int(available.get(c, 0)) for c in classes if available.get(c, 0) < n_per_class}
+    if short and requested is None:
+        # The default (Paper B's 900 images) does not fit a small set, e.g. phantoms: use what there is.
+        n_per_class = min(short.values())
+        warnings.warn(f"paper_b split: only {short} distinct images; using {n_per_class} per class "
+                      f"instead of {900 // len(classes)}", stacklevel=2)
+    elif short:
+        raise ValueError(
+            f"paper_b split needs {n_per_class} distinct images per class; found only {short}. "
+            "Lower n_per_class or use more data."
+        )
+    parts = []
+    for repeat in range(repeats):
+        rng = np.random.default_rng([seed, repeat])
+        drawn = pd.concat([
+            g.iloc[rng.choice(len(g), size=n_per_class, replace=False)]
+            for _, g in groups.groupby("label", sort=True)
+        ])
+        rest, test = _split_groups(drawn, test_size, seed + repeat)
+        train, val = _split_groups(rest, val_size / (1 - test_size) if val_size else 0, seed + repeat)
+        parts.append(_assign(subset, {"train": train, "val": val, "test": test}, repeat=repeat))
+    return pd.concat(parts, ignore_index=True)
+
+
+def make_split(index: pd.DataFrame, mode: str = "paper_a", task: int = 4, seed: int = 0, **options):
+    """Dispatch to `paper_a_split` or `paper_b_split` by name (what the CLI and notebooks call)."""
+    if mode == "paper_a":
+        return paper_a_split(index, task=task, seed=seed, **options)
+    if mode == "paper_b":
+        return paper_b_split(index, task=task, seed=seed, **options)
+    raise ValueError(f"split mode must be one of {MODES}; found {mode!r}")
+
+
+def save_split(split: pd.DataFrame, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    split[SPLIT_COLUMNS].to_csv(path, index=False)
+    return path
+
+
+def load_split(path, dataset_root) -> pd.DataFrame:
+    """Read a saved split and resolve its paths against the dataset folder it was made from."""
+    split = pd.read_csv(path, dtype={"relpath": str, "label": str, "split": str, "content_hash": str})
+    missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
+    if missing:
+        raise ValueError(f"{path} is not a split file: expected columns {SPLIT_COLUMNS}; missing {missing}")
+    split["path"] = [str(Path(dataset_root) / p) for p in split["relpath"]]
+    return split
+
+
+def split_summary(split: pd.DataFrame) -> pd.DataFrame:
+    """Images per class in each split (and repeat), the table the notebooks show."""
+    table = split.pivot_table(index=["repeat", "split"], columns="label", values="relpath",
+                              aggfunc="count", fill_value=0)
+    table["total"] = table.sum(axis=1)
+    return table

@@ -1,0 +1,99 @@
+"""Splits: seeded, stratified, duplicate-aware, saved and reloaded unchanged."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.cli import main
+from helpers.data import CLASSES
+from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, save_split
+
+
+def fake_index(per_class=(100, 60, 200, 40), duplicate_every=7) -> pd.DataFrame:
+    """An index like the scan's, where every `duplicate_every`-th image has an identical twin."""
+    rows = []
+    for cls, n in zip(CLASSES, per_class):
+        for i in range(n):
+            content = f"{cls}-{i}"
+            rows.append({"relpath": f"{cls}/images/{cls}-{i}.png", "label": cls, "content_hash": content})
+            if i % duplicate_every == 0:
+                rows.append({"relpath": f"{cls}/images/{cls}-{i}-copy.png", "label": cls,
+                             "content_hash": content})
+    # One picture filed under two classes, as happens between sources.
+    rows.append({"relpath": "Normal/images/cross.png", "label": "Normal", "content_hash": "COVID-0"})
+    return pd.DataFrame(rows)
+
+
+def _straddling(split):
+    return split.groupby(["repeat", "content_hash"])["split"].nunique().gt(1).sum()
+
+
+def test_paper_a_split_is_stratified_three_way_and_never_splits_duplicates():
+    index = fake_index()
+    split = paper_a_split(index, task=4, seed=0)
+    assert len(split) == len(index)
+    assert _straddling(split) == 0
+    shares = split["split"].value_counts(normalize=True)
+    assert shares["test"] == pytest.approx(0.2, abs=0.02) and shares["val"] == pytest.approx(0.1, abs=0.02)
+    per_class = split.groupby("label")["split"].value_counts(normalize=True).unstack()
+    assert (per_class["test"] - 0.2).abs().max() < 0.04, "each class keeps its share in the test set"
+
+
+def test_splits_are_deterministic_under_a_seed_and_change_with_it():
+    index = fake_index()
+    a, b, c = (paper_a_split(index, seed=s) for s in (3, 3, 4))
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["split"].equals(c.set_index("relpath").loc[a["relpath"], "split"].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("task, classes", [
+    (3, {"COVID", "Normal", "Viral Pneumonia"}),
+    (2, {"COVID", "Normal"}),
+])
+def test_task_keeps_only_its_classes(task, classes):
+    assert set(paper_a_split(fake_index(), task=task)["label"]) == classes
+
+
+def test_paper_b_split_is_balanced_repeated_and_90_10():
+    index = fake_index(per_class=(200, 200, 200, 200))
+    split = paper_b_split(index, task=3, n_per_class=100, repeats=3, seed=0)
+    assert _straddling(split) == 0
+    counts = split.groupby(["repeat", "split", "label"]).size().unstack()
+    assert (counts.xs("train", level="split") == 90).all().all()
+    assert (counts.xs("test", level="split") == 10).all().all()
+    drawn = [set(split.loc[split["repeat"] == r, "content_hash"]) for r in range(3)]
+    assert drawn[0] != drawn[1], "each repeat is its own random sub-sample"
+
+
+def test_paper_b_default_is_900_images_and_explicit_sizes_are_checked():
+    index = fake_index(per_class=(500, 500, 500, 500), duplicate_every=1000)
+    split = paper_b_split(index, task=2, repeats=1)
+    assert split.groupby("label").size().to_dict() == {"COVID": 450, "Normal": 450}
+    with pytest.raises(ValueError, match="needs 600 distinct images per class"):
+        paper_b_split(index, task=3, n_per_class=600)
+    with pytest.warns(UserWarning, match="using 400 per class"):
+        paper_b_split(fake_index(per_class=(400, 400, 401, 400), duplicate_every=1000), task=2, repeats=1)
+
+
+def test_unknown_mode_and_task_are_rejected():
+    with pytest.raises(ValueError, match="split mode must be one of"):
+        make_split(fake_index(), mode="kfold")
+    with pytest.raises(ValueError, match="task must be one of"):
+        make_split(fake_index(), task=5)
+
+
+def test_saved_split_reloads_identically_with_resolved_paths(tmp_path):
+    split = paper_a_split(fake_index())
+    path = save_split(split, tmp_path / "splits" / "a.csv")
+    again = load_split(path, tmp_path / "dataset")
+    pd.testing.assert_frame_equal(again.drop(columns="path"), split)
+    assert again["path"].iloc[0] == str(tmp_path / "dataset" / split["relpath"].iloc[0])
+
+
+def test_split_cli_writes_the_csv(phantom_root, tmp_path, capsys):
+    out = tmp_path / "split.csv"
+    assert main(["data", "split", str(phantom_root), "--mode", "paper_b", "--task", "2",
+                 "--n-per-class", "10", "--repeats", "2", "--out", str(out)]) == 0
+    split = pd.read_csv(out)
+    assert len(split) == 2 * 20 and set(split["split"]) == {"train", "test"}
+    assert np.all(split.groupby("repeat").size() == 20)
