@@ -1,0 +1,120 @@
+"""The tf.data input pipeline: decode each PNG once, cache it small, do the cheap work every epoch.
+
+Order matters for speed and memory: decode → resize → cache as uint8 grayscale (50 KB per image at
+224 px instead of 600 KB as float32 RGB) → shuffle → batch → flip, grey→RGB and normalise on whole
+batches → prefetch. The dataset is never held as float arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from helpers.data import load_grayscale
+
+NORMALISATIONS = ("resnet50", "rescale")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _decode(path, size):
+    """PIL decoding, the same code the scan validated, so a file that passed the scan loads here."""
+    return load_grayscale(path.decode("utf-8"), int(size))[..., np.newaxis]
+
+
+def to_model_input(images, normalisation: str = "resnet50"):
+    """uint8 grayscale batch (B, H, W, 1) → float32 RGB batch the model expects.
+
+    "resnet50": keras.applications.resnet50.preprocess_input, what the ImageNet weights were trained
+    with (BGR order, ImageNet channel means subtracted, no scaling). "rescale": pixels / 255, as Paper A.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
+    rgb = tf.image.grayscale_to_rgb(tf.cast(images, tf.float32))
+    if normalisation == "rescale":
+        return rgb / 255.0
+    from keras.applications.resnet50 import preprocess_input
+
+    return preprocess_input(rgb)
+
+
+def random_horizontal_flip(images, random_bits):
+    """Flip each image of the batch left↔right where its random bit is odd."""
+    flip = tf.reshape(tf.equal(random_bits % 2, 1), [-1, 1, 1, 1])
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def build_dataset(
+    paths,
+    labels,
+    n_classes: int,
+    image_size: int,
+    batch_size: int = 32,
+    *,
+    training: bool = False,
+    flip: bool = False,
+    normalisation: str = "resnet50",
+    seed: int = 0,
+    cache: bool | str = True,
+) -> tf.data.Dataset:
+    """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)).
+
+    `training` shuffles every epoch and enables `flip` (horizontal flips, as Paper B); evaluation
+    datasets keep file order. `cache` is True (memory), a file path prefix (disk), or False.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
+    paths = [str(p) for p in paths]
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(paths) != len(labels) or not paths:
+        raise ValueError(f"need as many labels as paths, at least one; found {len(paths)} paths, "
+                         f"{len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"labels must be class ids in [0, {n_classes}); "
+                         f"found {labels.min()}..{labels.max()}")
+
+    def decode(path, label):
+        image = tf.numpy_function(_decode, [path, image_size], tf.uint8, stateful=False)
+        image.set_shape([image_size, image_size, 1])
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache("" if cache is True else str(cache))
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def finish(images, label):
+        return to_model_input(images, normalisation), tf.one_hot(label, n_classes)
+
+    if training and flip:
+        bits = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, bits).batch(batch_size)
+        ds = ds.map(lambda pair, b: finish(random_horizontal_flip(pair[0], b), pair[1]),
+                    num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *, repeat: int = 0,
+                        flip: bool = False, normalisation: str = "resnet50", seed: int = 0) -> dict:
+    """{"train", "val", "test"} → dataset for one repeat of a split made by `helpers.splits`.
+
+    Labels are indices into `classes` (the task's class order); only the train part is shuffled and flipped.
+    """
+    class_id = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(split["label"]) - set(class_id))
+    if unknown:
+        raise ValueError(f"split has labels {unknown} that are not in the task's classes {list(classes)}")
+    part = split[split["repeat"] == repeat]
+    out = {}
+    for name in ("train", "val", "test"):
+        rows = part[part["split"] == name]
+        if rows.empty:
+            continue
+        out[name] = build_dataset(
+            rows["path"], rows["label"].map(class_id), len(classes), image_size, batch_size,
+            training=name == "train", flip=flip, normalisation=normalisation, seed=seed,
+        )
+    return out
