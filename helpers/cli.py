@@ -1,0 +1,147 @@
+"""Command line: `python -m helpers …` calls the same functions as the notebooks.
+
+  python -m helpers profile [--json]
+  python -m helpers data check ROOT [--json] [--task 4|3|2]
+  python -m helpers data synth OUT --per-class N --size S --seed K [--shortcut CLASS]
+  python -m helpers data split ROOT --mode paper_a|paper_b --task 4|3|2 --out CSV
+  python -m helpers data download
+  python -m helpers run                      (the main job: data, splits, then every notebook)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from helpers import config
+from helpers.data import CLASSES, TASK_CLASSES, DatasetError
+
+
+def _cmd_profile(args) -> int:
+    profile = config.choose_profile()
+    print(profile.to_json() if args.json else profile.describe())
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from helpers.data import find_dataset, format_report, scan_dataset
+
+    try:
+        scan = scan_dataset(find_dataset(args.root, classes=TASK_CLASSES[args.task]),
+                            progress=not args.json and sys.stderr.isatty())
+    except DatasetError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(scan.to_dict(), indent=2) if args.json else format_report(scan))
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from helpers.synthetic import generate_phantoms
+
+    root = generate_phantoms(args.out, per_class=args.per_class, size=args.size, seed=args.seed,
+                             shortcut_class=args.shortcut, shortcut_rate=args.shortcut_rate)
+    print(f"Wrote {args.per_class} phantom radiographs per class ({args.size} px, seed {args.seed}) "
+          f"to {root}")
+    return 0
+
+
+def _cmd_split(args) -> int:
+    from helpers.data import find_dataset, scan_dataset
+    from helpers.splits import make_split, save_split, split_summary
+
+    options = {}
+    if args.mode == "paper_b":
+        options = {"n_per_class": args.n_per_class, "repeats": args.repeats}
+    try:
+        scan = scan_dataset(find_dataset(args.root, classes=TASK_CLASSES[args.task]))
+        split = make_split(scan.index, mode=args.mode, task=args.task, seed=args.seed, **options)
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    save_split(split, args.out)
+    print(split_summary(split).to_string())
+    print(f"Saved to {args.out}")
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from helpers.data import download_dataset
+
+    try:
+        root = download_dataset()
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Dataset ready at {root}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from helpers.course import run_course
+
+    try:
+        run_course()
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    profile = commands.add_parser("profile", help="print the active run profile and why it was chosen")
+    profile.add_argument("--json", action="store_true")
+    profile.set_defaults(func=_cmd_profile)
+
+    data = commands.add_parser("data", help="check, generate, split or download the dataset")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    check = data_commands.add_parser("check", help="scan every file and report what is usable")
+    check.add_argument("root", help="folder holding the dataset (any level above the class folders)")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    check.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4,
+                       help="number of classes that must be present (default 4)")
+    check.set_defaults(func=_cmd_check)
+
+    synth = data_commands.add_parser("synth", help="generate phantom radiographs in the real layout")
+    synth.add_argument("out")
+    synth.add_argument("--per-class", type=int, default=250)
+    synth.add_argument("--size", type=int, default=299)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--shortcut", choices=CLASSES, default=None,
+                       help="plant a corner marker on this class's images")
+    synth.add_argument("--shortcut-rate", type=float, default=1.0,
+                       help="fraction of that class's images that carry the marker")
+    synth.set_defaults(func=_cmd_synth)
+
+    split = data_commands.add_parser("split", help="make and save a seeded, duplicate-aware split")
+    split.add_argument("root")
+    split.add_argument("--mode", choices=("paper_a", "paper_b"), default="paper_a")
+    split.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--n-per-class", type=int, default=None, help="paper_b: images per class")
+    split.add_argument("--repeats", type=int, default=3, help="paper_b: number of sub-samples")
+    split.add_argument("--out", required=True, help="CSV file to write")
+    split.set_defaults(func=_cmd_split)
+
+    download = data_commands.add_parser("download", help="download the dataset through kagglehub")
+    download.set_defaults(func=_cmd_download)
+
+    run = commands.add_parser("run", help="the main job: data check, splits, then every notebook")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

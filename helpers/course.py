@@ -1,0 +1,172 @@
+"""What the notebooks and the main job share: which data this run uses, its scan, its saved splits,
+and executing the notebook sequence.
+
+`course_dataset()` answers "which images does this run look at?" the same way everywhere: the real
+dataset if it is in data/, otherwise a generated phantom set sized by the active profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import config
+from helpers.data import (
+    INDEX_COLUMNS,
+    DatasetLayout,
+    ScanResult,
+    find_dataset,
+    find_real_dataset,
+    format_report,
+    list_image_files,
+    scan_dataset,
+)
+from helpers.splits import load_split, make_split, save_split
+from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
+
+NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+
+
+def course_dataset(profile: config.Profile | None = None, data_dir=None, phantom_dir=None) -> DatasetLayout:
+    """The real dataset under data/ if present, else the profile's phantom set (generated once)."""
+    profile = profile or config.active_profile()
+    real = find_real_dataset(data_dir)
+    if real is not None:
+        return real
+    root = ensure_phantoms(phantom_dir or config.PHANTOM_DIR, per_class=profile.phantom_per_class,
+                           size=profile.phantom_size, seed=0)
+    return find_dataset(root)
+
+
+def dataset_tag(layout: DatasetLayout) -> str:
+    """A short name for a dataset folder, so caches and splits of different datasets never mix."""
+    if layout.is_phantom:
+        manifest = json.loads((layout.root / MANIFEST_NAME).read_text())
+        return "phantom-{size}px-{per_class}x-seed{seed}".format(**manifest) + (
+            f"-shortcut-{manifest['shortcut_class']}".replace(" ", "_") if manifest["shortcut_class"] else ""
+        )
+    return "dataset-" + hashlib.blake2b(str(layout.root.resolve()).encode(), digest_size=4).hexdigest()
+
+
+def _listing_signature(layout: DatasetLayout) -> str:
+    """Changes whenever a file is added, removed, renamed or rewritten under the class folders."""
+    digest = hashlib.blake2b(digest_size=16)
+    for cls in layout.classes:
+        files, _ = list_image_files(layout.image_dirs[cls])
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool = False) -> ScanResult:
+    """`scan_dataset`, reused from a cache file while no file under the dataset has changed.
+
+    The full dataset takes a while to decode; every notebook needs the same index.
+    """
+    cache_dir = Path(cache_dir or config.OUTPUT_DIR / "cache")
+    cache = cache_dir / f"scan-{dataset_tag(layout)}.json"
+    signature = _listing_signature(layout)
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("signature") == signature:
+            index = pd.DataFrame(stored["index"], columns=INDEX_COLUMNS)
+            return ScanResult(layout, index, stored["skipped"], stored["ignored"])
+    scan = scan_dataset(layout, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"signature": signature, "index": scan.index.to_dict(orient="records"),
+               "skipped": scan.skipped, "ignored": scan.ignored}
+    cache.write_text(json.dumps(payload))
+    return scan
+
+
+def split_file(layout: DatasetLayout, mode: str, task: int, seed: int = 0) -> Path:
+    return config.OUTPUT_DIR / "splits" / dataset_tag(layout) / f"{mode}_task{task}_seed{seed}.csv"
+
+
+def course_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
+                 **options) -> pd.DataFrame:
+    """The saved split for this dataset, mode, task and seed; made and written on first use.
+
+    Reusing the file is what guarantees that evaluation sees exactly the test set training never saw.
+    """
+    path = split_file(scan.layout, mode, task, seed)
+    if path.exists() and not options:
+        split = load_split(path, scan.layout.root)
+        if set(split["relpath"]) <= set(scan.index["relpath"]):
+            return split
+    split = make_split(scan.index, mode=mode, task=task, seed=seed, **options)
+    if not options:
+        save_split(split, path)
+    split["path"] = [str(scan.layout.root / p) for p in split["relpath"]]
+    return split
+
+
+def notebooks(folder=None) -> list[Path]:
+    """The numbered notebooks of the course, in order."""
+    return sorted(Path(folder or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(source: Path, target: Path, timeout: int = 3600) -> float:
+    """Run one notebook top to bottom with the current Python's kernel; returns seconds taken."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(source, as_version=4)
+    started = time.perf_counter()
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(source.parent)}})
+    try:
+        client.execute()
+    finally:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, target)
+    return time.perf_counter() - started
+
+
+# Splits the main job prepares, so every notebook and CLI command finds them already made.
+COURSE_SPLITS = (("paper_a", 4), ("paper_b", 3), ("paper_b", 2))
+
+
+def run_course(log=print) -> dict:
+    """The main job: pick the data, check it, save the splits, then execute every notebook in order.
+
+    Executed notebooks land in outputs/notebooks/; a failing notebook stops the run (and is saved
+    with its error for inspection).
+    """
+    out = config.OUTPUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    profile = config.active_profile()
+    log(profile.describe())
+    layout = course_dataset(profile)
+    log(f"Data: {'generated phantom radiographs' if layout.is_phantom else 'the real dataset'} "
+        f"at {layout.root}")
+    scan = scan_cached(layout, progress=True)
+    report = format_report(scan)
+    log(report)
+    (out / "data_check.txt").write_text(report + "\n")
+    (out / "data_check.json").write_text(json.dumps(scan.to_dict(), indent=2) + "\n")
+
+    summary = {"profile": profile.name, "profile_reason": profile.reason, "data_root": str(layout.root),
+               "phantom": layout.is_phantom, "splits": {}, "notebooks": {}}
+    for mode, task in COURSE_SPLITS:
+        split = course_split(scan, mode=mode, task=task)
+        path = split_file(layout, mode, task)
+        counts = split.groupby("split").size().to_dict()
+        summary["splits"][path.name] = counts
+        log(f"Split {mode}, {task} classes: {counts} → {path}")
+
+    for source in notebooks():
+        target = out / "notebooks" / source.name
+        log(f"Executing {source.name} …")
+        seconds = execute_notebook(source, target)
+        summary["notebooks"][source.name] = round(seconds, 1)
+        log(f"  done in {seconds:.0f} s → {target}")
+    if not notebooks():
+        log("No notebooks yet: the main job prepared and checked the data only.")
+    (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
