@@ -93,6 +93,7 @@ def course_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: i
     """The saved split for this dataset, mode, task and seed; made and written on first use.
 
     Reusing the file is what guarantees that evaluation sees exactly the test set training never saw.
+    A split with non-default `options` (e.g. n_per_class) is made fresh and not saved.
     """
     path = split_file(scan.layout, mode, task, seed)
     if path.exists() and not options:
@@ -156,9 +157,11 @@ def run_course(log=print) -> dict:
     for mode, task in COURSE_SPLITS:
         split = course_split(scan, mode=mode, task=task)
         path = split_file(layout, mode, task)
-        counts = split.groupby("split").size().to_dict()
+        counts = {f"repeat {r}": part.groupby("split").size().to_dict()
+                  for r, part in split.groupby("repeat")}
         summary["splits"][path.name] = counts
-        log(f"Split {mode}, {task} classes: {counts} → {path}")
+        shown = counts["repeat 0"] if len(counts) == 1 else f"{len(counts)} repeats of {counts['repeat 0']}"
+        log(f"Split {mode}, {task} classes: {shown} → {path}")
 
     for source in notebooks():
         target = out / "notebooks" / source.name

@@ -83,9 +83,13 @@ class DatasetLayout:
 
     @property
     def is_phantom(self) -> bool:
-        from helpers.synthetic import MANIFEST_NAME
+        return _is_phantom_folder(self.root)
 
-        return (self.root / MANIFEST_NAME).exists()
+
+def _is_phantom_folder(folder: Path) -> bool:
+    from helpers.synthetic import MANIFEST_NAME
+
+    return (folder / MANIFEST_NAME).exists()
 
 
 def _class_folders(folder: Path) -> dict:
@@ -127,8 +131,10 @@ def _candidate_folders(root: Path, exclude: tuple[Path, ...]):
         queue.extend((p, depth + 1) for p in subfolders)
 
 
-def find_dataset(root, classes=CLASSES, exclude=()) -> DatasetLayout:
+def find_dataset(root, classes=CLASSES, exclude=(), skip_phantoms: bool = False) -> DatasetLayout:
     """Locate the class folders under `root` in the current Kaggle layout or an older flat one.
+
+    `exclude` lists folders not to search; `skip_phantoms` passes over generated phantom sets.
 
     Raises DatasetError naming what was expected and what was found when no layout matches or a
     class in `classes` is missing.
@@ -140,6 +146,8 @@ def find_dataset(root, classes=CLASSES, exclude=()) -> DatasetLayout:
 
     best = None
     for folder, found in _candidate_folders(root, tuple(Path(p) for p in exclude)):
+        if skip_phantoms and _is_phantom_folder(folder):
+            continue
         if found and (best is None or len(found) > len(best[1])):
             best = (folder, found)
     if best is None:
@@ -470,7 +478,7 @@ def find_real_dataset(data_dir=None, classes=CLASSES) -> DatasetLayout | None:
     if not data_dir.is_dir():
         return None
     try:
-        return find_dataset(data_dir, classes=classes, exclude=(config.PHANTOM_DIR,))
+        return find_dataset(data_dir, classes=classes, exclude=(config.PHANTOM_DIR,), skip_phantoms=True)
     except DatasetError as exc:
         if str(exc).startswith("unknown layout"):
             return None

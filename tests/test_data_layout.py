@@ -82,6 +82,7 @@ def test_real_dataset_search_ignores_generated_phantoms(tmp_path, monkeypatch, p
     data_dir = tmp_path / "data"
     monkeypatch.setattr(config, "PHANTOM_DIR", data_dir / "phantoms")
     shutil.copytree(phantom_root, data_dir / "phantoms" / phantom_root.name)
+    shutil.copytree(phantom_root, data_dir / "my-own-phantoms" / phantom_root.name)
     assert find_real_dataset(data_dir) is None
     shutil.copytree(phantom_root / "COVID", data_dir / "real" / "COVID")
     with pytest.raises(DatasetError, match="missing class"):  # half-placed data is loud, not ignored
