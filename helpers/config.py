@@ -12,7 +12,19 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The GitHub repository ("owner/name") behind the Colab badges and the notebooks' Colab setup cell.
+# Publishing under another name: change this line, then run `python -m helpers links` to rewrite them.
+REPOSITORY = "cxr-course/covid-cxr-resnet50"
+
+
+def _workspace() -> Path:
+    """The repository checkout when the package is installed from one (editable), else the working
+    folder (e.g. /content on Colab, where the package is pip-installed from GitHub)."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "pyproject.toml").exists() else Path.cwd()
+
+
+REPO_ROOT = _workspace()
 DATA_DIR = Path(os.environ.get("CXR_DATA_DIR", REPO_ROOT / "data"))
 OUTPUT_DIR = Path(os.environ.get("CXR_OUTPUT_DIR", REPO_ROOT / "outputs"))
 PHANTOM_DIR = DATA_DIR / "phantoms"
@@ -30,6 +42,7 @@ class Profile:
     batch_size: int
     phantom_per_class: int  # images per class when generated phantoms stand in for the real data
     phantom_size: int  # pixel size of generated phantoms (the real dataset is 299)
+    sample_per_class: int  # images per class behind exploratory statistics (mean images, histograms)
     weights: str  # "imagenet" or "none"
     reason: str = ""
 
@@ -45,12 +58,12 @@ class Profile:
 
 # The intended sizes of each profile (design §4). Environment variables below may override any field.
 _PROFILES = {
-    "fast": Profile("fast", image_size=64, epochs=1, batch_size=16,
-                    phantom_per_class=12, phantom_size=96, weights="none"),
-    "demo": Profile("demo", image_size=128, epochs=4, batch_size=32,
-                    phantom_per_class=150, phantom_size=299, weights="imagenet"),
-    "full": Profile("full", image_size=224, epochs=100, batch_size=32,
-                    phantom_per_class=250, phantom_size=299, weights="imagenet"),
+    "fast": Profile("fast", image_size=64, epochs=1, batch_size=16, phantom_per_class=12,
+                    phantom_size=96, sample_per_class=12, weights="none"),
+    "demo": Profile("demo", image_size=128, epochs=4, batch_size=32, phantom_per_class=150,
+                    phantom_size=299, sample_per_class=200, weights="imagenet"),
+    "full": Profile("full", image_size=224, epochs=100, batch_size=32, phantom_per_class=250,
+                    phantom_size=299, sample_per_class=1000, weights="imagenet"),
 }
 
 # Environment variable → Profile field it overrides.
@@ -60,6 +73,7 @@ _OVERRIDES = {
     "CXR_BATCH_SIZE": "batch_size",
     "CXR_PHANTOM_PER_CLASS": "phantom_per_class",
     "CXR_PHANTOM_SIZE": "phantom_size",
+    "CXR_SAMPLE_PER_CLASS": "sample_per_class",
     "CXR_WEIGHTS": "weights",
 }
 
@@ -121,3 +135,32 @@ def _positive_int(var: str, raw: str) -> int:
 def active_profile() -> Profile:
     """The profile of this process (computed once; restart the kernel after changing variables)."""
     return choose_profile()
+
+
+def in_colab() -> bool:
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+def device_report(profile: Profile | None = None) -> str:
+    """What this run computes on and with which sizes: the report every notebook opens with."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    profile = profile or active_profile()
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    lines = [
+        f"Python {platform.python_version()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
+        + (" · on Google Colab" if in_colab() else ""),
+        f"Devices: {', '.join(names)}" if gpus else "Devices: CPU only (no GPU visible)",
+        f"Mixed precision: {keras.mixed_precision.global_policy().name}",
+        profile.describe(),
+    ]
+    return "\n".join(lines)

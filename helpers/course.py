@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import pandas as pd
 from helpers import config
 from helpers.data import (
     INDEX_COLUMNS,
+    DatasetError,
     DatasetLayout,
     ScanResult,
+    download_dataset,
     find_dataset,
     find_real_dataset,
     format_report,
@@ -31,15 +34,32 @@ from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
 
 
-def course_dataset(profile: config.Profile | None = None, data_dir=None, phantom_dir=None) -> DatasetLayout:
-    """The real dataset under data/ if present, else the profile's phantom set (generated once)."""
+def course_dataset(profile: config.Profile | None = None, download: bool = False) -> DatasetLayout:
+    """The real dataset under data/ if present, else the profile's phantom set (generated once).
+
+    With `download`, a missing real dataset is first fetched through kagglehub (the public dataset
+    needs no credentials); if that fails, the reason is printed and phantoms stand in.
+    """
     profile = profile or config.active_profile()
-    real = find_real_dataset(data_dir)
+    real = find_real_dataset()
     if real is not None:
         return real
-    root = ensure_phantoms(phantom_dir or config.PHANTOM_DIR, per_class=profile.phantom_per_class,
-                           size=profile.phantom_size, seed=0)
+    if download:
+        try:
+            return find_dataset(download_dataset())
+        except DatasetError as exc:
+            print(f"Using generated phantoms instead of the real dataset: {str(exc).splitlines()[0]}")
+    folder = config.PHANTOM_DIR / f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
+    root = ensure_phantoms(folder, per_class=profile.phantom_per_class, size=profile.phantom_size, seed=0)
     return find_dataset(root)
+
+
+def data_statement(layout: DatasetLayout) -> str:
+    """One plain sentence on which images a notebook is looking at."""
+    if layout.is_phantom:
+        return (f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "
+                "every count, figure and accuracy below describes the phantoms only.")
+    return f"This run uses the real COVID-19 Radiography Database found at {layout.root}."
 
 
 def dataset_tag(layout: DatasetLayout) -> str:
@@ -144,8 +164,7 @@ def run_course(log=print) -> dict:
     profile = config.active_profile()
     log(profile.describe())
     layout = course_dataset(profile)
-    log(f"Data: {'generated phantom radiographs' if layout.is_phantom else 'the real dataset'} "
-        f"at {layout.root}")
+    log(data_statement(layout))
     scan = scan_cached(layout, progress=True)
     report = format_report(scan)
     log(report)
@@ -173,3 +192,40 @@ def run_course(log=print) -> dict:
         log("No notebooks yet: the main job prepared and checked the data only.")
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+# --------------------------------------------------------------------------- Colab links
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+_COLAB_URL = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/")
+_GIT_URL = re.compile(r"git\+https://github\.com/[\w.-]+/[\w.-]+")
+
+
+def colab_url(notebook_name: str) -> str:
+    return f"https://colab.research.google.com/github/{config.REPOSITORY}/blob/main/notebooks/{notebook_name}"
+
+
+def colab_badge(notebook_name: str) -> str:
+    return f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook_name)})"
+
+
+def install_url() -> str:
+    """What the notebooks' Colab setup cell pip-installs."""
+    return f"git+https://github.com/{config.REPOSITORY}"
+
+
+def sync_links(write: bool = True) -> list[Path]:
+    """Point every Colab badge and setup cell (notebooks and README) at `config.REPOSITORY`.
+
+    Returns the files that were (or, with write=False, would be) changed.
+    """
+    colab = f"https://colab.research.google.com/github/{config.REPOSITORY}/blob/main/"
+    changed = []
+    for path in [*notebooks(), config.REPO_ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        updated = _GIT_URL.sub(install_url(), _COLAB_URL.sub(colab, text))
+        if updated != text:
+            changed.append(path)
+            if write:
+                path.write_text(updated, encoding="utf-8")
+    return changed

@@ -388,6 +388,23 @@ def _maybe_progress(iterable, total: int, enabled: bool):
     return tqdm(iterable, total=total, desc="scanning images", unit="img")
 
 
+def class_balance(index: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
+    """Images per class, their share, and the accuracy of always predicting the majority class."""
+    counts = index["label"].value_counts().reindex(list(classes), fill_value=0)
+    table = pd.DataFrame({"images": counts, "share": counts / counts.sum()})
+    table.index.name = "class"
+    table.attrs["majority_baseline"] = float(table["share"].max())
+    table.attrs["imbalance_ratio"] = float(counts.max() / max(counts.min(), 1))
+    return table
+
+
+def sample_per_class(index: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to n rows of each class, drawn reproducibly (for statistics that need not see every image)."""
+    shuffled = index.sample(frac=1.0, random_state=seed)
+    chosen = shuffled.groupby("label", sort=True).head(n)
+    return chosen.sort_values(["label", "relpath"]).reset_index(drop=True)
+
+
 def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
     """Rows whose decoded pixels are identical to another row's, sorted by group."""
     counts = index["content_hash"].map(index["content_hash"].value_counts())

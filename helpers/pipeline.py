@@ -8,6 +8,7 @@ batches → prefetch. The dataset is never held as float arrays.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from helpers.data import load_grayscale
@@ -38,6 +39,18 @@ def to_model_input(images, normalisation: str = "resnet50"):
     if normalisation == "rescale":
         return tf.image.grayscale_to_rgb(grey / 255.0)
     return grey - tf.constant(IMAGENET_BGR_MEANS, tf.float32)
+
+
+def describe_inputs(batches: dict) -> pd.DataFrame:
+    """Per-channel statistics of model inputs, e.g. {"rescale": batch, "resnet50": batch}."""
+    rows = []
+    for name, batch in batches.items():
+        values = np.asarray(batch, dtype=np.float64)
+        for channel in range(values.shape[-1]):
+            v = values[..., channel]
+            rows.append({"normalisation": name, "channel": channel, "min": v.min(), "max": v.max(),
+                         "mean": v.mean(), "std": v.std()})
+    return pd.DataFrame(rows).set_index(["normalisation", "channel"]).round(3)
 
 
 def random_horizontal_flip(images, random_bits):
