@@ -1,0 +1,188 @@
+"""Figures for the notebooks, so a notebook cell shows the idea and not thirty lines of matplotlib.
+
+Every function returns its matplotlib Figure; with `save_as="name"` it is also written to
+outputs/figures/name.png, which is where the main job's figures are collected.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from PIL import Image
+
+from helpers import config
+from helpers.data import CLASSES, load_grayscale
+
+CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
+
+
+def _finish(fig, save_as, tight=True):
+    if tight:
+        fig.tight_layout()
+    if save_as:
+        folder = config.OUTPUT_DIR / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / f"{save_as}.png", dpi=110, bbox_inches="tight")
+    return fig
+
+
+def _classes_in(index: pd.DataFrame):
+    return [c for c in CLASSES if c in set(index["label"])]
+
+
+def class_counts(balance: pd.DataFrame, save_as=None):
+    """Bar chart of images per class with shares, and the majority-class baseline in the title."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    data = balance.reset_index()
+    sns.barplot(data=data, x="class", y="images", hue="class", palette=CLASS_COLOURS, legend=False, ax=ax)
+    for patch, share in zip(ax.patches, data["share"]):
+        ax.annotate(f"{share:.1%}", (patch.get_x() + patch.get_width() / 2, patch.get_height()),
+                    ha="center", va="bottom", fontsize=9)
+    ax.set(xlabel="", ylabel="images",
+           title=f"Always answering the largest class scores {balance.attrs['majority_baseline']:.1%}")
+    ax.margins(y=0.15)
+    return _finish(fig, save_as)
+
+
+def sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0, save_as=None):
+    """A few images of each class at full resolution, one row per class."""
+    classes = _classes_in(index)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(2.2 * per_class, 2.3 * len(classes)),
+                             squeeze=False)
+    for row, cls in zip(axes, classes):
+        rows = index[index["label"] == cls]
+        chosen = rows.sample(min(per_class, len(rows)), random_state=seed)
+        for ax, (_, item) in zip(row, chosen.iterrows()):
+            ax.imshow(load_grayscale(item["path"]), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(item["relpath"].rsplit("/", 1)[-1], fontsize=7)
+        row[0].set_ylabel(cls, fontsize=10)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _finish(fig, save_as)
+
+
+def _stack(paths, size):
+    return np.stack([load_grayscale(p, size).astype(np.float32) for p in paths])
+
+
+def mean_images(index: pd.DataFrame, size: int = 128, save_as=None):
+    """Mean image per class (top) and its difference from the mean of all classes (bottom).
+
+    Systematic differences outside the lungs (body size, text markers, borders) are what a model
+    can learn instead of disease.
+    """
+    classes = _classes_in(index)
+    means = {c: _stack(index.loc[index["label"] == c, "path"], size).mean(axis=0) for c in classes}
+    overall = np.mean(list(means.values()), axis=0)
+    fig, axes = plt.subplots(2, len(classes), figsize=(2.6 * len(classes), 5.4), squeeze=False,
+                             layout="constrained")
+    limit = max(float(np.abs(m - overall).max()) for m in means.values()) or 1.0
+    for col, cls in enumerate(classes):
+        n = int((index["label"] == cls).sum())
+        axes[0, col].imshow(means[cls], cmap="gray", vmin=0, vmax=255)
+        axes[0, col].set_title(f"{cls}\nmean of {n}", fontsize=9)
+        shown = axes[1, col].imshow(means[cls] - overall, cmap="coolwarm", vmin=-limit, vmax=limit)
+        axes[1, col].set_title("minus mean of all", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label="grey levels")
+    return _finish(fig, save_as, tight=False)
+
+
+def intensity_histograms(index: pd.DataFrame, size: int = 128, save_as=None):
+    """Distribution of pixel intensities per class (exposure and contrast differ between sources)."""
+    frames = []
+    for cls in _classes_in(index):
+        pixels = _stack(index.loc[index["label"] == cls, "path"], size).ravel()
+        frames.append(pd.DataFrame({"grey level": pixels[:: max(1, pixels.size // 200_000)], "class": cls}))
+    data = pd.concat(frames, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.histplot(data=data, x="grey level", hue="class", palette=CLASS_COLOURS, bins=64, stat="density",
+                 common_norm=False, element="step", fill=False, ax=ax)
+    ax.set(xlim=(0, 255), title="Pixel intensities per class")
+    return _finish(fig, save_as)
+
+
+def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_as=None):
+    """Images with their lung mask outlined; masks are resized to the image (the real ones are 256 px)."""
+    with_masks = index[index["mask_path"].notna()]
+    classes = _classes_in(with_masks)
+    if not classes:
+        raise ValueError("no image in this index has a lung mask (flat layouts come without masks)")
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(2.4 * per_class, 2.5 * len(classes)),
+                             squeeze=False)
+    for row, cls in zip(axes, classes):
+        rows = with_masks[with_masks["label"] == cls]
+        for ax, (_, item) in zip(row, rows.sample(min(per_class, len(rows)), random_state=seed).iterrows()):
+            image = load_grayscale(item["path"])
+            mask = np.asarray(Image.fromarray(load_grayscale(item["mask_path"]))
+                              .resize(image.shape[::-1], Image.NEAREST)) > 127
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.18)
+            ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.8)
+            ax.set_title(f"{cls}: lungs {mask.mean():.0%} of image", fontsize=8)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _finish(fig, save_as)
+
+
+def split_counts(split: pd.DataFrame, save_as=None, title: str = ""):
+    """Images per class in each split (first repeat for repeated sub-samples)."""
+    first = split[split["repeat"] == split["repeat"].min()]
+    data = first.groupby(["split", "label"]).size().rename("images").reset_index()
+    order = [s for s in ("train", "val", "test") if s in set(data["split"])]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(data=data, x="split", y="images", hue="label", order=order,
+                hue_order=_classes_in(first), palette=CLASS_COLOURS, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=8)
+    ax.set(xlabel="", title=title)
+    ax.legend(fontsize=8, title=None)
+    return _finish(fig, save_as)
+
+
+def resolution_ladder(path, sizes=(299, 224, 128), save_as=None):
+    """One radiograph at several input sizes: what detail each size keeps."""
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3 * len(sizes), 3.2), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        ax.imshow(load_grayscale(path, size), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"{size} × {size} px", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _finish(fig, save_as)
+
+
+def image_pairs(left, right, titles=("original", "flipped"), save_as=None):
+    """Rows of side-by-side images (e.g. before and after an augmentation)."""
+    fig, axes = plt.subplots(len(left), 2, figsize=(4.4, 2.3 * len(left)), squeeze=False)
+    for row, a, b in zip(axes, left, right):
+        for ax, image, title in zip(row, (a, b), titles):
+            ax.imshow(np.squeeze(image), cmap="gray")
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _finish(fig, save_as)
+
+
+def value_histograms(batches: dict, save_as=None):
+    """Histogram of input values under each normalisation: {"name": array}."""
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], batches.items()):
+        sns.histplot(np.asarray(values).ravel()[::7], bins=60, ax=ax, color="slategray")
+        ax.set(title=name, xlabel="input value", ylabel="")
+    return _finish(fig, save_as)
+
+
+def throughput(results: pd.DataFrame, save_as=None):
+    """Images per second per input pipeline (a `helpers.timing` table)."""
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(results)))
+    sns.barplot(data=results, y="pipeline", x="images_per_second", color="steelblue", ax=ax)
+    ax.bar_label(ax.containers[0], fmt="%.0f", fontsize=8)
+    ax.set(ylabel="", xlabel="images per second (higher is better)")
+    ax.margins(x=0.15)
+    return _finish(fig, save_as)

@@ -1,0 +1,106 @@
+"""Helpers behind notebooks 01 and 02: tables, figures, timings, device report, which data a run uses."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import config, course, data, pipeline, plots, timing  # noqa: E402
+from helpers.data import CLASSES, find_dataset, scan_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scan(phantom_root):
+    return scan_dataset(find_dataset(phantom_root))
+
+
+@pytest.fixture
+def figure_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path)
+    return tmp_path / "figures"
+
+
+def test_class_balance_and_majority_baseline():
+    index = pd.DataFrame({"label": ["Normal"] * 6 + ["COVID"] * 3 + ["Viral Pneumonia"]})
+    table = data.class_balance(index)
+    assert table["images"].to_dict() == {"COVID": 3, "Lung_Opacity": 0, "Normal": 6, "Viral Pneumonia": 1}
+    assert table.attrs["majority_baseline"] == pytest.approx(0.6)
+    three = data.class_balance(index, data.TASK_CLASSES[3])
+    assert list(three.index) == ["COVID", "Normal", "Viral Pneumonia"]
+    assert three["share"].sum() == pytest.approx(1.0)
+
+
+def test_sample_per_class_is_capped_and_reproducible(scan):
+    sample = data.sample_per_class(scan.index, 3, seed=1)
+    assert sample["label"].value_counts().to_dict() == {c: 3 for c in CLASSES}
+    assert sample.equals(data.sample_per_class(scan.index, 3, seed=1))
+    assert not sample.equals(data.sample_per_class(scan.index, 3, seed=2))
+    assert len(data.sample_per_class(scan.index, 1000)) == len(scan.index)
+
+
+@pytest.mark.parametrize("draw, axes", [
+    (lambda s, name: plots.class_counts(data.class_balance(s.index), save_as=name), 1),
+    (lambda s, name: plots.sample_grid(s.index, per_class=2, save_as=name), 8),
+    (lambda s, name: plots.mean_images(s.index, size=32, save_as=name), 9),  # 8 panels and a colour bar
+    (lambda s, name: plots.intensity_histograms(s.index, size=32, save_as=name), 1),
+    (lambda s, name: plots.mask_overlays(s.index, per_class=1, save_as=name), 4),
+])
+def test_figures_draw_one_panel_per_item_and_save(scan, figure_dir, draw, axes):
+    figure = draw(scan, "check")
+    assert len(figure.axes) == axes
+    assert (figure_dir / "check.png").stat().st_size > 1000
+    assert draw(scan, None) is not None and len(list(figure_dir.iterdir())) == 1
+
+
+def test_mask_overlays_need_masks(scan):
+    with pytest.raises(ValueError, match="no image in this index has a lung mask"):
+        plots.mask_overlays(scan.index.assign(mask_path=None))
+
+
+def test_describe_inputs_reports_each_channel():
+    grey = np.full((2, 4, 4, 1), 255, dtype=np.uint8)
+    inputs = {n: pipeline.to_model_input(grey, n).numpy() for n in ("rescale", "resnet50")}
+    table = pipeline.describe_inputs(inputs)
+    assert table.loc[("rescale", 0), "max"] == 1.0
+    assert table.loc[("resnet50", 2), "mean"] == pytest.approx(255 - 123.68, abs=1e-3)
+
+
+def test_pipeline_comparison_covers_both_pipelines_and_epochs(scan):
+    table = timing.compare_input_pipelines(scan.index, CLASSES, image_size=32, batch_size=8, epochs=2)
+    assert len(table) == 4 and (table["images_per_second"] > 0).all()
+    assert table["pipeline"].str.contains("image_dataset_from_directory").sum() == 2
+
+
+def test_seconds_per_call_is_the_median_after_warmup():
+    calls = []
+    assert timing.seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) >= 0
+    assert len(calls) == 5
+
+
+def test_device_report_names_versions_devices_and_profile():
+    report = config.device_report(config.choose_profile({"CXR_FAST": "1"}))
+    assert "TensorFlow" in report and "Keras" in report
+    assert "Devices: CPU only" in report or "Devices:" in report
+    assert "profile 'fast'" in report
+
+
+def test_data_statement_says_phantom_or_real(phantom_root, make_tree):
+    assert "GENERATED PHANTOM" in course.data_statement(find_dataset(phantom_root))
+    assert "real COVID-19 Radiography Database" in course.data_statement(find_dataset(make_tree()))
+
+
+def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(config, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(config, "PHANTOM_DIR", tmp_path / "data" / "phantoms")
+
+    def offline():
+        raise data.DatasetError("could not download it (offline)")
+
+    monkeypatch.setattr(course, "download_dataset", offline)
+    layout = course.course_dataset(config.choose_profile({"CXR_FAST": "1"}), download=True)
+    assert layout.is_phantom
+    printed = capsys.readouterr().out
+    assert "Using generated phantoms instead of the real dataset: could not download" in printed
