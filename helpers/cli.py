@@ -5,6 +5,7 @@
   python -m helpers data synth OUT --per-class N --size S --seed K [--shortcut CLASS]
   python -m helpers data split ROOT --mode paper_a|paper_b --task 4|3|2 --out CSV
   python -m helpers data download
+  python -m helpers links [--check]          (Colab badges and setup cells → config.REPOSITORY)
   python -m helpers run                      (the main job: data, splits, then every notebook)
 """
 
@@ -91,6 +92,20 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_links(args) -> int:
+    from helpers.course import sync_links
+
+    changed = sync_links(write=not args.check)
+    for path in changed:
+        print(f"{'out of date' if args.check else 'updated'}: {path}")
+    if args.check and changed:
+        print(f"error: links do not point at {config.REPOSITORY}; run python -m helpers links",
+              file=sys.stderr)
+        return 1
+    print(f"Colab badges and setup cells point at {config.REPOSITORY}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = data_commands.add_parser("download", help="download the dataset through kagglehub")
     download.set_defaults(func=_cmd_download)
+
+    links = commands.add_parser("links", help="point Colab badges and setup cells at config.REPOSITORY")
+    links.add_argument("--check", action="store_true", help="only report files that are out of date")
+    links.set_defaults(func=_cmd_links)
 
     run = commands.add_parser("run", help="the main job: data check, splits, then every notebook")
     run.set_defaults(func=_cmd_run)
