@@ -179,10 +179,12 @@ def value_histograms(batches: dict, save_as=None):
 
 
 def throughput(results: pd.DataFrame, save_as=None):
-    """Images per second per input pipeline (a `helpers.timing` table)."""
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(results)))
-    sns.barplot(data=results, y="pipeline", x="images_per_second", color="steelblue", ax=ax)
-    ax.bar_label(ax.containers[0], fmt="%.0f", fontsize=8)
+    """Images per second per input pipeline and epoch (a `timing.compare_input_pipelines` table)."""
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    sns.barplot(data=results, y="pipeline", x="images_per_second", hue="epoch", palette="Blues", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.0f", fontsize=8)
     ax.set(ylabel="", xlabel="images per second (higher is better)")
+    ax.legend(title="epoch", fontsize=8)
     ax.margins(x=0.15)
     return _finish(fig, save_as)

@@ -59,8 +59,7 @@ def compare_input_pipelines(index: pd.DataFrame, classes, image_size: int, batch
     class_id = {c: i for i, c in enumerate(classes)}
     ours = build_dataset(index["path"], index["label"].map(class_id), len(classes), image_size,
                          batch_size, training=True)
-    rows = [("helpers.pipeline (decode once, uint8 cache)", e + 1, r)
-            for e, r in enumerate(epoch_rates(ours, epochs))]
+    rows = [("helpers.pipeline", e + 1, r) for e, r in enumerate(epoch_rates(ours, epochs))]
     with tempfile.TemporaryDirectory() as tmp:
         baseline = keras.utils.image_dataset_from_directory(
             _link_tree(index, Path(tmp)), label_mode="categorical", class_names=list(classes),
@@ -70,11 +69,9 @@ def compare_input_pipelines(index: pd.DataFrame, classes, image_size: int, batch
         preprocess = keras.applications.resnet50.preprocess_input
         baseline = baseline.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
         baseline = baseline.prefetch(tf.data.AUTOTUNE)
-        rows += [("keras image_dataset_from_directory", e + 1, r)
+        rows += [("image_dataset_from_directory", e + 1, r)
                  for e, r in enumerate(epoch_rates(baseline, epochs))]
-    table = pd.DataFrame(rows, columns=["pipeline", "epoch", "images_per_second"])
-    table["pipeline"] = table["pipeline"] + ", epoch " + table["epoch"].astype(str)
-    return table
+    return pd.DataFrame(rows, columns=["pipeline", "epoch", "images_per_second"])
 
 
 def resolution_costs(sizes=(128, 224), batch_size: int = 4, repeats: int = 3) -> pd.DataFrame:
