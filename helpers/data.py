@@ -217,18 +217,15 @@ def to_grayscale_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
-def load_grayscale(path, size: int | None = None) -> np.ndarray:
-    """Decode an image file to an 8-bit grayscale array, optionally resized to size × size.
-
-    Raises BadImageError with a human-readable reason for empty, truncated or non-image files.
-    """
-    path = Path(path)
+def _decode(path: Path):
+    """(8-bit grayscale array, original mode, file format) of one file, or BadImageError with a reason."""
     try:
         if path.stat().st_size == 0:
             raise BadImageError("empty file (0 bytes)")
         with Image.open(path) as img:
             img.load()
             array = to_grayscale_array(img)
+            mode, fmt = img.mode, img.format
     except BadImageError:
         raise
     except UnidentifiedImageError:
@@ -236,9 +233,19 @@ def load_grayscale(path, size: int | None = None) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"image too large to decode safely: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadImageError(f"truncated or corrupt image data: {exc}") from None
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unsupported"
+        raise BadImageError(f"{kind} image data: {exc}") from None
     if array.ndim != 2 or min(array.shape) == 0:
         raise BadImageError(f"decoded to an unusable array of shape {array.shape}")
+    return array, mode, fmt
+
+
+def load_grayscale(path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to an 8-bit grayscale array, optionally resized to size × size.
+
+    Raises BadImageError with a human-readable reason for empty, truncated or non-image files.
+    """
+    array, _, _ = _decode(Path(path))
     if size is not None and array.shape != (size, size):
         array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
     return array
@@ -247,10 +254,7 @@ def load_grayscale(path, size: int | None = None) -> np.ndarray:
 def inspect_image(path) -> dict:
     """Decode one file fully and describe it; the content hash is of the decoded grayscale pixels,
     so the same picture saved as RGB and as grayscale counts as a duplicate."""
-    path = Path(path)
-    array = load_grayscale(path)
-    with Image.open(path) as img:
-        mode, fmt = img.mode, img.format
+    array, mode, fmt = _decode(Path(path))
     digest = hashlib.blake2b(array.tobytes(), digest_size=16)
     digest.update(str(array.shape).encode())
     return {
