@@ -228,6 +228,10 @@ def _decode(path: Path):
             mode, fmt = img.mode, img.format
     except BadImageError:
         raise
+    except FileNotFoundError:
+        raise BadImageError("file not found") from None
+    except IsADirectoryError:
+        raise BadImageError("a folder, not an image file") from None
     except UnidentifiedImageError:
         raise BadImageError("not an image: no image format recognised in its bytes") from None
     except Image.DecompressionBombError as exc:
