@@ -1,0 +1,155 @@
+"""ResNet50 classifiers built flat from the backbone's own input and output.
+
+Flat (no model nested inside another) so that every layer, the last convolutional block and the
+pre-softmax `logits` included, is reachable by name: Grad-CAM and CAM read them directly, and a nested
+model would fail with "Graph disconnected".
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+HEADS = ("paper_a", "cam")
+HEAD_LAYERS = ("gap", "fc1024", "dropout", "logits", "probabilities")
+LAST_CONV_LAYER = "conv5_block3_out"
+PAPER_A_TABLE_1 = {"backbone": 23_587_712, "dense_1024": 1_049_600, "output_4_classes": 4_100}
+
+
+def load_backbone(weights: str, image_size: int):
+    """ResNet50 without its top, and what was actually loaded: (model, weights_used, fallback_reason).
+
+    `weights` is "imagenet", "none" or a path to a weights file for ResNet50 without top. When the
+    ImageNet download fails (no network), the backbone is randomly initialised and a warning that cannot
+    be missed is printed: such a run is not transfer learning.
+    """
+    shape = (image_size, image_size, 3)
+    if weights in (None, "none"):
+        return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", None
+    if weights != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights must be 'imagenet', 'none' or an existing file; {path} not found")
+        return keras.applications.ResNet50(weights=str(path), include_top=False, input_shape=shape), str(path), None
+    try:
+        return keras.applications.ResNet50(weights="imagenet", include_top=False, input_shape=shape), \
+            "imagenet", None
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same thing here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'}"
+    warn_random_init(reason)
+    return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", reason
+
+
+def warn_random_init(reason: str) -> None:
+    banner = (
+        "\n" + "!" * 78 + "\n"
+        "!!  ImageNet weights could not be loaded: the ResNet50 backbone is RANDOMLY INITIALISED.\n"
+        "!!  This run is NOT transfer learning; its results say nothing about pretrained models.\n"
+        f"!!  Reason: {reason}\n"
+        "!!  Fix: run where the download works, or pass a local weights file (--weights PATH).\n"
+        + "!" * 78 + "\n"
+    )
+    print(banner, file=sys.stderr)
+    warnings.warn("ResNet50 backbone randomly initialised: ImageNet weights unavailable", stacklevel=3)
+
+
+def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224, weights: str = "imagenet",
+                dropout: float | None = None):
+    """(model, weights_used, fallback_reason) for a ResNet50 classifier.
+
+    head "paper_a": GAP → Dense(1024, ReLU) → Dropout(0.5) → Dense(n) → softmax, as Paper A.
+    head "cam":     GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
+                    which is what makes a class activation map exact (Paper B's CAM).
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}; found {head!r}")
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes; found {n_classes}")
+    base, weights_used, fallback = load_backbone(weights, image_size)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
+    if head == "paper_a":
+        x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
+        x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout")(x)
+    elif dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
+    probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    model = keras.Model(base.input, probabilities, name=f"resnet50_{head}")
+    return model, weights_used, fallback
+
+
+def backbone_layers(model) -> list:
+    return [layer for layer in model.layers
+            if layer.name not in HEAD_LAYERS and not isinstance(layer, keras.layers.InputLayer)]
+
+
+def parameter_table(model) -> pd.DataFrame:
+    """Parameters in the form of Paper A's Table 1: the backbone as one row, then each head layer."""
+    backbone = backbone_layers(model)
+    rows = [{"layer": "ResNet50 (no top)", "output shape": str(model.get_layer(LAST_CONV_LAYER).output.shape),
+             "parameters": sum(layer.count_params() for layer in backbone)}]
+    for name in HEAD_LAYERS:
+        if name in [layer.name for layer in model.layers]:
+            layer = model.get_layer(name)
+            rows.append({"layer": f"{name} ({type(layer).__name__})", "output shape": str(layer.output.shape),
+                         "parameters": layer.count_params()})
+    table = pd.DataFrame(rows)
+    total = pd.DataFrame([{"layer": "total", "output shape": "", "parameters": int(table["parameters"].sum())}])
+    return pd.concat([table, total], ignore_index=True)
+
+
+def format_parameter_table(table: pd.DataFrame) -> str:
+    lines = [f"{'Layer (type)':<34}{'Output shape':<26}{'Param #':>14}", "-" * 74]
+    for row in table.itertuples():
+        if row.layer == "total":
+            lines.append("-" * 74)
+        lines.append(f"{row.layer:<34}{row._2:<26}{row.parameters:>14,}")
+    return "\n".join(lines)
+
+
+def set_backbone_trainable(model, trainable: bool, batchnorm_trainable: bool | None = None) -> None:
+    """Freeze or unfreeze the backbone. A frozen BatchNormalization layer runs in inference mode
+    (it uses, and keeps, its moving statistics), which is what fine-tuning a pretrained model needs."""
+    for layer in backbone_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and batchnorm_trainable is not None:
+            layer.trainable = batchnorm_trainable
+        else:
+            layer.trainable = trainable
+
+
+def set_batchnorm_momentum(model, momentum: float) -> None:
+    """Random-init runs: Keras' default momentum 0.99 makes the moving statistics lag far behind
+    weights that change fast, so evaluation (which uses them) sees a different network than training."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def reestimate_batchnorm(model, dataset, max_batches: int | None = None) -> int:
+    """Replace every BatchNorm layer's moving statistics by their average over `dataset` batches,
+    computed with the final weights (a forward pass in training mode; no weight is updated).
+
+    Returns the number of batches used.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = {layer.name: (layer.momentum, layer.trainable) for layer in layers}
+    for layer in layers:
+        layer.trainable = True
+        layer.moving_mean.assign(keras.ops.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(keras.ops.ones_like(layer.moving_variance))
+    used = 0
+    for images, _ in dataset:
+        for layer in layers:  # cumulative average: batch k gets weight 1/(k+1)
+            layer.momentum = used / (used + 1)
+        model(images, training=True)
+        used += 1
+        if max_batches and used >= max_batches:
+            break
+    for layer in layers:
+        layer.momentum, layer.trainable = saved[layer.name]
+    return used

@@ -1,0 +1,91 @@
+"""Models: Paper A's exact parameter counts, a flat graph with reachable logits, honest weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import models
+from helpers.cli import main
+from helpers.models import LAST_CONV_LAYER, build_model, parameter_table
+
+
+@pytest.fixture(scope="module")
+def paper_a_model():
+    model, weights_used, fallback = build_model("paper_a", n_classes=4, image_size=64, weights="none")
+    return model
+
+
+def test_paper_a_parameter_counts_match_table_1_where_the_arithmetic_allows(paper_a_model):
+    counts = parameter_table(paper_a_model).set_index("layer")["parameters"]
+    assert counts["ResNet50 (no top)"] == 23_587_712  # as Paper A's Table 1
+    assert counts["logits (Dense)"] == 4_100  # as Paper A's Table 1
+    assert counts["fc1024 (Dense)"] == 2048 * 1024 + 1024 == 2_098_176  # the paper prints 1,049,600
+    assert counts["total"] == paper_a_model.count_params()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_cam_head_is_linear_on_pooled_features(n_classes):
+    model, _, _ = build_model("cam", n_classes=n_classes, image_size=32, weights="none")
+    counts = parameter_table(model).set_index("layer")["parameters"]
+    assert counts["logits (Dense)"] == 2048 * n_classes + n_classes
+    assert "fc1024 (Dense)" not in counts
+    assert model.output_shape == (None, n_classes)
+
+
+def test_graph_is_flat_and_logits_are_reachable(paper_a_model):
+    assert not any(isinstance(layer, keras.Model) for layer in paper_a_model.layers), "no nested model"
+    probe = keras.Model(paper_a_model.input, [paper_a_model.get_layer(LAST_CONV_LAYER).output,
+                                              paper_a_model.get_layer("logits").output])
+    features, logits = probe(np.zeros((2, 64, 64, 3), np.float32))
+    assert features.shape == (2, 2, 2, 2048) and logits.shape == (2, 4)
+
+
+def test_probabilities_sum_to_one(paper_a_model):
+    images = np.random.default_rng(0).normal(size=(3, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(paper_a_model.predict(images, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unreachable_imagenet_weights_fall_back_loudly(monkeypatch, capsys):
+    original = keras.applications.ResNet50
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure: Name or service not known")
+        return original(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        model, weights_used, reason = build_model("cam", 2, 32, weights="imagenet")
+    assert weights_used == "none" and "URL fetch failure" in reason
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    donor = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = tmp_path / "resnet50_notop.weights.h5"
+    donor.save_weights(path)
+    model, weights_used, reason = build_model("cam", 2, 32, weights=str(path))
+    assert weights_used == str(path) and reason is None
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  donor.get_layer("conv1_conv").get_weights()[0])
+    with pytest.raises(FileNotFoundError, match="weights must be 'imagenet', 'none' or an existing file"):
+        build_model("cam", 2, 32, weights=str(tmp_path / "missing.h5"))
+
+
+def test_batchnorm_reestimation_recovers_the_data_statistics():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
+    data = np.random.default_rng(1).normal(loc=[5.0, -2.0, 0.0], scale=[1.0, 3.0, 0.5], size=(512, 3))
+    batches = [(data[i:i + 64].astype(np.float32), None) for i in range(0, 512, 64)]
+    assert models.reestimate_batchnorm(model, batches) == 8
+    layer = model.get_layer("bn")
+    np.testing.assert_allclose(layer.moving_mean.numpy(), data.mean(axis=0), atol=0.05)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), data.var(axis=0), rtol=0.1)
+    assert layer.momentum == 0.99, "the layer's own momentum is put back"
+
+
+def test_model_cli_prints_paper_a_table(capsys):
+    assert main(["model", "--recipe", "paper_a", "--task", "4", "--weights", "none", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    for number in ("23,587,712", "2,098,176", "4,100", "1,049,600"):
+        assert number in out
