@@ -5,6 +5,9 @@
   python -m helpers data synth OUT --per-class N --size S --seed K [--shortcut CLASS]
   python -m helpers data split ROOT --mode paper_a|paper_b --task 4|3|2 --out CSV
   python -m helpers data download
+  python -m helpers model --recipe paper_a --task 4 --weights none
+  python -m helpers train --data ROOT --recipe paper_a|improved --task 4 --out RUN_DIR [--epochs N]
+  python -m helpers predict IMAGE... --run RUN_DIR [--json]
   python -m helpers links [--check]          (Colab badges and setup cells → config.REPOSITORY)
   python -m helpers run                      (the main job: data, splits, then every notebook)
 """
@@ -106,6 +109,60 @@ def _cmd_links(args) -> int:
     return 0
 
 
+def _cmd_model(args) -> int:
+    from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
+    from helpers.recipes import get_recipe
+
+    recipe = get_recipe(args.recipe)
+    model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
+                                         args.image_size or recipe.image_size, args.weights, recipe.dropout)
+    print(f"Recipe {recipe.name}, {args.task} classes, backbone weights: {weights_used}")
+    print(format_parameter_table(parameter_table(model)))
+    if recipe.head == "paper_a":
+        print(f"\nPaper A's Table 1 gives {PAPER_A_TABLE_1['dense_1024']:,} for the Dense(1024) layer; a Dense "
+              "layer on ResNet50's 2048 pooled features has 2048 × 1024 + 1024 = 2,098,176.")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from helpers.training import RunSettingsError, train_run
+
+    try:
+        settings = train_run(args.out, args.data, recipe=args.recipe, task=args.task, epochs=args.epochs,
+                             image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
+                             seed=args.seed)
+    except (DatasetError, RunSettingsError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    validation = settings["validation"]
+    print(f"Trained {settings['recipe']} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) "
+          f"for {settings['epochs_run']} epochs: validation accuracy {validation['accuracy']:.3f}, "
+          f"loss {validation['loss']:.3f} → {args.out}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from helpers.runs import RunNotFoundError, format_predictions, predict_images, read_settings
+
+    try:
+        table = predict_images(args.run, args.images)
+        classes = read_settings(args.run)["classes"]
+    except RunNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        rows = []
+        for _, row in table.iterrows():
+            failed = isinstance(row["error"], str)
+            rows.append({"image": row["image"], "error": row["error"] if failed else None,
+                         "predicted": None if failed else row["predicted"],
+                         "probabilities": None if failed else {c: round(float(row[c]), 6) for c in classes}})
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_predictions(table, classes))
+    return 1 if table["error"].map(lambda e: isinstance(e, str)).any() else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +204,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = data_commands.add_parser("download", help="download the dataset through kagglehub")
     download.set_defaults(func=_cmd_download)
+
+    model = commands.add_parser("model", help="build a recipe's model and print its parameter table")
+    model.add_argument("--recipe", choices=("paper_a", "improved"), default="paper_a")
+    model.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
+    model.add_argument("--image-size", type=int, default=None, help="default: the recipe's")
+    model.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    model.set_defaults(func=_cmd_model)
+
+    train = commands.add_parser("train", help="train a recipe into a run folder (re-run to resume)")
+    train.add_argument("--data", required=True, help="folder holding the dataset")
+    train.add_argument("--recipe", choices=("paper_a", "improved"), default="paper_a")
+    train.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
+    train.add_argument("--out", required=True, help="run folder to write (or resume)")
+    train.add_argument("--epochs", type=int, default=None, help="default: the recipe's, capped by the profile")
+    train.add_argument("--image-size", type=int, default=None, help="default: the recipe's, capped by the profile")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--weights", default=None, help="imagenet, none, or a weights file (default: profile's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_cmd_train)
+
+    predict = commands.add_parser("predict", help="class probabilities for images, with a trained run")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--run", required=True, help="run folder made by `train`")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=_cmd_predict)
 
     links = commands.add_parser("links", help="point Colab badges and setup cells at config.REPOSITORY")
     links.add_argument("--check", action="store_true", help="only report files that are out of date")

@@ -188,3 +188,18 @@ def throughput(results: pd.DataFrame, save_as=None):
     ax.legend(title="epoch", fontsize=8)
     ax.margins(x=0.15)
     return _finish(fig, save_as)
+
+
+def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int = 0, save_as=None):
+    """Accuracy and loss per epoch, training and validation, side by side (as Paper A's Figure 1)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    epochs = history["epoch"] + 1
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, history[metric], marker="o", label="training")
+        ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        if warmup_epochs:
+            ax.axvline(warmup_epochs + 0.5, color="grey", linestyle=":", label="end of warm-up")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(0, 1.02)
+    return _finish(fig, save_as)
