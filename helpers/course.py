@@ -127,6 +127,24 @@ def course_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: i
     return split
 
 
+def run_folder(layout: DatasetLayout, recipe: str, task: int = 4, profile: config.Profile | None = None) -> Path:
+    """Where the course keeps a recipe's run: one per dataset, profile, recipe and task."""
+    profile = profile or config.active_profile()
+    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile.name / f"{recipe}_task{task}"
+
+
+def ensure_run(layout: DatasetLayout, recipe: str, task: int = 4, log=print) -> Path:
+    """The course's trained run of `recipe`: trained now if missing, resumed if interrupted, else reused.
+
+    This is how every notebook after 03 gets a trained model without depending on having run 03.
+    """
+    from helpers.training import train_run
+
+    folder = run_folder(layout, recipe, task)
+    train_run(folder, layout.root, recipe=recipe, task=task, log=log)
+    return folder
+
+
 def notebooks(folder=None) -> list[Path]:
     """The numbered notebooks of the course, in order."""
     return sorted(Path(folder or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))

@@ -19,7 +19,8 @@ def text(cell):
 
 def test_the_course_has_its_first_lessons():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:2] == ["01_dataset_exploration.ipynb", "02_preprocessing.ipynb"]
+    assert names[:3] == ["01_dataset_exploration.ipynb", "02_preprocessing.ipynb",
+                         "03_transfer_learning_resnet50.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
