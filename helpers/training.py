@@ -132,7 +132,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         "weights_requested": weights or profile.weights, "seed": seed,
     }
     previous = _read_json(run_dir / "settings.json")
-    state = _read_json(checkpoints / "state.json")
+    state = _read_json(checkpoints / "state.json") if previous is not None else None
     if previous is not None:
         if _identity(previous) != _identity(settings):
             raise RunSettingsError(
@@ -153,6 +153,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
     with strategy.scope():
         if state is not None and (checkpoints / "last.keras").exists():
             model = keras.models.load_model(checkpoints / "last.keras")
+            model.jit_compile = policy.xla  # the saved compile settings would leave it to "auto"
             weights_used, fallback = previous["weights_used"], previous["weights_fallback_reason"]
         else:
             shutil.rmtree(checkpoints, ignore_errors=True)
@@ -240,7 +241,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
 
 def _save_for_inference(model, path: Path) -> None:
     """Save weights and architecture without the optimizer state (a third of the size)."""
-    clean = keras.models.clone_model(model)
+    clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
     clean.set_weights(model.get_weights())
     clean.save(path)
 

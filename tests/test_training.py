@@ -85,6 +85,8 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
     run, settings, _, _ = resumed_run
     for name in ("model.keras", "history.csv", "split.csv", "settings.json"):
         assert (run / name).exists()
+    assert (run / "model.keras").stat().st_size < 150e6, "saved without the optimizer state (~100 MB, not ~300)"
+    assert not list((run / "checkpoints").glob("*.keras")), "resume checkpoints are removed once finished"
     saved = json.loads((run / "settings.json").read_text())
     assert saved["weights_used"] == "none" and saved["pretrained"] is False
     assert saved["profile"] == "fast" and saved["image_size"] == 32
