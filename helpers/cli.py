@@ -8,6 +8,7 @@
   python -m helpers model --recipe paper_a --task 4 --weights none
   python -m helpers train --data ROOT --recipe paper_a|improved --task 4 --out RUN_DIR [--epochs N]
   python -m helpers predict IMAGE... --run RUN_DIR [--json]
+  python -m helpers evaluate --run RUN_DIR [--json]
   python -m helpers links [--check]          (Colab badges and setup cells → config.REPOSITORY)
   python -m helpers run                      (the main job: data, splits, then every notebook)
 """
@@ -163,6 +164,19 @@ def _cmd_predict(args) -> int:
     return 1 if table["error"].map(lambda e: isinstance(e, str)).any() else 0
 
 
+def _cmd_evaluate(args) -> int:
+    from helpers.evaluation import evaluate_run, format_metrics
+    from helpers.runs import RunNotFoundError
+
+    try:
+        metrics = evaluate_run(args.run, n_resamples=args.resamples, figures=not args.no_figures)
+    except (RunNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--run", required=True, help="run folder made by `train`")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=_cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained run on its test split")
+    evaluate.add_argument("--run", required=True, help="run folder made by `train`")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    evaluate.add_argument("--no-figures", action="store_true")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     links = commands.add_parser("links", help="point Colab badges and setup cells at config.REPOSITORY")
     links.add_argument("--check", action="store_true", help="only report files that are out of date")

@@ -203,3 +203,74 @@ def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int =
         ax.legend(fontsize=8)
     axes[0].set_ylim(0, 1.02)
     return _finish(fig, save_as)
+
+
+def confusion_matrices(matrix, classes, save_as=None):
+    """Counts and row-normalised (each true class sums to 1), laid out as Paper A's Figure 2."""
+    matrix = np.asarray(matrix)
+    with np.errstate(invalid="ignore"):
+        normalised = matrix / matrix.sum(axis=1, keepdims=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=axes[0],
+                xticklabels=classes, yticklabels=classes)
+    sns.heatmap(normalised, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=axes[1],
+                xticklabels=classes, yticklabels=classes)
+    for ax, title in zip(axes, ("counts", "share of each true class")):
+        ax.set(xlabel="predicted class", ylabel="true class", title=title)
+        ax.tick_params(axis="x", rotation=30)
+    return _finish(fig, save_as)
+
+
+def roc_pr_curves(y_true, probabilities, classes, save_as=None):
+    """One-vs-rest ROC and precision-recall curves per class (classes absent from the data are skipped)."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    y_true = np.asarray(y_true)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, cls in enumerate(classes):
+        positive = y_true == k
+        if not positive.any() or positive.all():
+            continue
+        score, colour = probabilities[:, k], CLASS_COLOURS.get(cls)
+        fpr, tpr, _ = roc_curve(positive, score)
+        axes[0].plot(fpr, tpr, color=colour, label=f"{cls} (AUC {roc_auc_score(positive, score):.2f})")
+        precision, recall, _ = precision_recall_curve(positive, score)
+        axes[1].plot(recall, precision, color=colour, drawstyle="steps-post",
+                     label=f"{cls} (AP {average_precision_score(positive, score):.2f})")
+    axes[0].plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    axes[0].set(xlabel="false positive rate", ylabel="true positive rate (sensitivity)",
+                title="ROC, one class vs the rest")
+    axes[1].set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", ylim=(0, 1.02),
+                title="precision–recall, one class vs the rest")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return _finish(fig, save_as)
+
+
+def reliability_diagram(tables: dict, save_as=None):
+    """Accuracy against confidence per bin for each {name: helpers.evaluation.reliability table}."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, table in tables.items():
+        shown = table.dropna()
+        ax.plot(shown["confidence"], shown["accuracy"], marker="o", label=name)
+    ax.set(xlabel="confidence (highest probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
+           title="Reliability")
+    ax.legend(fontsize=8)
+    return _finish(fig, save_as)
+
+
+def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
+    """The most confident wrong predictions, with true and predicted class."""
+    n = max(1, len(mistakes))
+    columns = min(4, n)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (_, item) in zip(axes.ravel(), mistakes.iterrows()):
+        ax.imshow(load_grayscale(item["path"]), cmap="gray")
+        ax.set_title(f"true {item['label']}\npredicted {item['predicted']} ({item['confidence']:.0%})", fontsize=8)
+    if mistakes.empty:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    return _finish(fig, save_as)

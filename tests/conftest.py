@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import config
 from helpers.data import CLASSES
 from helpers.synthetic import generate_phantoms
+from helpers.training import read_history, train_run
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,45 @@ def make_tree(tmp_path):
         return tmp_path / "download"
 
     return build
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupted
+
+
+class RecordEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+TINY = {"task": 4, "image_size": 32, "batch_size": 8, "weights": "none"}
+
+
+@pytest.fixture(scope="session")
+def resumed_run(tmp_path_factory, phantom_root):
+    """A tiny paper_a run interrupted after its 2nd epoch (of 3), then resumed by the same call:
+    (run folder, settings, history at the interruption, epochs run after resuming)."""
+    run = tmp_path_factory.mktemp("run") / "paper_a"
+    quiet = {"log": lambda *_: None, **TINY}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "OUTPUT_DIR", tmp_path_factory.mktemp("outputs"))
+        with pytest.raises(Interrupted):
+            train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[InterruptAfter(1)], **quiet)
+        interrupted_history = read_history(run)
+        recorder = RecordEpochs()
+        settings = train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[recorder], **quiet)
+    return run, settings, interrupted_history, recorder.epochs

@@ -12,6 +12,7 @@ from helpers.cli import main
 from helpers.recipes import IMPROVED, PAPER_A, split_epochs
 from helpers.runs import RunNotFoundError, predict_images, read_settings
 from helpers.training import RunSettingsError, device_policy, read_history, train_run
+from tests.conftest import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -33,44 +34,6 @@ def test_device_policy_is_a_function_of_the_visible_gpus():
 ])
 def test_warmup_only_protects_pretrained_weights(recipe, epochs, pretrained, expected):
     assert split_epochs(recipe, epochs, pretrained) == expected
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupted
-
-
-class RecordEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
-TINY = {"task": 4, "image_size": 32, "batch_size": 8, "weights": "none"}
-
-
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory, phantom_root):
-    """A paper_a run interrupted after its 2nd epoch (of 3), then resumed by the same call."""
-    run = tmp_path_factory.mktemp("run") / "paper_a"
-    with pytest.raises(Interrupted):
-        train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[InterruptAfter(1)], log=lambda *_: None, **TINY)
-    interrupted_history = read_history(run)
-    recorder = RecordEpochs()
-    settings = train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[recorder], log=lambda *_: None, **TINY)
-    return run, settings, interrupted_history, recorder.epochs
 
 
 def test_resume_continues_at_the_first_unfinished_epoch(resumed_run):

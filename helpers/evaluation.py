@@ -1,0 +1,269 @@
+"""Honest evaluation of a trained run on its own test split: per-class metrics with confidence
+intervals, calibration, the most confident mistakes, and paired comparison of two runs.
+
+scikit-learn computes every metric it has; what it lacks (specificity, NPV, the bootstrap, ECE,
+temperature scaling) is written here in a few lines each.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.stats import binomtest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+)
+
+from helpers.pipeline import build_dataset
+from helpers.runs import load_model, read_settings
+from helpers.splits import load_split
+
+
+def _ratio(numerator, denominator):
+    return float(numerator / denominator) if denominator else None
+
+
+def per_class_metrics(y_true, probabilities, classes) -> dict:
+    """One-vs-rest sensitivity, specificity, PPV, NPV, ROC-AUC and PR-AUC per class.
+
+    A value that is undefined for this test set (no positives, no predictions) is None, not a crash.
+    """
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_pred = probabilities.argmax(axis=1)
+    out = {}
+    for k, cls in enumerate(classes):
+        positive, predicted = y_true == k, y_pred == k
+        tp, fn = int(np.sum(positive & predicted)), int(np.sum(positive & ~predicted))
+        fp, tn = int(np.sum(~positive & predicted)), int(np.sum(~positive & ~predicted))
+        both_kinds = positive.any() and (~positive).any()
+        out[cls] = {
+            "support": int(positive.sum()),
+            "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "ppv": _ratio(tp, tp + fp),
+            "npv": _ratio(tn, tn + fn),
+            "roc_auc": float(roc_auc_score(positive, probabilities[:, k])) if both_kinds else None,
+            "pr_auc": float(average_precision_score(positive, probabilities[:, k])) if both_kinds else None,
+        }
+    return out
+
+
+def classification_metrics(y_true, probabilities, classes) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class metrics and the confusion matrix."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(probabilities).argmax(axis=1)
+    labels = list(range(len(classes)))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    with warnings.catch_warnings():  # a class absent from the test set is reported as None above
+        warnings.simplefilter("ignore")
+        balanced = balanced_accuracy_score(y_true, y_pred)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": per_class_metrics(y_true, probabilities, classes),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def _counts_metrics(y_true, y_pred, k):
+    """Accuracy, macro-F1 and per-class sensitivity from labels, fast enough for thousands of resamples."""
+    matrix = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(matrix).astype(float)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        f1 = np.where(precision + np.nan_to_num(recall) > 0,
+                      2 * precision * np.nan_to_num(recall) / (precision + np.nan_to_num(recall)), 0.0)
+    return tp.sum() / len(y_true), f1.mean(), recall
+
+
+def bootstrap_ci(y_true, probabilities, classes, n_resamples: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap intervals (resampling test images with replacement) for accuracy, macro-F1
+    and each class's sensitivity. Same seed, same intervals."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(probabilities).argmax(axis=1)
+    k, n = len(classes), len(y_true)
+    rng = np.random.default_rng(seed)
+    accuracy, macro_f1, recall = [], [], []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        a, f, r = _counts_metrics(y_true[idx], y_pred[idx], k)
+        accuracy.append(a)
+        macro_f1.append(f)
+        recall.append(r)
+    recall = np.array(recall)
+    tail = (1 - level) / 2 * 100
+
+    def interval(values):
+        values = np.asarray(values)[~np.isnan(values)]
+        return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))] if values.size else None
+
+    return {
+        "level": level, "resamples": n_resamples, "seed": seed,
+        "accuracy": interval(accuracy), "macro_f1": interval(macro_f1),
+        "sensitivity": {cls: interval(recall[:, i]) for i, cls in enumerate(classes)},
+    }
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def reliability(y_true, probabilities, bins: int = 10) -> pd.DataFrame:
+    """Per confidence bin: mean confidence, accuracy and count (the data of a reliability diagram)."""
+    probabilities = np.asarray(probabilities)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(inside.sum()),
+                     "confidence": float(confidence[inside].mean()) if inside.any() else np.nan,
+                     "accuracy": float(correct[inside].mean()) if inside.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(y_true, probabilities, bins: int = 10) -> float:
+    """Average gap between confidence and accuracy, weighted by how many predictions fall in each bin."""
+    table = reliability(y_true, probabilities, bins).dropna()
+    return float((table["count"] * (table["confidence"] - table["accuracy"]).abs()).sum() / table["count"].sum())
+
+
+def temperature_scale(probabilities, temperature: float) -> np.ndarray:
+    """softmax(logits / T), computed from probabilities: log p differs from the logits by a constant."""
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true, probabilities) -> float:
+    """The temperature that minimises the negative log-likelihood (fit on validation, never on test)."""
+    y_true = np.asarray(y_true)
+
+    def nll(log_t):
+        p = temperature_scale(probabilities, float(np.exp(log_t)))
+        return -np.mean(np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-12, 1.0)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def mcnemar(correct_a, correct_b) -> dict:
+    """Exact McNemar test on paired per-image correctness: do the two models err on different images
+    more often in one direction than chance allows?"""
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a, only_b = int(np.sum(correct_a & ~correct_b)), int(np.sum(~correct_a & correct_b))
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": float(p)}
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def predict_part(run_dir, part: str = "test", model=None, repeat: int = 0) -> pd.DataFrame:
+    """Probabilities of the run's model on one part of its own saved split, one row per image."""
+    settings = read_settings(run_dir)
+    classes = settings["classes"]
+    split = load_split(Path(run_dir) / "split.csv", settings["data_root"])
+    rows = split[(split["split"] == part) & (split["repeat"] == repeat)].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"{run_dir}'s split has no '{part}' images")
+    labels = rows["label"].map(classes.index)
+    dataset = build_dataset(rows["path"], labels, len(classes), settings["image_size"], settings["batch_size"],
+                            normalisation=settings["normalisation"], cache=False)
+    model = model or load_model(run_dir)
+    probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float64)
+    table = rows[["relpath", "path", "label"]].copy()
+    table["y_true"] = labels.to_numpy()
+    table[classes] = probabilities
+    table["predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]
+    table["confidence"] = probabilities.max(axis=1)
+    return table
+
+
+def most_confident_mistakes(predictions: pd.DataFrame, k: int = 8) -> pd.DataFrame:
+    wrong = predictions[predictions["predicted"] != predictions["label"]]
+    return wrong.sort_values("confidence", ascending=False).head(k).reset_index(drop=True)
+
+
+def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool = True) -> dict:
+    """All metrics of a run on its test split, written to RUN_DIR/metrics.json (and figures)."""
+    from helpers import plots
+
+    run_dir = Path(run_dir)
+    settings = read_settings(run_dir)
+    classes = settings["classes"]
+    model = load_model(run_dir)
+    test = predict_part(run_dir, "test", model)
+    val = predict_part(run_dir, "val", model)
+    p_test, p_val = test[classes].to_numpy(), val[classes].to_numpy()
+    metrics = classification_metrics(test["y_true"], p_test, classes)
+    temperature = fit_temperature(val["y_true"], p_val)
+    scaled = temperature_scale(p_test, temperature)
+    metrics.update({
+        "run": str(run_dir), "recipe": settings["recipe"], "classes": classes,
+        "pretrained": settings["pretrained"], "weights_used": settings["weights_used"],
+        "ci95": bootstrap_ci(test["y_true"], p_test, classes, n_resamples=n_resamples, seed=seed),
+        "ece": expected_calibration_error(test["y_true"], p_test),
+        "calibration": {"temperature": temperature,
+                        "ece_before": expected_calibration_error(test["y_true"], p_test),
+                        "ece_after_temperature_scaling": expected_calibration_error(test["y_true"], scaled)},
+        "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
+    })
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    test.drop(columns=["path"]).to_csv(run_dir / "test_predictions.csv", index=False)
+    if figures:
+        import matplotlib.pyplot as plt
+
+        for name, figure in (
+            ("confusion_matrix", plots.confusion_matrices(np.array(metrics["confusion_matrix"]), classes)),
+            ("roc_pr_curves", plots.roc_pr_curves(test["y_true"], p_test, classes)),
+            ("reliability", plots.reliability_diagram({"before": reliability(test["y_true"], p_test),
+                                                       f"T = {temperature:.2f}": reliability(test["y_true"], scaled)})),
+            ("confident_mistakes", plots.mistakes_gallery(most_confident_mistakes(test))),
+        ):
+            figure.savefig(run_dir / f"{name}.png", dpi=110, bbox_inches="tight")
+            plt.close(figure)
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """The text report of `python -m helpers evaluate`."""
+    ci = metrics["ci95"]
+    lines = [
+        f"Run {metrics['run']} ({metrics['recipe']}), {metrics['n']} test images",
+        "" if metrics["pretrained"] else "!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning",
+        f"accuracy          {metrics['accuracy']:.3f}  95% CI {ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f}"
+        f"   (majority baseline {metrics['majority_baseline']:.3f})",
+        f"balanced accuracy {metrics['balanced_accuracy']:.3f}",
+        f"macro-F1          {metrics['macro_f1']:.3f}  95% CI {ci['macro_f1'][0]:.3f}–{ci['macro_f1'][1]:.3f}",
+        f"ECE               {metrics['calibration']['ece_before']:.3f} → "
+        f"{metrics['calibration']['ece_after_temperature_scaling']:.3f} after temperature scaling "
+        f"(T = {metrics['calibration']['temperature']:.2f})",
+        "",
+        f"{'class':<17}{'n':>5}{'sens':>8}{'spec':>8}{'PPV':>8}{'NPV':>8}{'ROC-AUC':>9}{'PR-AUC':>8}",
+    ]
+    fmt = lambda v: f"{v:>8.3f}" if v is not None else f"{'–':>8}"  # noqa: E731
+    for cls, m in metrics["per_class"].items():
+        lines.append(f"{cls:<17}{m['support']:>5}" + "".join(
+            fmt(m[key]) for key in ("sensitivity", "specificity", "ppv", "npv")) + " " + fmt(m["roc_auc"])
+            + fmt(m["pr_auc"]))
+    return "\n".join(line for line in lines if line is not None)

@@ -1,0 +1,94 @@
+"""Evaluation: metrics on hand-checked examples, deterministic bootstrap, calibration, McNemar, the CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import evaluation
+from helpers.cli import main
+
+CLASSES3 = ["A", "B", "C"]
+
+
+def one_hot_probabilities(predicted, k=3, confidence=0.8):
+    p = np.full((len(predicted), k), (1 - confidence) / (k - 1))
+    p[np.arange(len(predicted)), predicted] = confidence
+    return p
+
+
+def test_per_class_metrics_match_a_hand_count():
+    y_true = [0, 0, 0, 1, 1, 2, 2, 2]
+    y_pred = [0, 0, 1, 1, 2, 2, 2, 0]
+    m = evaluation.classification_metrics(y_true, one_hot_probabilities(y_pred), CLASSES3)
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
+    a = m["per_class"]["A"]  # TP 2, FN 1, FP 1, TN 4
+    assert (a["sensitivity"], a["specificity"], a["ppv"], a["npv"]) == pytest.approx((2 / 3, 4 / 5, 2 / 3, 4 / 5))
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    f1 = [2 / 3, 1 / 2, 2 / 3]  # per class: 2·P·R/(P+R)
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+
+
+def test_a_class_without_positives_in_the_test_set_does_not_crash():
+    y_true = [0, 0, 1, 1]
+    m = evaluation.classification_metrics(y_true, one_hot_probabilities([0, 2, 1, 1]), CLASSES3)
+    c = m["per_class"]["C"]
+    assert c["support"] == 0 and c["sensitivity"] is None and c["roc_auc"] is None and c["pr_auc"] is None
+    assert c["specificity"] == pytest.approx(3 / 4)
+    ci = evaluation.bootstrap_ci(y_true, one_hot_probabilities([0, 2, 1, 1]), CLASSES3, n_resamples=50)
+    assert ci["sensitivity"]["C"] is None
+
+
+def test_bootstrap_is_deterministic_under_a_seed():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 200)
+    probabilities = rng.dirichlet(np.ones(3), 200)
+    a = evaluation.bootstrap_ci(y_true, probabilities, CLASSES3, n_resamples=300, seed=7)
+    b = evaluation.bootstrap_ci(y_true, probabilities, CLASSES3, n_resamples=300, seed=7)
+    c = evaluation.bootstrap_ci(y_true, probabilities, CLASSES3, n_resamples=300, seed=8)
+    assert a == b and a != c
+    point = evaluation.classification_metrics(y_true, probabilities, CLASSES3)["accuracy"]
+    assert a["accuracy"][0] <= point <= a["accuracy"][1]
+
+
+def test_calibration_error_and_temperature_scaling():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 3000)
+    predicted = np.where(rng.uniform(size=3000) < 0.6, y_true, (y_true + 1) % 3)  # 60% correct
+    overconfident = one_hot_probabilities(predicted, confidence=0.98)
+    before = evaluation.expected_calibration_error(y_true, overconfident)
+    assert before == pytest.approx(0.98 - 0.6, abs=0.03)
+    temperature = evaluation.fit_temperature(y_true, overconfident)
+    assert temperature > 1, "an overconfident model is softened"
+    after = evaluation.expected_calibration_error(y_true, evaluation.temperature_scale(overconfident, temperature))
+    assert after < 0.05
+    np.testing.assert_allclose(evaluation.temperature_scale(overconfident, 1.0), overconfident, rtol=1e-9)
+
+
+def test_mcnemar_exact_test():
+    a = np.array([True] * 10 + [False] * 5 + [True] * 20)
+    b = np.array([False] * 10 + [False] * 5 + [True] * 20)
+    result = evaluation.mcnemar(a, b)
+    assert (result["only_a_correct"], result["only_b_correct"]) == (10, 0)
+    assert result["p_value"] == pytest.approx(2 * 0.5**10)
+    assert evaluation.mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_evaluate_cli_writes_metrics_and_figures(resumed_run, capsys):
+    run = resumed_run[0]
+    assert main(["evaluate", "--run", str(run), "--json", "--resamples", "100"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert printed == saved
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "ci95", "ece"):
+        assert key in saved
+    assert set(saved["per_class"]["COVID"]) >= {"sensitivity", "specificity", "ppv", "npv", "roc_auc"}
+    assert saved["pretrained"] is False and saved["weights_used"] == "none"
+    split = pd.read_csv(run / "split.csv")
+    assert np.sum(saved["confusion_matrix"]) == saved["n"] == (split["split"] == "test").sum()
+    for figure in ("confusion_matrix", "roc_pr_curves", "reliability", "confident_mistakes"):
+        assert (run / f"{figure}.png").stat().st_size > 1000
+    assert main(["evaluate", "--run", str(run), "--resamples", "100", "--no-figures"]) == 0
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
