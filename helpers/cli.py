@@ -131,14 +131,14 @@ def _cmd_train(args) -> int:
     try:
         settings = train_run(args.out, args.data, recipe=args.recipe, task=args.task, epochs=args.epochs,
                              image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
-                             seed=args.seed)
+                             seed=args.seed, split_mode=args.split, repeat=args.repeat)
     except (DatasetError, RunSettingsError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    validation = settings["validation"]
+    monitored = {"val": "validation", "test": "test (monitored only)"}[settings["monitored_on"]]
     print(f"Trained {settings['recipe']} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) "
-          f"for {settings['epochs_run']} epochs: validation accuracy {validation['accuracy']:.3f}, "
-          f"loss {validation['loss']:.3f} → {args.out}")
+          f"for {settings['epochs_run']} epochs: {monitored} accuracy {settings['validation']['accuracy']:.3f}, "
+          f"loss {settings['validation']['loss']:.3f} → {args.out}")
     return 0
 
 
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=_cmd_download)
 
     model = commands.add_parser("model", help="build a recipe's model and print its parameter table")
-    model.add_argument("--recipe", choices=("paper_a", "improved"), default="paper_a")
+    model.add_argument("--recipe", choices=("paper_a", "improved", "paper_b"), default="paper_a")
     model.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
     model.add_argument("--image-size", type=int, default=None, help="default: the recipe's")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a recipe into a run folder (re-run to resume)")
     train.add_argument("--data", required=True, help="folder holding the dataset")
-    train.add_argument("--recipe", choices=("paper_a", "improved"), default="paper_a")
+    train.add_argument("--recipe", choices=("paper_a", "improved", "paper_b"), default="paper_a")
     train.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
     train.add_argument("--out", required=True, help="run folder to write (or resume)")
     train.add_argument("--epochs", type=int, default=None, help="default: the recipe's, capped by the profile")
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--weights", default=None, help="imagenet, none, or a weights file (default: profile's)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--split", choices=("paper_a", "paper_b"), default="paper_a",
+                       help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (use with --recipe paper_b)")
+    train.add_argument("--repeat", type=int, default=0, help="paper_b: which sub-sample (0, 1, 2)")
     train.set_defaults(func=_cmd_train)
 
     predict = commands.add_parser("predict", help="class probabilities for images, with a trained run")

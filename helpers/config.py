@@ -43,6 +43,7 @@ class Profile:
     phantom_per_class: int  # images per class when generated phantoms stand in for the real data
     phantom_size: int  # pixel size of generated phantoms (the real dataset is 299)
     sample_per_class: int  # images per class behind exploratory statistics (mean images, histograms)
+    subsample_per_class: int  # Paper B's balanced sub-samples, images per class (0: the paper's 900 in all)
     weights: str  # "imagenet" or "none"
     reason: str = ""
 
@@ -59,11 +60,11 @@ class Profile:
 # The intended sizes of each profile (design §4). Environment variables below may override any field.
 _PROFILES = {
     "fast": Profile("fast", image_size=64, epochs=1, batch_size=16, phantom_per_class=12,
-                    phantom_size=96, sample_per_class=12, weights="none"),
+                    phantom_size=96, sample_per_class=12, subsample_per_class=12, weights="none"),
     "demo": Profile("demo", image_size=128, epochs=4, batch_size=32, phantom_per_class=150,
-                    phantom_size=299, sample_per_class=200, weights="imagenet"),
+                    phantom_size=299, sample_per_class=200, subsample_per_class=60, weights="imagenet"),
     "full": Profile("full", image_size=224, epochs=100, batch_size=32, phantom_per_class=250,
-                    phantom_size=299, sample_per_class=1000, weights="imagenet"),
+                    phantom_size=299, sample_per_class=1000, subsample_per_class=0, weights="imagenet"),
 }
 
 # Environment variable → Profile field it overrides.
@@ -74,6 +75,7 @@ _OVERRIDES = {
     "CXR_PHANTOM_PER_CLASS": "phantom_per_class",
     "CXR_PHANTOM_SIZE": "phantom_size",
     "CXR_SAMPLE_PER_CLASS": "sample_per_class",
+    "CXR_SUBSAMPLE_PER_CLASS": "subsample_per_class",
     "CXR_WEIGHTS": "weights",
 }
 

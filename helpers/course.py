@@ -24,6 +24,7 @@ from helpers.data import (
     download_dataset,
     find_dataset,
     find_real_dataset,
+    task_classes,
     format_report,
     list_image_files,
     scan_dataset,
@@ -104,8 +105,15 @@ def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool = False) -
     return scan
 
 
+def _subsample_size(mode: str) -> int | None:
+    """Paper B's images per class in the active profile (None: the paper's 900 in all)."""
+    return config.active_profile().subsample_per_class if mode == "paper_b" else None
+
+
 def split_file(layout: DatasetLayout, mode: str, task: int, seed: int = 0) -> Path:
-    return config.OUTPUT_DIR / "splits" / dataset_tag(layout) / f"{mode}_task{task}_seed{seed}.csv"
+    size = _subsample_size(mode)
+    name = f"{mode}_task{task}_seed{seed}" + (f"_{size}-per-class" if size else "") + ".csv"
+    return config.OUTPUT_DIR / "splits" / dataset_tag(layout) / name
 
 
 def course_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
@@ -113,36 +121,62 @@ def course_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: i
     """The saved split for this dataset, mode, task and seed; made and written on first use.
 
     Reusing the file is what guarantees that evaluation sees exactly the test set training never saw.
-    A split with non-default `options` (e.g. n_per_class) is made fresh and not saved.
+    Paper B's sub-samples take the profile's size (`subsample_per_class`; the paper's 900 images in the
+    full profile). A split with other `options` (e.g. n_per_class) is made fresh and not saved.
     """
     path = split_file(scan.layout, mode, task, seed)
     if path.exists() and not options:
         split = load_split(path, scan.layout.root)
         if set(split["relpath"]) <= set(scan.index["relpath"]):
             return split
-    split = make_split(scan.index, mode=mode, task=task, seed=seed, **options)
+    size = _subsample_size(mode)
+    if size:  # the profile's size is an upper bound: a small dataset gives what it has
+        distinct = scan.index[scan.index["label"].isin(task_classes(task))].drop_duplicates("content_hash")
+        size = min(size, int(distinct["label"].value_counts().min()))
+    split = make_split(scan.index, mode=mode, task=task, seed=seed,
+                       **(options or ({"n_per_class": size} if size else {})))
     if not options:
         save_split(split, path)
     split["path"] = [str(scan.layout.root / p) for p in split["relpath"]]
     return split
 
 
-def run_folder(layout: DatasetLayout, recipe: str, task: int = 4, profile: config.Profile | None = None) -> Path:
-    """Where the course keeps a recipe's run: one per dataset, profile, recipe and task."""
+def run_folder(layout: DatasetLayout, recipe: str, task: int = 4, split_mode: str = "paper_a", repeat: int = 0,
+               profile: config.Profile | None = None) -> Path:
+    """Where the course keeps a run: one per dataset, profile, recipe, task and (Paper B) sub-sample."""
     profile = profile or config.active_profile()
-    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile.name / f"{recipe}_task{task}"
+    name = f"{recipe}_task{task}" + (f"_subsample{repeat}" if split_mode == "paper_b" else "")
+    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile.name / name
 
 
-def ensure_run(layout: DatasetLayout, recipe: str, task: int = 4, log=print) -> Path:
+def ensure_run(layout: DatasetLayout, recipe: str, task: int = 4, split_mode: str = "paper_a", repeat: int = 0,
+               log=print) -> Path:
     """The course's trained run of `recipe`: trained now if missing, resumed if interrupted, else reused.
 
     This is how every notebook after 03 gets a trained model without depending on having run 03.
     """
     from helpers.training import train_run
 
-    folder = run_folder(layout, recipe, task)
-    train_run(folder, layout.root, recipe=recipe, task=task, log=log)
+    folder = run_folder(layout, recipe, task, split_mode, repeat)
+    train_run(folder, layout.root, recipe=recipe, task=task, split_mode=split_mode, repeat=repeat, log=log)
     return folder
+
+
+def paper_b_cross_validation(layout: DatasetLayout, task: int, repeats: int = 3, log=print):
+    """Paper B's random sub-sample cross-validation: one paper_b run per balanced sub-sample, each tested
+    on its own 10%. Returns (run folders, one row per repeat with test accuracy and time to 95%)."""
+    from helpers.runs import read_settings
+    from helpers.training import read_history, time_to_accuracy
+
+    folders, rows = [], []
+    for repeat in range(repeats):
+        folder = ensure_run(layout, "paper_b", task, split_mode="paper_b", repeat=repeat, log=log)
+        settings, history = read_settings(folder), read_history(folder)
+        folders.append(folder)
+        rows.append({"repeat": repeat, "test accuracy": settings["validation"]["accuracy"],
+                     "epochs": settings["epochs_run"], "seconds": float(history["elapsed_seconds"].iloc[-1]),
+                     "seconds to 95%": time_to_accuracy(history, 0.95)})
+    return folders, pd.DataFrame(rows).set_index("repeat")
 
 
 def notebooks(folder=None) -> list[Path]:

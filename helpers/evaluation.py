@@ -212,12 +212,16 @@ def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool 
     settings = read_settings(run_dir)
     classes = settings["classes"]
     model = load_model(run_dir)
-    test = predict_part(run_dir, "test", model)
-    val = predict_part(run_dir, "val", model)
-    p_test, p_val = test[classes].to_numpy(), val[classes].to_numpy()
+    repeat = settings.get("repeat", 0)
+    test = predict_part(run_dir, "test", model, repeat=repeat)
+    p_test = test[classes].to_numpy()
     metrics = classification_metrics(test["y_true"], p_test, classes)
-    temperature = fit_temperature(val["y_true"], p_val)
-    scaled = temperature_scale(p_test, temperature)
+    try:  # the temperature is fitted on validation images; Paper B's protocol has none
+        val = predict_part(run_dir, "val", model, repeat=repeat)
+        temperature = fit_temperature(val["y_true"], val[classes].to_numpy())
+    except ValueError:
+        temperature = None
+    scaled = temperature_scale(p_test, temperature) if temperature else p_test
     metrics.update({
         "run": str(run_dir), "recipe": settings["recipe"], "classes": classes,
         "pretrained": settings["pretrained"], "weights_used": settings["weights_used"],
@@ -225,7 +229,8 @@ def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool 
         "ece": expected_calibration_error(test["y_true"], p_test),
         "calibration": {"temperature": temperature,
                         "ece_before": expected_calibration_error(test["y_true"], p_test),
-                        "ece_after_temperature_scaling": expected_calibration_error(test["y_true"], scaled)},
+                        "ece_after_temperature_scaling":
+                            expected_calibration_error(test["y_true"], scaled) if temperature else None},
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
     })
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -236,13 +241,22 @@ def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool 
         for name, figure in (
             ("confusion_matrix", plots.confusion_matrices(np.array(metrics["confusion_matrix"]), classes)),
             ("roc_pr_curves", plots.roc_pr_curves(test["y_true"], p_test, classes)),
-            ("reliability", plots.reliability_diagram({"before": reliability(test["y_true"], p_test),
-                                                       f"T = {temperature:.2f}": reliability(test["y_true"], scaled)})),
+            ("reliability", plots.reliability_diagram(
+                {"as trained": reliability(test["y_true"], p_test),
+                 **({f"temperature {temperature:.2f}": reliability(test["y_true"], scaled)} if temperature else {})})),
             ("confident_mistakes", plots.mistakes_gallery(most_confident_mistakes(test))),
         ):
             figure.savefig(run_dir / f"{name}.png", dpi=110, bbox_inches="tight")
             plt.close(figure)
     return metrics
+
+
+def _calibration_line(calibration: dict) -> str:
+    line = f"ECE               {calibration['ece_before']:.3f}"
+    if calibration["temperature"] is None:
+        return line + " (no validation split to fit a temperature on)"
+    return line + (f" → {calibration['ece_after_temperature_scaling']:.3f} after temperature scaling "
+                   f"(T = {calibration['temperature']:.2f}, fitted on validation)")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -255,9 +269,7 @@ def format_metrics(metrics: dict) -> str:
         f"   (majority baseline {metrics['majority_baseline']:.3f})",
         f"balanced accuracy {metrics['balanced_accuracy']:.3f}",
         f"macro-F1          {metrics['macro_f1']:.3f}  95% CI {ci['macro_f1'][0]:.3f}–{ci['macro_f1'][1]:.3f}",
-        f"ECE               {metrics['calibration']['ece_before']:.3f} → "
-        f"{metrics['calibration']['ece_after_temperature_scaling']:.3f} after temperature scaling "
-        f"(T = {metrics['calibration']['temperature']:.2f})",
+        _calibration_line(metrics["calibration"]),
         "",
         f"{'class':<17}{'n':>5}{'sens':>8}{'spec':>8}{'PPV':>8}{'NPV':>8}{'ROC-AUC':>9}{'PR-AUC':>8}",
     ]
@@ -267,3 +279,36 @@ def format_metrics(metrics: dict) -> str:
             fmt(m[key]) for key in ("sensitivity", "specificity", "ppv", "npv")) + " " + fmt(m["roc_auc"])
             + fmt(m["pr_auc"]))
     return "\n".join(line for line in lines if line is not None)
+
+
+def metrics_of(run_dir, **options) -> dict:
+    """The run's metrics.json, computed first if missing."""
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else evaluate_run(run_dir, **options)
+
+
+def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
+    """Two runs side by side on the same test images, and McNemar's test on their per-image correctness."""
+    metrics = {}
+    predictions = {}
+    for run in (run_a, run_b):
+        m = metrics_of(run)
+        metrics[m["recipe"]] = m
+        predictions[m["recipe"]] = pd.read_csv(Path(run) / "test_predictions.csv").set_index("relpath")
+    (name_a, pa), (name_b, pb) = predictions.items()
+    if set(pa.index) != set(pb.index):
+        raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "
+                         "same test split (train both on the same dataset, task and seed)")
+    pb = pb.loc[pa.index]
+    paired = mcnemar(pa["predicted"] == pa["label"], pb["predicted"] == pb["label"])
+    paired = {"a": name_a, "b": name_b, **paired}
+    rows = {}
+    for name, m in metrics.items():
+        row = {"backbone": m["weights_used"] + ("" if m["pretrained"] else " (random init)"),
+               "accuracy": m["accuracy"], "accuracy 95% CI": m["ci95"]["accuracy"],
+               "balanced accuracy": m["balanced_accuracy"], "macro-F1": m["macro_f1"],
+               "ECE": m["calibration"]["ece_before"]}
+        for cls, per in m["per_class"].items():
+            row[f"sensitivity {cls}"] = per["sensitivity"]
+        rows[name] = row
+    return pd.DataFrame(rows), paired

@@ -274,3 +274,15 @@ def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
     if mistakes.empty:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     return _finish(fig, save_as)
+
+
+def accuracy_over_time(histories: dict, threshold: float = 0.95, column: str = "val_accuracy", save_as=None):
+    """Accuracy against wall-clock training time, one line per run, with the threshold line
+    (Paper B's time-to-95% figures)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, history in histories.items():
+        ax.plot(history["elapsed_seconds"], history[column], marker="o", label=name)
+    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label=f"{threshold:.0%}")
+    ax.set(xlabel="training time (s)", ylabel="accuracy on the monitored images", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    return _finish(fig, save_as)

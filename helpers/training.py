@@ -92,6 +92,7 @@ class _SaveProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.best = min(self.best, float((logs or {}).get("val_loss", np.inf)))
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.model.save(self.checkpoints / "last.keras")
         _write_json(self.checkpoints / "state.json",
                     {"phase": self.phase, "epochs_done": epoch + 1, "best_val_loss": self.best,
@@ -105,7 +106,8 @@ def read_history(run_dir) -> pd.DataFrame:
 
 
 def _identity(settings: dict) -> dict:
-    keys = ("recipe", "task", "data_root", "image_size", "epochs", "batch_size", "weights_requested", "seed")
+    keys = ("recipe", "task", "data_root", "image_size", "epochs", "batch_size", "weights_requested", "seed",
+            "split_mode", "repeat")
     return {k: settings[k] for k in keys}
 
 
@@ -114,11 +116,13 @@ def _identity(settings: dict) -> dict:
 
 def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epochs: int | None = None,
               image_size: int | None = None, batch_size: int | None = None, weights: str | None = None,
-              seed: int = 0, callbacks=(), log=print) -> dict:
+              seed: int = 0, split_mode: str = "paper_a", repeat: int = 0, callbacks=(), log=print) -> dict:
     """Train `recipe` on the dataset under `data_root` into `run_dir`, or resume it; returns settings.
 
     Sizes default to the recipe's, shrunk to the active profile's (fast/demo); weights default to the
-    profile's ("imagenet", or "none" in the fast profile).
+    profile's ("imagenet", or "none" in the fast profile). `split_mode` "paper_b" trains on sub-sample
+    `repeat` of Paper B's cross-validation; having no validation part, it monitors its test part
+    without selecting anything on it (fixed epochs, last epoch kept).
     """
     run_dir, profile, plan = Path(run_dir), config.active_profile(), get_recipe(recipe)
     checkpoints = run_dir / "checkpoints"
@@ -130,6 +134,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         "epochs": epochs or min(plan.epochs, profile.epochs),
         "batch_size": batch_size or min(plan.batch_size, profile.batch_size),
         "weights_requested": weights or profile.weights, "seed": seed,
+        "split_mode": split_mode, "repeat": repeat,
     }
     previous = _read_json(run_dir / "settings.json")
     state = _read_json(checkpoints / "state.json") if previous is not None else None
@@ -147,8 +152,12 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
     policy = device_policy(visible_gpus())
     strategy = apply_device_policy(policy)
     split = _run_split(run_dir, settings, classes)
-    data = datasets_from_split(split, classes, settings["image_size"], settings["batch_size"],
+    data = datasets_from_split(split, classes, settings["image_size"], settings["batch_size"], repeat=repeat,
                                flip=plan.flip, normalisation=plan.normalisation, seed=seed)
+    monitor = "val" if "val" in data else "test"
+    if monitor == "test" and plan.select_best:
+        raise ValueError(f"recipe {plan.name} selects its best epoch on validation images, and this split "
+                         f"({split_mode}) has none; use split_mode='paper_a' or the paper_b recipe")
 
     with strategy.scope():
         if state is not None and (checkpoints / "last.keras").exists():
@@ -168,7 +177,8 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         "warmup_epochs": warmup, "main_epochs": main,
         "learning_rate": plan.learning_rate if pretrained else plan.scratch_learning_rate,
         "normalisation": plan.normalisation, "flip": plan.flip, "head": plan.head,
-        "class_weights": _class_weights(split, classes) if plan.class_weights else None,
+        "monitored_on": monitor, "selects_best_epoch": plan.select_best,
+        "class_weights": _class_weights(split, classes, repeat) if plan.class_weights else None,
         "batchnorm": ("inference mode while fine-tuning" if pretrained and plan.freeze_batchnorm
                       else "trainable" if pretrained
                       else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data after training"),
@@ -183,6 +193,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
 
     started = time.perf_counter()
+    elapsed_before = float(read_history(run_dir)["elapsed_seconds"].max()) if state else 0.0
     done = state["epochs_done"] if state else 0
     best = state["best_val_loss"] if state else np.inf
     phases = [("warmup", 0, warmup), ("main", warmup, warmup + main)]
@@ -195,15 +206,17 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
                 _configure_phase(model, plan, phase, pretrained, policy)
         log(f"{phase}: epochs {max(first, done) + 1}–{last} of {warmup + main}")
         history = model.fit(
-            data["train"], validation_data=data["val"], initial_epoch=max(first, done), epochs=last,
+            data["train"], validation_data=data[monitor], initial_epoch=max(first, done), epochs=last,
             class_weight=_as_class_weight(settings["class_weights"], classes), verbose=2,
             shuffle=False,  # the tf.data pipeline shuffles
             callbacks=[
+                _ElapsedTime(started - elapsed_before),  # first, so CSVLogger records it
                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-                keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor="val_loss",
-                                                save_best_only=True, initial_value_threshold=best),
+                *([keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor="val_loss",
+                                                   save_best_only=True, initial_value_threshold=best)]
+                  if plan.select_best else []),
                 *([keras.callbacks.EarlyStopping(monitor="val_loss", patience=plan.patience)]
-                  if phase == "main" else []),
+                  if phase == "main" and plan.early_stopping else []),
                 _SaveProgress(checkpoints, phase, best),
                 *callbacks,
             ],
@@ -214,16 +227,16 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         if done < last:  # early stopping
             break
 
-    if (checkpoints / "best.keras").exists():
+    if plan.select_best and (checkpoints / "best.keras").exists():
         model = keras.models.load_model(checkpoints / "best.keras")
     if not pretrained:
-        settings["validation_before_batchnorm_reestimation"] = _evaluate(model, data["val"])
-        reference = build_dataset(split.loc[(split["split"] == "train"), "path"],
-                                  split.loc[split["split"] == "train", "label"].map(classes.index),
+        settings["validation_before_batchnorm_reestimation"] = _evaluate(model, data[monitor])
+        train = split[(split["split"] == "train") & (split["repeat"] == repeat)]
+        reference = build_dataset(train["path"], train["label"].map(classes.index),
                                   len(classes), settings["image_size"], settings["batch_size"],
                                   normalisation=plan.normalisation)
         settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference)
-    settings["validation"] = _evaluate(model, data["val"])
+    settings["validation"] = _evaluate(model, data[monitor])
     _save_for_inference(model, run_dir / "model.keras")
     history = read_history(run_dir)
     settings.update({
@@ -253,12 +266,32 @@ def _run_split(run_dir: Path, settings: dict, classes) -> pd.DataFrame:
         from helpers.course import course_split, scan_cached
 
         scan = scan_cached(find_dataset(settings["data_root"], classes=classes))
-        save_split(course_split(scan, mode="paper_a", task=settings["task"], seed=settings["seed"]), path)
+        save_split(course_split(scan, mode=settings["split_mode"], task=settings["task"], seed=settings["seed"]),
+                   path)
     return load_split(path, settings["data_root"])
 
 
-def _class_weights(split: pd.DataFrame, classes) -> dict:
-    labels = split.loc[split["split"] == "train", "label"]
+class _ElapsedTime(keras.callbacks.Callback):
+    """Adds wall-clock seconds since the run began (across resumes) to each epoch's logs: Paper B's
+    time-to-accuracy curves need it."""
+
+    def __init__(self, origin: float):
+        super().__init__()
+        self.origin = origin
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["elapsed_seconds"] = round(time.perf_counter() - self.origin, 2)
+
+
+def time_to_accuracy(history: pd.DataFrame, threshold: float = 0.95, column: str = "val_accuracy"):
+    """Seconds of training until `column` first reached `threshold`, or None if it never did."""
+    reached = history[history[column] >= threshold]
+    return float(reached["elapsed_seconds"].iloc[0]) if len(reached) else None
+
+
+def _class_weights(split: pd.DataFrame, classes, repeat: int = 0) -> dict:
+    labels = split.loc[(split["split"] == "train") & (split["repeat"] == repeat), "label"]
     present = [c for c in classes if c in set(labels)]
     weights = compute_class_weight("balanced", classes=np.array(present), y=labels.to_numpy())
     return {c: round(float(w), 4) for c, w in zip(present, weights)}

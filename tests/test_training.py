@@ -11,7 +11,7 @@ from helpers import config
 from helpers.cli import main
 from helpers.recipes import IMPROVED, PAPER_A, split_epochs
 from helpers.runs import RunNotFoundError, predict_images, read_settings
-from helpers.training import RunSettingsError, device_policy, read_history, train_run
+from helpers.training import RunSettingsError, device_policy, read_history, time_to_accuracy, train_run
 from tests.conftest import TINY
 
 
@@ -116,3 +116,24 @@ def test_train_cli_end_to_end(phantom_root, tmp_path, capsys):
                  "--epochs", "1", "--image-size", "32", "--weights", "none"]) == 0
     assert "RANDOM-INIT" in capsys.readouterr().out
     assert read_settings(run)["classes"] == ["COVID", "Normal"]
+
+
+def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test_part(phantom_root, tmp_path):
+    run = tmp_path / "paper_b"
+    settings = train_run(run, phantom_root, "paper_b", epochs=2, split_mode="paper_b", repeat=2,
+                         log=lambda *_: None, **{**TINY, "task": 3})
+    assert settings["monitored_on"] == "test" and settings["selects_best_epoch"] is False
+    assert settings["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+    history = read_history(run)
+    assert list(history["epoch"]) == [0, 1] and history["elapsed_seconds"].is_monotonic_increasing
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["repeat"]) == {0, 1, 2} and set(split["split"]) == {"train", "test"}
+    with pytest.raises(ValueError, match="has none; use split_mode='paper_a' or the paper_b recipe"):
+        train_run(tmp_path / "x", phantom_root, "improved", epochs=1, split_mode="paper_b",
+                  log=lambda *_: None, **{**TINY, "task": 3})
+
+
+def test_time_to_accuracy_reads_the_first_epoch_over_the_line():
+    history = pd.DataFrame({"val_accuracy": [0.5, 0.96, 0.94, 0.99], "elapsed_seconds": [10, 20, 30, 40]})
+    assert time_to_accuracy(history, 0.95) == 20
+    assert time_to_accuracy(history, 0.995) is None
