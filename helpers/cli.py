@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", default=None, help="imagenet, none, or a weights file (default: profile's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--split", choices=("paper_a", "paper_b"), default="paper_a",
-                       help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (use with --recipe paper_b)")
+                       help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (with --recipe paper_b)")
     train.add_argument("--repeat", type=int, default=0, help="paper_b: which sub-sample (0, 1, 2)")
     train.set_defaults(func=_cmd_train)
 

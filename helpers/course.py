@@ -24,10 +24,10 @@ from helpers.data import (
     download_dataset,
     find_dataset,
     find_real_dataset,
-    task_classes,
     format_report,
     list_image_files,
     scan_dataset,
+    task_classes,
 )
 from helpers.splits import load_split, make_split, save_split
 from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
