@@ -108,7 +108,8 @@ def read_history(run_dir) -> pd.DataFrame:
 def _identity(settings: dict) -> dict:
     keys = ("recipe", "task", "data_root", "image_size", "epochs", "batch_size", "weights_requested", "seed",
             "split_mode", "repeat")
-    return {k: settings[k] for k in keys}
+    older_runs = {"split_mode": "paper_a", "repeat": 0}  # runs saved before Paper B's protocol existed
+    return {k: settings.get(k, older_runs.get(k)) for k in keys}
 
 
 # --------------------------------------------------------------------------- training
