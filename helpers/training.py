@@ -198,6 +198,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
     done = state["epochs_done"] if state else 0
     best = state["best_val_loss"] if state else np.inf
     phases = [("warmup", 0, warmup), ("main", warmup, warmup + main)]
+    last_is_best = False  # whether the weights in memory are the best epoch's (then no reload)
     for phase, first, last in phases:
         if last <= first or done >= last:
             continue
@@ -224,11 +225,12 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         )
         done = max(first, done) + len(history.epoch)
         best = min([best, *history.history.get("val_loss", [])])
+        last_is_best = bool(history.history.get("val_loss")) and history.history["val_loss"][-1] <= best
         state = None
         if done < last:  # early stopping
             break
 
-    if plan.select_best and (checkpoints / "best.keras").exists():
+    if plan.select_best and not last_is_best and (checkpoints / "best.keras").exists():
         model = keras.models.load_model(checkpoints / "best.keras")
     if not pretrained:
         settings["validation_before_batchnorm_reestimation"] = _evaluate(model, data[monitor])

@@ -66,8 +66,9 @@ def test_main_job_without_notebooks_checks_data_and_saves_splits(workspace, monk
     report = json.loads((out / "data_check.json").read_text())
     assert report["phantom"] and report["classes"] == {c: FAST.phantom_per_class for c in CLASSES}
     summary = json.loads((out / "run_summary.json").read_text())
-    assert set(summary["splits"]) == {"paper_a_task4_seed0.csv", "paper_b_task3_seed0.csv",
-                                      "paper_b_task2_seed0.csv"}
+    layout = course.course_dataset(FAST)
+    assert set(summary["splits"]) == {course.split_file(layout, mode, task).name for mode, task in course.COURSE_SPLITS}
+    assert "paper_b_task3_seed0_12-per-class.csv" in summary["splits"]
     assert "No notebooks yet" in capsys.readouterr().out
 
 
