@@ -21,6 +21,7 @@ import sys
 
 from helpers import config
 from helpers.data import CLASSES, TASK_CLASSES, DatasetError
+from helpers.recipes import RECIPES
 
 
 def _cmd_profile(args) -> int:
@@ -115,9 +116,14 @@ def _cmd_model(args) -> int:
     from helpers.recipes import get_recipe
 
     recipe = get_recipe(args.recipe)
-    model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
-                                         args.image_size or recipe.image_size, args.weights, recipe.dropout)
-    print(f"Recipe {recipe.name}, {args.task} classes, backbone weights: {weights_used}")
+    try:
+        model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
+                                             args.image_size or recipe.image_size, args.weights, recipe.dropout,
+                                             backbone=recipe.backbone)
+    except (ImportError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Recipe {recipe.name}, {args.task} classes, {recipe.backbone} backbone weights: {weights_used}")
     print(format_parameter_table(parameter_table(model)))
     if recipe.head == "paper_a":
         print(f"\nPaper A's Table 1 gives {PAPER_A_TABLE_1['dense_1024']:,} for the Dense(1024) layer; a Dense "
@@ -132,7 +138,7 @@ def _cmd_train(args) -> int:
         settings = train_run(args.out, args.data, recipe=args.recipe, task=args.task, epochs=args.epochs,
                              image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
                              seed=args.seed, split_mode=args.split, repeat=args.repeat)
-    except (DatasetError, RunSettingsError, ValueError, FileNotFoundError) as exc:
+    except (DatasetError, RunSettingsError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     monitored = {"val": "validation", "test": "test (monitored only)"}[settings["monitored_on"]]
@@ -220,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=_cmd_download)
 
     model = commands.add_parser("model", help="build a recipe's model and print its parameter table")
-    model.add_argument("--recipe", choices=("paper_a", "improved", "paper_b"), default="paper_a")
+    model.add_argument("--recipe", choices=sorted(RECIPES), default="paper_a")
     model.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
     model.add_argument("--image-size", type=int, default=None, help="default: the recipe's")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
@@ -228,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a recipe into a run folder (re-run to resume)")
     train.add_argument("--data", required=True, help="folder holding the dataset")
-    train.add_argument("--recipe", choices=("paper_a", "improved", "paper_b"), default="paper_a")
+    train.add_argument("--recipe", choices=sorted(RECIPES), default="paper_a")
     train.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
     train.add_argument("--out", required=True, help="run folder to write (or resume)")
     train.add_argument("--epochs", type=int, default=None, help="default: the recipe's, capped by the profile")

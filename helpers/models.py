@@ -15,18 +15,29 @@ import keras
 import pandas as pd
 
 HEADS = ("paper_a", "cam")
+BACKBONES = ("resnet50", "resnet18")
+# KerasHub's ResNet18 (the "resnet_18_imagenet" preset has 11,186,112 parameters; this matches it).
+RESNET18_ARCHITECTURE = {
+    "input_conv_filters": [64], "input_conv_kernel_sizes": [7], "stackwise_num_filters": [64, 128, 256, 512],
+    "stackwise_num_blocks": [2, 2, 2, 2], "stackwise_num_strides": [1, 2, 2, 2], "block_type": "basic_block",
+    "use_pre_activation": False,
+}
 HEAD_LAYERS = ("gap", "fc1024", "dropout", "logits", "probabilities")
 LAST_CONV_LAYER = "conv5_block3_out"
 PAPER_A_TABLE_1 = {"backbone": 23_587_712, "dense_1024": 1_049_600, "output_4_classes": 4_100}
 
 
-def load_backbone(weights: str, image_size: int):
-    """ResNet50 without its top, and what was actually loaded: (model, weights_used, fallback_reason).
+def load_backbone(weights: str, image_size: int, backbone: str = "resnet50"):
+    """ResNet without its top, and what was actually loaded: (model, weights_used, fallback_reason).
 
-    `weights` is "imagenet", "none" or a path to a weights file for ResNet50 without top. When the
+    `weights` is "imagenet", "none" or a path to a weights file for the backbone without top. When the
     ImageNet download fails (no network), the backbone is randomly initialised and a warning that cannot
     be missed is printed: such a run is not transfer learning.
     """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}; found {backbone!r}")
+    if backbone == "resnet18":
+        return _load_resnet18(weights, image_size)
     shape = (image_size, image_size, 3)
     if weights in (None, "none"):
         return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", None
@@ -44,6 +55,32 @@ def load_backbone(weights: str, image_size: int):
     return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", reason
 
 
+def _load_resnet18(weights: str, image_size: int):
+    """Paper B's own backbone, from KerasHub (an optional extra: it pulls tensorflow-text)."""
+    try:
+        import keras_hub
+    except ImportError:
+        raise ImportError("ResNet18 comes from KerasHub, an optional extra kept out of the default install "
+                          "(it pulls tensorflow-text): pip install 'cxr-resnet50-course[resnet18]'") from None
+    shape = (image_size, image_size, 3)
+
+    def architecture():
+        return keras_hub.models.ResNetBackbone(**RESNET18_ARCHITECTURE, image_shape=shape)
+
+    if weights in (None, "none"):
+        return architecture(), "none", None
+    if weights != "imagenet":
+        model = architecture()
+        model.load_weights(str(Path(weights).expanduser()))
+        return model, str(weights), None
+    try:
+        return keras_hub.models.ResNetBackbone.from_preset("resnet_18_imagenet", image_shape=shape), "imagenet", None
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same thing here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'}"
+    warn_random_init(reason)
+    return architecture(), "none", reason
+
+
 def warn_random_init(reason: str) -> None:
     banner = (
         "\n" + "!" * 78 + "\n"
@@ -58,8 +95,8 @@ def warn_random_init(reason: str) -> None:
 
 
 def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224, weights: str = "imagenet",
-                dropout: float | None = None):
-    """(model, weights_used, fallback_reason) for a ResNet50 classifier.
+                dropout: float | None = None, backbone: str = "resnet50"):
+    """(model, weights_used, fallback_reason) for a ResNet classifier (ResNet50 unless `backbone` says 18).
 
     head "paper_a": GAP → Dense(1024, ReLU) → Dropout(0.5) → Dense(n) → softmax, as Paper A.
     head "cam":     GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
@@ -69,7 +106,7 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
         raise ValueError(f"head must be one of {HEADS}; found {head!r}")
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes; found {n_classes}")
-    base, weights_used, fallback = load_backbone(weights, image_size)
+    base, weights_used, fallback = load_backbone(weights, image_size, backbone)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
     if head == "paper_a":
         x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
@@ -79,7 +116,7 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    model = keras.Model(base.input, probabilities, name=f"resnet50_{head}")
+    model = keras.Model(base.input, probabilities, name=f"{backbone}_{head}")
     return model, weights_used, fallback
 
 
@@ -91,7 +128,8 @@ def backbone_layers(model) -> list:
 def parameter_table(model) -> pd.DataFrame:
     """Parameters in the form of Paper A's Table 1: the backbone as one row, then each head layer."""
     backbone = backbone_layers(model)
-    rows = [{"layer": "ResNet50 (no top)", "output shape": str(model.get_layer(LAST_CONV_LAYER).output.shape),
+    backbone_name = "ResNet18" if model.name.startswith("resnet18") else "ResNet50"
+    rows = [{"layer": f"{backbone_name} (no top)", "output shape": str(model.get_layer("gap").input.shape),
              "parameters": sum(layer.count_params() for layer in backbone)}]
     for name in HEAD_LAYERS:
         if name in [layer.name for layer in model.layers]:

@@ -13,10 +13,12 @@ import tensorflow as tf
 
 from helpers.data import load_grayscale
 
-NORMALISATIONS = ("resnet50", "rescale")
+NORMALISATIONS = ("resnet50", "rescale", "imagenet_torch")
 AUTOTUNE = tf.data.AUTOTUNE
 # keras.applications.resnet50.preprocess_input ("caffe" mode): RGB→BGR, then these means subtracted.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
+# PyTorch/timm-style ImageNet statistics (RGB, on 0..1), used by KerasHub's ResNet18 weights.
+IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _decode(path, size):
@@ -32,12 +34,15 @@ def to_model_input(images, normalisation: str = "resnet50"):
     channel swap changes nothing, so it is one broadcast subtraction that also makes the 3 channels
     (5× faster per batch than calling preprocess_input; the tests check they agree).
     "rescale": pixels / 255 in 3 identical channels, as Paper A.
+    "imagenet_torch": pixels / 255, minus the ImageNet RGB mean, over its standard deviation (ResNet18).
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
     grey = tf.cast(images, tf.float32)
     if normalisation == "rescale":
         return tf.image.grayscale_to_rgb(grey / 255.0)
+    if normalisation == "imagenet_torch":
+        return (grey / 255.0 - tf.constant(IMAGENET_RGB_MEAN)) / tf.constant(IMAGENET_RGB_STD)
     return grey - tf.constant(IMAGENET_BGR_MEANS, tf.float32)
 
 

@@ -26,6 +26,7 @@ class Recipe:
     learning_rate: float  # Adam; for fine-tuning after the warm-up, or for the whole run without one
     freeze_batchnorm: bool  # keep BatchNorm in inference mode while fine-tuning a pretrained backbone
     scratch_learning_rate: float  # used instead when the backbone is randomly initialised (offline)
+    backbone: str = "resnet50"
     select_best: bool = True  # keep the epoch with the best validation loss (else: the last epoch)
     early_stopping: bool = True
     notes: str = ""
@@ -97,7 +98,14 @@ PAPER_B = Recipe(
           "1e-5, 20 epochs; random sub-sample cross-validation (3 × 900 balanced images, 90/10).",
 )
 
-RECIPES = {recipe.name: recipe for recipe in (PAPER_A, IMPROVED, PAPER_B)}
+# Paper B's own backbone. Needs the optional extra: pip install 'cxr-resnet50-course[resnet18]'.
+PAPER_B_RESNET18 = dataclasses.replace(
+    PAPER_B, name="paper_b_resnet18", backbone="resnet18",
+    normalisation="imagenet_torch",  # KerasHub's ResNet weights come from timm: ImageNet mean/std on 0..1
+    notes="Paper B with its own ResNet18 backbone (KerasHub resnet_18_imagenet).",
+)
+
+RECIPES = {recipe.name: recipe for recipe in (PAPER_A, IMPROVED, PAPER_B, PAPER_B_RESNET18)}
 
 # Random-init (offline) runs: ResNet50's BatchNorm moving statistics (momentum 0.99) lag far behind
 # weights trained from scratch; measured on phantoms (128 px, 6 epochs): validation accuracy 38% at

@@ -169,7 +169,8 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
             shutil.rmtree(checkpoints, ignore_errors=True)
             (run_dir / "history.csv").unlink(missing_ok=True)
             model, weights_used, fallback = models.build_model(
-                plan.head, len(classes), settings["image_size"], settings["weights_requested"], plan.dropout)
+                plan.head, len(classes), settings["image_size"], settings["weights_requested"], plan.dropout,
+                backbone=plan.backbone)
             state = None
     pretrained = weights_used != "none"
     warmup, main = split_epochs(plan, settings["epochs"], pretrained)
@@ -177,7 +178,7 @@ def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epo
         "weights_used": weights_used, "pretrained": pretrained, "weights_fallback_reason": fallback,
         "warmup_epochs": warmup, "main_epochs": main,
         "learning_rate": plan.learning_rate if pretrained else plan.scratch_learning_rate,
-        "normalisation": plan.normalisation, "flip": plan.flip, "head": plan.head,
+        "normalisation": plan.normalisation, "flip": plan.flip, "head": plan.head, "backbone": plan.backbone,
         "monitored_on": monitor, "selects_best_epoch": plan.select_best,
         "class_weights": _class_weights(split, classes, repeat) if plan.class_weights else None,
         "batchnorm": ("inference mode while fine-tuning" if pretrained and plan.freeze_batchnorm

@@ -89,3 +89,15 @@ def test_model_cli_prints_paper_a_table(capsys):
     out = capsys.readouterr().out
     for number in ("23,587,712", "2,098,176", "4,100", "1,049,600"):
         assert number in out
+
+
+def test_resnet18_is_an_optional_extra_with_a_clear_message(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # as in the default install
+    with pytest.raises(ImportError, match=r"pip install 'cxr-resnet50-course\[resnet18\]'"):
+        build_model("cam", 2, 32, weights="none", backbone="resnet18")
+    assert main(["model", "--recipe", "paper_b_resnet18", "--task", "2", "--weights", "none"]) == 2
+    assert "optional extra" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        build_model("cam", 2, 32, weights="none", backbone="vgg16")

@@ -78,6 +78,9 @@ def test_normalisations_match_paper_a_and_resnet50():
     np.testing.assert_allclose(rescaled[..., 0].ravel(), [0, 64 / 255, 128 / 255, 192 / 255], rtol=1e-6)
     expected = preprocess_input(np.repeat(batch.numpy().astype(np.float32), 3, axis=-1))
     np.testing.assert_allclose(to_model_input(batch, "resnet50").numpy(), expected, rtol=1e-6)
+    torch_style = to_model_input(batch, "imagenet_torch").numpy()
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(torch_style[0, 1, 1], (192 / 255 - mean) / std, rtol=1e-5)
     with pytest.raises(ValueError, match="normalisation must be one of"):
         to_model_input(batch, "imagenet")
 
