@@ -222,13 +222,14 @@ def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool 
     except ValueError:
         temperature = None
     scaled = temperature_scale(p_test, temperature) if temperature else p_test
+    ece = expected_calibration_error(test["y_true"], p_test)
     metrics.update({
         "run": str(run_dir), "recipe": settings["recipe"], "classes": classes,
         "pretrained": settings["pretrained"], "weights_used": settings["weights_used"],
         "ci95": bootstrap_ci(test["y_true"], p_test, classes, n_resamples=n_resamples, seed=seed),
-        "ece": expected_calibration_error(test["y_true"], p_test),
+        "ece": ece,
         "calibration": {"temperature": temperature,
-                        "ece_before": expected_calibration_error(test["y_true"], p_test),
+                        "ece_before": ece,
                         "ece_after_temperature_scaling":
                             expected_calibration_error(test["y_true"], scaled) if temperature else None},
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
@@ -262,9 +263,10 @@ def _calibration_line(calibration: dict) -> str:
 def format_metrics(metrics: dict) -> str:
     """The text report of `python -m helpers evaluate`."""
     ci = metrics["ci95"]
-    lines = [
-        f"Run {metrics['run']} ({metrics['recipe']}), {metrics['n']} test images",
-        "" if metrics["pretrained"] else "!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning",
+    lines = [f"Run {metrics['run']} ({metrics['recipe']}), {metrics['n']} test images"]
+    if not metrics["pretrained"]:
+        lines.append("!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning")
+    lines += [
         f"accuracy          {metrics['accuracy']:.3f}  95% CI {ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f}"
         f"   (majority baseline {metrics['majority_baseline']:.3f})",
         f"balanced accuracy {metrics['balanced_accuracy']:.3f}",
@@ -278,7 +280,7 @@ def format_metrics(metrics: dict) -> str:
         lines.append(f"{cls:<17}{m['support']:>5}" + "".join(
             fmt(m[key]) for key in ("sensitivity", "specificity", "ppv", "npv")) + " " + fmt(m["roc_auc"])
             + fmt(m["pr_auc"]))
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 def metrics_of(run_dir, **options) -> dict:
