@@ -9,8 +9,11 @@ it weights the feature channels by the mean gradient of the class logit. For a l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
@@ -72,10 +75,57 @@ def grad_cam(model, images, class_index=None, layer: str | None = None, normalis
         if index.shape[0] == 1 and logits.shape[0] != 1:
             index = tf.repeat(index, tf.shape(logits)[0])
         target = tf.reduce_sum(tf.gather(logits, index, axis=1, batch_dims=1))
-    gradients = tape.gradient(target, features)
-    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)  # channel importance per image
-    maps = tf.reduce_sum(weights * features, axis=-1).numpy()
+    maps = _weighted_by_gradients(features, tape.gradient(target, features))
     return maps if normalise_method is None else normalise(maps, normalise_method)
+
+
+def _weighted_by_gradients(features, gradients):
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)  # channel importance per image
+    return tf.reduce_sum(weights * features, axis=-1).numpy()
+
+
+def grad_cam_all_classes(model, images, layer: str | None = None, normalise_method: str | None = "relu"):
+    """Grad-CAM of every class: (B, h, w, K) and the probabilities (B, K), from one forward pass
+    and one backward pass per class."""
+    probe = feature_model(model, layer)
+    with tf.GradientTape(persistent=True) as tape:
+        features, logits = probe(tf.convert_to_tensor(images), training=False)
+        tape.watch(features)
+        targets = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
+    maps = np.stack([_weighted_by_gradients(features, tape.gradient(t, features)) for t in targets], axis=-1)
+    del tape
+    if normalise_method is not None:
+        maps = np.stack([normalise(maps[..., k], normalise_method) for k in range(maps.shape[-1])], axis=-1)
+    return maps, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+
+
+def choose_method(model, method: str = "auto", layer: str | None = None) -> str:
+    """"auto": CAM (Paper B's method) where the head is linear and no other layer is asked for, else Grad-CAM."""
+    if method not in ("auto", "cam", "gradcam"):
+        raise ValueError(f"method must be 'auto', 'cam' or 'gradcam'; found {method!r}")
+    if method == "cam" and layer:
+        raise ValueError("CAM is defined on the last convolutional block only; use method='gradcam' for layer="
+                         f"{layer!r}")
+    if method != "auto":
+        return method
+    try:
+        _linear_head_weights(model)
+    except ValueError:
+        return "gradcam"
+    return "gradcam" if layer else "cam"
+
+
+def explain(model, inputs, method: str = "auto", layer: str | None = None):
+    """Maps of every class (B, h, w, K) in [0, 1] and the probabilities (B, K) for a batch of model inputs.
+
+    CAM is min-max normalised, as Paper B; Grad-CAM keeps only positive evidence, as its paper.
+    """
+    if choose_method(model, method, layer) == "cam":
+        features, logits = feature_model(model)(inputs, training=False)
+        raw = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), _linear_head_weights(model))
+        maps = np.stack([normalise(raw[..., k], "minmax") for k in range(raw.shape[-1])], axis=-1)
+        return maps, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    return grad_cam_all_classes(model, inputs, layer)
 
 
 def upsample(maps, size: int):
@@ -99,3 +149,158 @@ def energy_inside(maps, masks) -> np.ndarray:
     total = maps.sum(axis=(1, 2))
     inside = (maps * masks).sum(axis=(1, 2))
     return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+
+
+# --------------------------------------------------------------------------- a trained run
+
+
+def map_images(run_dir, pixels, method: str = "auto", layer: str | None = None, model=None):
+    """Maps of every class upsampled to the images' size (N, H, W, K) and the probabilities (N, K),
+    for uint8 images (N, H, W) at the run's input size. Meant for a handful of images: it keeps every map."""
+    from helpers.pipeline import to_model_input
+    from helpers.runs import load_model, read_settings
+
+    settings = read_settings(run_dir)
+    model = model or load_model(run_dir)
+    maps, probabilities = explain(model, to_model_input(np.asarray(pixels)[..., np.newaxis],
+                                                        settings["normalisation"]), method, layer)
+    size = np.asarray(pixels).shape[-1]
+    upsampled = np.stack([upsample(maps[..., k], size) for k in range(maps.shape[-1])], axis=-1)
+    return np.clip(upsampled, 0.0, 1.0), probabilities
+
+
+def _masks(paths, size: int):
+    """(masks at `size` as booleans, which images have one), or None when no image has one.
+    A missing mask is never guessed: its measures come out NaN."""
+    from helpers.data import load_grayscale
+
+    if paths is None or paths.isna().all():
+        return None
+    present = paths.notna().to_numpy()
+    empty = np.zeros((size, size), bool)
+    return np.stack([load_grayscale(p, size) > 127 if ok else empty for p, ok in zip(paths, present)]), present
+
+
+def localisation_table(run_dir, rows: pd.DataFrame, method: str = "auto", layer: str | None = None, model=None,
+                       regions: dict | None = None, batch_size: int = 32) -> pd.DataFrame:
+    """Per image: the prediction, and where the map of its *true* class puts its energy.
+
+    `rows` needs path and label, and uses mask_path (lungs) and lesion_mask_path (phantoms) where
+    present. Measures: the pointing game and energy share inside the lesion (NaN without a lesion),
+    the energy share inside the lungs, inside any extra `regions` (name → boolean mask), and each
+    area's share of the image: the chance level a map with no idea of the anatomy would score.
+    """
+    from helpers.runs import load_model, read_images, read_settings
+
+    settings = read_settings(run_dir)
+    model = model or load_model(run_dir)
+    classes, size = settings["classes"], settings["image_size"]
+    unknown = sorted(set(rows["label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"rows have labels {unknown} that {run_dir} was not trained on; expected {classes}")
+    records = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.iloc[start:start + batch_size]
+        pixels, errors = read_images(chunk["path"], size)
+        bad = [(p, e) for p, e in zip(chunk["path"], errors) if e]
+        if bad:
+            raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0][0]}: {bad[0][1]}")
+        maps, probabilities = map_images(run_dir, pixels, method, layer, model)
+        target = np.array([classes.index(label) for label in chunk["label"]])
+        chosen = maps[np.arange(len(chunk)), ..., target]
+        measured = {"predicted": [classes[i] for i in probabilities.argmax(axis=1)],
+                    "confidence": probabilities.max(axis=1)}
+        masks = {"lungs": _masks(chunk.get("mask_path"), size), "lesion": _masks(chunk.get("lesion_mask_path"), size)}
+        masks.update({name: (np.broadcast_to(mask, chosen.shape), np.ones(len(chunk), bool))
+                      for name, mask in (regions or {}).items()})
+        for name, found in masks.items():
+            if found is None:
+                continue
+            mask, present = found
+            scored = present & mask.any(axis=(1, 2))
+            measured[f"{name}_energy"] = np.where(scored, energy_inside(chosen, mask), np.nan)
+            measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)
+            if name == "lesion":
+                measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask), np.nan)
+        records.append(pd.DataFrame(measured, index=chunk.index))
+    table = rows[[c for c in ("relpath", "path", "label") if c in rows]].join(pd.concat(records))
+    table["correct"] = table["predicted"] == table["label"]
+    return table
+
+
+def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per class and overall: accuracy and each localisation measure beside its chance level."""
+    columns = {"correct": "accuracy"}
+    for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
+        if name == "lesion":
+            columns.update({"pointing_game": "pointing game", "lesion_area": "chance (lesion area)",
+                            "lesion_energy": "energy in lesion"})
+        else:
+            columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": f"area of {name}"})
+    numbers = table[["label", *columns]].assign(correct=table["correct"].astype(float))
+    if "lesion_area" in numbers:  # chance of the pointing game: only images that have a lesion count
+        numbers["lesion_area"] = numbers["lesion_area"].where(numbers["lesion_energy"].notna())
+    summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
+    summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
+    return summary.rename(columns=columns)
+
+
+def write_overlays(run_dir, paths, out_dir, method: str = "auto", layer: str | None = None, model=None,
+                   alpha: float = 0.45) -> pd.DataFrame:
+    """One PNG per image in `out_dir`: the radiograph and every class's map over it (`predict --cam`).
+
+    Returns one row per image with the overlay's path, or the reason the image could not be read.
+    """
+    import matplotlib.pyplot as plt
+
+    from helpers import plots
+    from helpers.runs import load_model, read_images, read_settings
+
+    settings = read_settings(run_dir)
+    model = model or load_model(run_dir)
+    classes, out_dir = settings["classes"], Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels, errors = read_images(paths, settings["image_size"])
+    rows, used, readable = [], set(), iter(range(len(pixels)))
+    for path, error in zip(paths, errors):
+        row = {"image": str(path), "overlay": None, "predicted": None, "error": error}
+        if error is None:
+            i = next(readable)
+            maps, probabilities = map_images(run_dir, pixels[i:i + 1], method, layer, model)
+            name = Path(path).stem
+            target = out_dir / f"{name}_cam.png"
+            n = 1
+            while target.name in used:  # two images with the same name from different folders
+                n += 1
+                target = out_dir / f"{name}_{n}_cam.png"
+            used.add(target.name)
+            fig = plots.cam_overlays(pixels[i:i + 1], maps, classes, probabilities, titles=[Path(path).name],
+                                     alpha=alpha)
+            fig.savefig(target, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            row.update(overlay=str(target), predicted=classes[int(probabilities[0].argmax())])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
+    """The summary's "all" row in plain sentences, each measure beside its chance level, and a verdict."""
+    row = summary.loc["all"]
+    lines = [f"{name}: accuracy {row['accuracy']:.0%} on {int(row['images'])} images."]
+    verdict = None
+    if "pointing game" in row and not np.isnan(row["pointing game"]):
+        hit, chance = row["pointing game"], row["chance (lesion area)"]
+        ratio = hit / chance if chance > 0 else np.nan
+        lines.append(f"The peak fell inside the lesion in {hit:.0%} of the images that have one; "
+                     f"a random point would hit it {chance:.1%} of the time ({ratio:.1f}× chance).")
+        lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, "
+                     f"which covers {chance:.1%} of the image.")
+        verdict = ratio >= 2
+    for region in [c[len("area of "):] for c in summary.columns if c.startswith("area of ")]:
+        lines.append(f"{row[f'energy in {region}']:.0%} of the energy lies inside the {region}, "
+                     f"which take up {row[f'area of {region}']:.1%} of the image.")
+    if verdict is not None:
+        lines.append("Verdict: the maps point at the findings well above chance." if verdict else
+                     "Verdict: the maps do NOT localise the findings better than about chance; a good accuracy "
+                     "does not make them an explanation.")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@
   python -m helpers data download
   python -m helpers model --recipe paper_a --task 4 --weights none
   python -m helpers train --data ROOT --recipe paper_a|improved --task 4 --out RUN_DIR [--epochs N]
-  python -m helpers predict IMAGE... --run RUN_DIR [--json]
+  python -m helpers predict IMAGE... --run RUN_DIR [--json] [--cam OUT_DIR]
   python -m helpers evaluate --run RUN_DIR [--json]
   python -m helpers links [--check]          (Colab badges and setup cells → config.REPOSITORY)
   python -m helpers run                      (the main job: data, splits, then every notebook)
@@ -149,12 +149,17 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from helpers.runs import RunNotFoundError, format_predictions, predict_images, read_settings
+    from helpers.runs import RunNotFoundError, format_predictions, load_model, predict_images, read_settings
 
     try:
-        table = predict_images(args.run, args.images)
-        classes = read_settings(args.run)["classes"]
-    except RunNotFoundError as exc:
+        classes, model = read_settings(args.run)["classes"], load_model(args.run)
+        table = predict_images(args.run, args.images, model=model)
+        if args.cam:
+            from helpers.cam import write_overlays
+
+            overlays = write_overlays(args.run, args.images, args.cam, args.cam_method, args.cam_layer, model)
+            table["overlay"] = overlays["overlay"].to_numpy()
+    except (RunNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -164,9 +169,14 @@ def _cmd_predict(args) -> int:
             rows.append({"image": row["image"], "error": row["error"] if failed else None,
                          "predicted": None if failed else row["predicted"],
                          "probabilities": None if failed else {c: round(float(row[c]), 6) for c in classes}})
+            if args.cam:
+                rows[-1]["overlay"] = row["overlay"] if isinstance(row["overlay"], str) else None
         print(json.dumps(rows, indent=2))
     else:
         print(format_predictions(table, classes))
+        if args.cam:
+            written = table["overlay"].notna().sum()
+            print(f"\n{written} overlay(s) written to {args.cam} (the map of every class over each image)")
     return 1 if table["error"].map(lambda e: isinstance(e, str)).any() else 0
 
 
@@ -251,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+")
     predict.add_argument("--run", required=True, help="run folder made by `train`")
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--cam", metavar="OUT_DIR", help="also write one overlay PNG per image: every class's map")
+    predict.add_argument("--cam-method", choices=("auto", "cam", "gradcam"), default="auto",
+                         help="auto: CAM for a linear head (Paper B), else Grad-CAM")
+    predict.add_argument("--cam-layer", default=None,
+                         help="Grad-CAM at this layer, e.g. conv4_block6_out for finer maps (default: last block)")
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on its test split")

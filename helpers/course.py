@@ -55,6 +55,29 @@ def course_dataset(profile: config.Profile | None = None, download: bool = False
     return find_dataset(root)
 
 
+def shortcut_dataset(profile: config.Profile | None = None, shortcut_class: str = "COVID") -> DatasetLayout:
+    """The profile's phantom set again, but with a corner marker on every `shortcut_class` image: a planted
+    shortcut, to see whether a model (and its maps) take the marker instead of the finding."""
+    profile = profile or config.active_profile()
+    name = f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class-shortcut-{shortcut_class}"
+    root = ensure_phantoms(config.PHANTOM_DIR / name.replace(" ", "_"), per_class=profile.phantom_per_class,
+                           size=profile.phantom_size, seed=0, shortcut_class=shortcut_class)
+    return find_dataset(root)
+
+
+def run_part(run_dir, scan: ScanResult, part: str = "test") -> pd.DataFrame:
+    """One part of a run's own saved split, with the scan's mask paths (lungs; lesions on phantoms)."""
+    from helpers.runs import read_settings
+
+    settings = read_settings(run_dir)
+    split = load_split(Path(run_dir) / "split.csv", settings["data_root"])
+    rows = split[(split["split"] == part) & (split["repeat"] == split["repeat"].min())]
+    if rows.empty:
+        raise ValueError(f"{run_dir}'s split has no '{part}' images; it has {sorted(split['split'].unique())}")
+    masks = scan.index[["relpath", "mask_path", "lesion_mask_path"]]
+    return rows[["relpath", "path", "label"]].merge(masks, on="relpath", how="left").reset_index(drop=True)
+
+
 def data_statement(layout: DatasetLayout) -> str:
     """One plain sentence on which images a notebook is looking at."""
     if layout.is_phantom:

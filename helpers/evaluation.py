@@ -1,5 +1,6 @@
 """Honest evaluation of a trained run on its own test split: per-class metrics with confidence
-intervals, calibration, the most confident mistakes, and paired comparison of two runs.
+intervals, calibration, the most confident mistakes, paired comparison of two runs, and controls
+that edit the images (lungs hidden, a marker added) to see what the predictions really depend on.
 
 scikit-learn computes every metric it has; what it lacks (specificity, NPV, the bootstrap, ECE,
 temperature scaling) is written here in a few lines each.
@@ -25,7 +26,7 @@ from sklearn.metrics import (
 )
 
 from helpers.pipeline import build_dataset
-from helpers.runs import load_model, read_settings
+from helpers.runs import load_model, predict_pixels, read_images, read_settings
 from helpers.splits import load_split
 
 
@@ -196,6 +197,67 @@ def predict_part(run_dir, part: str = "test", model=None, repeat: int = 0) -> pd
     table[classes] = probabilities
     table["predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]
     table["confidence"] = probabilities.max(axis=1)
+    return table
+
+
+def hide_lungs(pixels, rows: pd.DataFrame, fill: str = "mean") -> np.ndarray:
+    """The images with everything inside the lung masks replaced (the lung-blackout control).
+
+    fill "mean": each image's own mean lung brightness, so the lungs' content goes without adding a new cue;
+    "black": zero, the literal blackout, which is itself an unnatural pattern the model never saw.
+    """
+    from helpers.data import load_grayscale
+
+    if fill not in ("mean", "black"):
+        raise ValueError(f"fill must be 'mean' or 'black'; found {fill!r}")
+    if "mask_path" not in rows or rows["mask_path"].isna().any():
+        missing = len(rows) if "mask_path" not in rows else int(rows["mask_path"].isna().sum())
+        raise ValueError(f"hiding the lungs needs a lung mask for every image; {missing} of {len(rows)} have none")
+    size = pixels.shape[-1]
+    lungs = np.stack([load_grayscale(path, size) > 127 for path in rows["mask_path"]])
+    if fill == "black":
+        value = np.zeros((len(pixels), 1, 1))
+    else:
+        area = np.maximum(lungs.sum(axis=(1, 2)), 1)
+        value = ((pixels * lungs).sum(axis=(1, 2)) / area)[:, np.newaxis, np.newaxis]
+    return np.where(lungs, np.round(value), pixels).astype(np.uint8)
+
+
+def add_marker(pixels, rows=None) -> np.ndarray:
+    """The images with the phantoms' shortcut marker drawn in (see `synthetic.add_marker`)."""
+    from helpers.synthetic import add_marker as draw
+
+    return draw(pixels)
+
+
+def accuracy_under_edits(run_dir, rows: pd.DataFrame, edits: dict, model=None, watch_class: str | None = None):
+    """Accuracy per true class (and overall) on the images as they are and after each edit
+    (name → function(pixels, rows) → pixels); with `watch_class`, also the share predicted as that class.
+
+    A model that still scores far above the majority baseline with the lungs hidden has learned something
+    outside the lungs; one that calls Normal images COVID once a marker is added has learned the marker.
+    """
+    settings = read_settings(run_dir)
+    model = model or load_model(run_dir)
+    classes = settings["classes"]
+    pixels, errors = read_images(rows["path"], settings["image_size"])
+    if any(errors):
+        bad = next(i for i, e in enumerate(errors) if e)
+        raise ValueError(f"{sum(map(bool, errors))} image(s) could not be read, e.g. {rows['path'].iloc[bad]}: "
+                         f"{errors[bad]}")
+    labels = rows["label"].to_numpy()
+    columns = {}
+    for name, edit in {"as is": None, **edits}.items():
+        predicted = np.array(classes)[predict_pixels(model, edit(pixels, rows) if edit else pixels,
+                                                     settings["normalisation"]).argmax(axis=1)]
+        frame = pd.DataFrame({"label": labels, "correct": predicted == labels, "watched": predicted == watch_class})
+        by_class = frame.groupby("label")[["correct", "watched"]].mean()
+        by_class.loc["all"] = frame[["correct", "watched"]].mean()
+        columns[(name, "accuracy")] = by_class["correct"]
+        if watch_class:
+            columns[(name, f"predicted {watch_class}")] = by_class["watched"]
+    table = pd.DataFrame(columns)
+    table.attrs["majority_baseline"] = float(pd.Series(labels).value_counts(normalize=True).iloc[0])
     return table
 
 

@@ -286,3 +286,45 @@ def accuracy_over_time(histories: dict, threshold: float = 0.95, column: str = "
     ax.set(xlabel="training time (s)", ylabel="accuracy on the monitored images", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     return _finish(fig, save_as)
+
+
+def _overlay(ax, image, heatmap=None, outline=None, alpha=0.45, cmap="jet"):
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    if heatmap is not None:
+        ax.imshow(heatmap, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    if outline is not None and np.any(outline):
+        ax.contour(outline, levels=[0.5], colors="white", linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=None, alpha=0.45, cmap="jet",
+                 save_as=None):
+    """Paper B's Figure 5: each radiograph, then the map of every class laid over it (upsampled to the
+    image, values 0–1), titled with that class's probability. `outlines` (e.g. a phantom's lesion mask)
+    are drawn in white on the original."""
+    n, k = len(pixels), len(classes)
+    fig, axes = plt.subplots(n, k + 1, figsize=(2.3 * (k + 1), 2.4 * n), squeeze=False)
+    for i, row in enumerate(axes):
+        _overlay(row[0], pixels[i], outline=None if outlines is None else outlines[i])
+        row[0].set_title(titles[i] if titles is not None else "image", fontsize=8)
+        for c, ax in enumerate(row[1:]):
+            _overlay(ax, pixels[i], maps[i, ..., c], alpha=alpha, cmap=cmap)
+            ax.set_title(f"{classes[c]}: {probabilities[i, c]:.2f}", fontsize=8,
+                         fontweight="bold" if c == int(np.argmax(probabilities[i])) else "normal")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=axes.ravel().tolist(), shrink=0.8, pad=0.02,
+                 label="map (0 = min, 1 = max)")
+    return _finish(fig, save_as, tight=False)
+
+
+def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, cmap="jet", save_as=None):
+    """The same images under several models' maps (one column per model), e.g. clean against shortcut."""
+    n = len(pixels)
+    fig, axes = plt.subplots(n, len(maps) + 1, figsize=(2.5 * (len(maps) + 1), 2.5 * n), squeeze=False)
+    for i, row in enumerate(axes):
+        _overlay(row[0], pixels[i], outline=None if outlines is None else outlines[i])
+        row[0].set_title(titles[i] if titles is not None else "image", fontsize=8)
+        for ax, (name, model_maps) in zip(row[1:], maps.items()):
+            _overlay(ax, pixels[i], model_maps[i], alpha=alpha, cmap=cmap)
+            ax.set_title(name, fontsize=8)
+    return _finish(fig, save_as)

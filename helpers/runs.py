@@ -34,27 +34,41 @@ def load_model(run_dir):
     return keras.models.load_model(path, safe_mode=True)
 
 
+def read_images(paths, size: int) -> tuple[np.ndarray, list]:
+    """The readable images as one uint8 array (N, size, size), and per path its error or None,
+    so one bad file is reported instead of stopping the rest."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append(load_grayscale(path, size))
+            errors.append(None)
+        except BadImageError as exc:
+            errors.append(str(exc))
+    return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), errors
+
+
+def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for uint8 grayscale images (N, H, W), a chunk at a time so that no float
+    copy of a large set is ever held."""
+    chunks = [np.asarray(model(to_model_input(pixels[i:i + batch_size, ..., np.newaxis], normalisation),
+                               training=False), dtype=np.float64)
+              for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.output.shape[-1]))
+
+
 def predict_images(run_dir, paths, model=None) -> pd.DataFrame:
     """One row per image: the probability of every class, the predicted class, and an error if the
     image could not be read (the other images are still predicted)."""
     settings = read_settings(run_dir)
     model = model or load_model(run_dir)
-    classes, size = settings["classes"], settings["image_size"]
-    rows, images = [], []
-    for path in paths:
-        row = {"image": str(path), "error": None}
-        try:
-            images.append(load_grayscale(path, size)[..., np.newaxis])
-        except BadImageError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    classes = settings["classes"]
+    pixels, errors = read_images(paths, settings["image_size"])
+    table = pd.DataFrame({"image": [str(p) for p in paths], "error": errors})
     for cls in classes:
         table[cls] = np.nan
     table["predicted"] = None
-    if images:
-        batch = to_model_input(np.stack(images), settings["normalisation"])
-        probabilities = np.asarray(model.predict(batch, verbose=0), dtype=np.float64)
+    if len(pixels):
+        probabilities = predict_pixels(model, pixels, settings["normalisation"])
         ok = table["error"].isna().to_numpy()
         table.loc[ok, list(classes)] = probabilities
         table.loc[ok, "predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]

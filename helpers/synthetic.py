@@ -22,6 +22,7 @@ from helpers.data import CLASSES
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
 MANIFEST_NAME = "phantom_manifest.json"
 METADATA_NAME = "phantom_metadata.csv"
+MARKER_VALUE = 247  # the marker's grey level (of 255)
 GENERATOR_VERSION = 1  # bump when the drawing changes, so cached phantom sets are regenerated
 
 
@@ -113,11 +114,26 @@ def render_phantom(cls: str, rng: np.random.Generator, size: int, marker: bool =
 
     gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.04, 0.04)
     image = image * gain + offset + rng.normal(0.0, 0.012, image.shape)
-    if marker:  # a bright laterality-style tag in the top-right corner
-        m0, m1 = int(0.05 * size), max(int(0.05 * size) + 2, int(0.12 * size))
-        image[m0:m1, size - m1:size - m0] = 0.97
     pixels = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    if marker:
+        pixels[marker_mask(size)] = MARKER_VALUE
     return pixels, lung_distance < 1.0, lesion_mask
+
+
+def marker_mask(size: int) -> np.ndarray:
+    """Where the planted shortcut sits: a bright laterality-style tag in the top-right corner, outside the lungs."""
+    m0, m1 = int(0.05 * size), max(int(0.05 * size) + 2, int(0.12 * size))
+    mask = np.zeros((size, size), bool)
+    mask[m0:m1, size - m1:size - m0] = True
+    return mask
+
+
+def add_marker(images) -> np.ndarray:
+    """A copy of uint8 images (..., H, W) with the shortcut marker drawn in: the test of whether a model
+    has learned the marker instead of the finding (a Normal image with a marker should stay Normal)."""
+    images = np.array(images, dtype=np.uint8, copy=True)
+    images[..., marker_mask(images.shape[-1])] = MARKER_VALUE
+    return images
 
 
 def _save_png(array, path: Path):

@@ -3,6 +3,7 @@ batched equals per-image, shapes and ranges, and the localisation measures."""
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import cam
@@ -81,3 +82,104 @@ def test_pointing_game_and_energy_inside_masks():
     np.testing.assert_array_equal(cam.pointing_game(maps, masks), [True, False])
     np.testing.assert_allclose(cam.energy_inside(maps, masks), [0.75, 0.0])
     assert np.isnan(cam.energy_inside(np.zeros((1, 4, 4)), masks[:1]))[0]
+
+
+def test_grad_cam_of_every_class_equals_one_class_at_a_time():
+    model = tiny_model("paper_a")
+    maps, probabilities = cam.grad_cam_all_classes(model, IMAGES)
+    assert maps.shape == (4, 16, 16, 3) and probabilities.shape == (4, 3)
+    np.testing.assert_allclose(probabilities, model.predict(IMAGES, verbose=0), atol=1e-5)
+    for k in range(3):
+        np.testing.assert_allclose(maps[..., k], cam.grad_cam(model, IMAGES, class_index=[k] * 4), atol=1e-5)
+
+
+def test_auto_method_uses_cam_only_where_it_is_defined():
+    linear, paper_a = tiny_model("cam"), tiny_model("paper_a")
+    assert cam.choose_method(linear) == "cam"
+    assert cam.choose_method(paper_a) == "gradcam"
+    assert cam.choose_method(linear, layer="features") == "gradcam"
+    with pytest.raises(ValueError, match="last convolutional block only"):
+        cam.choose_method(linear, "cam", layer="features")
+    with pytest.raises(ValueError, match="method must be"):
+        cam.choose_method(linear, "saliency")
+    maps, _ = cam.explain(linear, IMAGES)
+    np.testing.assert_allclose(maps, cam.class_activation_maps(linear, IMAGES), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- a (fabricated) run on known images
+
+SIZE = 16
+
+
+def brightness_model():
+    """CAM of COVID = the image's brightness: a bright lesion is COVID evidence, exactly where it is."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(1, 1, use_bias=False, name="features")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    logits = keras.layers.Dense(2, name="logits")(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    model.get_layer("features").set_weights([np.full((1, 1, 3, 1), 1 / 3)])
+    model.get_layer("logits").set_weights([np.array([[1.0, -1.0]]), np.array([-0.02, 0.02])])
+    return model
+
+
+@pytest.fixture
+def known_run(tmp_path):
+    """A run folder with settings only, and images whose lesion (a bright square) and lungs are known."""
+    from tests.conftest import write_png
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(
+        '{"classes": ["COVID", "Normal"], "image_size": 16, "normalisation": "rescale"}')
+    rows = []
+    for n, (label, corner) in enumerate([("COVID", (2, 2)), ("COVID", (9, 8)), ("Normal", None)]):
+        image, lesion, lungs = (np.zeros((SIZE, SIZE), np.uint8) for _ in range(3))
+        lungs[:, :SIZE // 2 + 4] = 255
+        if corner:
+            lesion[corner[0]:corner[0] + 4, corner[1]:corner[1] + 4] = 255
+            image[lesion > 0] = 255
+        rows.append({"path": str(write_png(tmp_path / f"img{n}.png", image)), "label": label,
+                     "mask_path": str(write_png(tmp_path / f"lungs{n}.png", lungs)),
+                     "lesion_mask_path": str(write_png(tmp_path / f"lesion{n}.png", lesion))})
+
+    return run, pd.DataFrame(rows)
+
+
+def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
+    run, rows = known_run
+    marker = np.zeros((SIZE, SIZE), bool)
+    marker[0, -2:] = True
+    table = cam.localisation_table(run, rows, model=brightness_model(), regions={"corner": marker}, batch_size=2)
+    assert list(table["predicted"]) == ["COVID", "COVID", "Normal"]
+    np.testing.assert_array_equal(table["pointing_game"].iloc[:2], [1.0, 1.0])
+    assert np.isnan(table["pointing_game"].iloc[2]) and np.isnan(table["lesion_energy"].iloc[2])
+    np.testing.assert_allclose(table["lesion_energy"].iloc[:2], 1.0, atol=0.02)  # all the map is on the lesion
+    np.testing.assert_allclose(table["lesion_area"], [16 / 256, 16 / 256, 0.0])
+    np.testing.assert_allclose(table["lungs_area"], 12 / 16)
+    assert table["lungs_energy"].iloc[0] == pytest.approx(1.0, abs=0.02)
+    summary = cam.localisation_summary(table)
+    assert summary.loc["all", "images"] == 3 and summary.loc["all", "accuracy"] == 1.0
+    assert summary.loc["all", "chance (lesion area)"] == pytest.approx(16 / 256)  # Normal has no lesion: not counted
+    assert {"energy in corner", "area of corner", "energy in lungs"} <= set(summary.columns)
+    assert "well above chance" in cam.describe_localisation(summary)
+
+
+def test_localisation_refuses_labels_the_run_does_not_know(known_run):
+    run, rows = known_run
+    with pytest.raises(ValueError, match="was not trained on"):
+        cam.localisation_table(run, rows.assign(label="Viral Pneumonia"), model=brightness_model())
+
+
+def test_overlays_are_written_per_image_and_bad_files_reported(known_run, tmp_path):
+    run, rows = known_run
+    same_name = tmp_path / "elsewhere" / "img0.png"
+    same_name.parent.mkdir()
+    same_name.write_bytes((tmp_path / "img0.png").read_bytes())
+    table = cam.write_overlays(run, [*rows["path"], str(same_name), str(tmp_path / "missing.png")],
+                               tmp_path / "maps", model=brightness_model())
+    written = table["overlay"].dropna()
+    assert len(written) == 4 and len(set(written)) == 4
+    assert all(p.endswith("_cam.png") and (tmp_path / "maps" / p.rsplit("/", 1)[-1]).stat().st_size > 0
+               for p in written)
+    assert table["error"].iloc[-1] == "file not found" and pd.isna(table["overlay"].iloc[-1])

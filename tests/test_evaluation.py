@@ -92,3 +92,47 @@ def test_evaluate_cli_writes_metrics_and_figures(resumed_run, capsys):
         assert (run / f"{figure}.png").stat().st_size > 1000
     assert main(["evaluate", "--run", str(run), "--resamples", "100", "--no-figures"]) == 0
     assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+
+
+def _masked_rows(tmp_path, n=2, size=8):
+    from tests.conftest import write_png
+
+    lungs = np.zeros((size, size), np.uint8)
+    lungs[2:6, 1:4] = 255
+    return pd.DataFrame({"mask_path": [str(write_png(tmp_path / f"m{i}.png", lungs)) for i in range(n)]}), lungs > 0
+
+
+def test_hide_lungs_replaces_only_the_inside_of_each_lung_mask(tmp_path):
+    rows, lungs = _masked_rows(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    hidden = evaluation.hide_lungs(pixels, rows)
+    np.testing.assert_array_equal(hidden[:, ~lungs], pixels[:, ~lungs])
+    for i in range(2):
+        assert set(np.unique(hidden[i][lungs])) == {round(pixels[i][lungs].mean())}
+    assert (evaluation.hide_lungs(pixels, rows, fill="black")[:, lungs] == 0).all()
+    with pytest.raises(ValueError, match="1 of 2 have none"):
+        evaluation.hide_lungs(pixels, rows.assign(mask_path=[rows["mask_path"][0], None]))
+
+
+def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
+    """A run whose model calls bright images COVID: darkening the images turns every COVID into Normal."""
+    import keras
+
+    from tests.conftest import write_png
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"classes": ["COVID", "Normal"], "image_size": 8,
+                                                   "normalisation": "rescale"}))
+    inputs = keras.Input((8, 8, 3))
+    logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    model.layers[-2].set_weights([np.array([[1.0, -1.0]] * 3), np.array([-0.5, 0.5])])
+    rows = pd.DataFrame({"path": [str(write_png(tmp_path / f"{v}.png", np.full((8, 8), v, np.uint8)))
+                                  for v in (250, 240, 10)], "label": ["COVID", "COVID", "Normal"]})
+    table = evaluation.accuracy_under_edits(run, rows, {"darkened": lambda pixels, _: pixels // 10},
+                                            model=model, watch_class="COVID")
+    assert table.loc["all", ("as is", "accuracy")] == 1.0
+    assert table.loc["COVID", ("darkened", "accuracy")] == 0.0 and table.loc["Normal", ("darkened", "accuracy")] == 1
+    assert table.loc["all", ("as is", "predicted COVID")] == pytest.approx(2 / 3)
+    assert table.attrs["majority_baseline"] == pytest.approx(2 / 3)

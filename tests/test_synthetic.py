@@ -87,3 +87,16 @@ def test_synth_cli(tmp_path, capsys):
     assert main(["data", "synth", str(tmp_path), "--per-class", "2", "--size", "40", "--seed", "1"]) == 0
     assert "Wrote 2 phantom radiographs per class" in capsys.readouterr().out
     assert len(list(tmp_path.rglob("images/*.png"))) == 8
+
+
+def test_add_marker_draws_exactly_the_planted_shortcut():
+    """Pasting the marker on a clean phantom gives the marked phantom: the marker test changes nothing else."""
+    from helpers.synthetic import add_marker, marker_mask, render_phantom
+
+    clean = render_phantom("Normal", np.random.default_rng(5), 96, marker=False)[0]
+    marked = render_phantom("Normal", np.random.default_rng(5), 96, marker=True)[0]
+    np.testing.assert_array_equal(add_marker(clean), marked)
+    np.testing.assert_array_equal(add_marker(np.stack([clean, clean]))[1], marked)
+    assert add_marker(clean) is not clean and (clean != marked).sum() == marker_mask(96).sum() > 0
+    lungs = render_phantom("Normal", np.random.default_rng(5), 96)[1]
+    assert not (marker_mask(96) & lungs).any()  # the shortcut sits outside the lungs

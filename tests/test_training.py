@@ -137,3 +137,19 @@ def test_time_to_accuracy_reads_the_first_epoch_over_the_line():
     history = pd.DataFrame({"val_accuracy": [0.5, 0.96, 0.94, 0.99], "elapsed_seconds": [10, 20, 30, 40]})
     assert time_to_accuracy(history, 0.95) == 20
     assert time_to_accuracy(history, 0.995) is None
+
+
+def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root, tmp_path, capsys):
+    """Paper A's head has no linear CAM, so this exercises Grad-CAM (at an earlier block, too)."""
+    run, _, _, _ = resumed_run
+    images = [str(phantom_root / c / "images" / f"{c}-1.png") for c in ("COVID", "Normal")]
+    out = tmp_path / "maps"
+    assert main(["predict", *images, "nowhere.png", "--run", str(run), "--cam", str(out), "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["overlay"] is not None for r in rows] == [True, True, False]
+    assert sorted(p.name for p in out.iterdir()) == ["COVID-1_cam.png", "Normal-1_cam.png"]
+    assert main(["predict", images[0], "--run", str(run), "--cam", str(out), "--cam-method", "cam"]) == 2
+    assert "CAM needs a linear head" in capsys.readouterr().err
+    assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "fine"),
+                 "--cam-layer", "conv4_block6_out"]) == 0
+    assert "1 overlay(s) written" in capsys.readouterr().out
