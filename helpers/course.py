@@ -50,6 +50,12 @@ def course_dataset(profile: config.Profile | None = None, download: bool = False
             return find_dataset(download_dataset())
         except DatasetError as exc:
             print(f"Using generated phantoms instead of the real dataset: {str(exc).splitlines()[0]}")
+    return phantom_dataset(profile)
+
+
+def phantom_dataset(profile: config.Profile | None = None) -> DatasetLayout:
+    """The profile's phantom set (generated once), whether or not the real dataset is present."""
+    profile = profile or config.active_profile()
     folder = config.PHANTOM_DIR / f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
     root = ensure_phantoms(folder, per_class=profile.phantom_per_class, size=profile.phantom_size, seed=0)
     return find_dataset(root)

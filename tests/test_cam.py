@@ -162,7 +162,11 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     assert summary.loc["all", "images"] == 3 and summary.loc["all", "accuracy"] == 1.0
     assert summary.loc["all", "chance (lesion area)"] == pytest.approx(16 / 256)  # Normal has no lesion: not counted
     assert {"energy in corner", "area of corner", "energy in lungs"} <= set(summary.columns)
-    assert "well above chance" in cam.describe_localisation(summary)
+    assert "well above chance, in most images" in cam.describe_localisation(summary)
+    summary.loc["all", "pointing game"] = 0.15
+    assert "rough region" in cam.describe_localisation(summary)
+    summary.loc["all", "pointing game"] = 0.05
+    assert "do NOT localise" in cam.describe_localisation(summary)
 
 
 def test_localisation_refuses_labels_the_run_does_not_know(known_run):

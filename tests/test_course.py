@@ -97,3 +97,31 @@ def test_download_without_network_or_credentials_explains_the_manual_route(monke
     error = capsys.readouterr().err
     assert "could not download tawsifurrahman/covid19-radiography-database" in error
     assert "data/COVID-19_Radiography_Dataset/COVID/images/COVID-1.png" in error
+
+
+def test_shortcut_set_is_the_phantom_set_with_a_marker_on_one_class(workspace):
+    import pandas as pd
+
+    from helpers.synthetic import METADATA_NAME
+
+    clean, shortcut = course.phantom_dataset(FAST), course.shortcut_dataset(FAST, "COVID")
+    assert clean.root != shortcut.root and course.dataset_tag(shortcut).endswith("-shortcut-COVID")
+    markers = pd.read_csv(shortcut.root / METADATA_NAME).groupby("label")["marker"].mean()
+    assert markers["COVID"] == 1.0 and markers.drop("COVID").sum() == 0
+    assert course.run_folder(clean, "improved") != course.run_folder(shortcut, "improved")
+
+
+def test_run_part_adds_the_scans_mask_paths_to_the_runs_own_split(workspace):
+    layout = course.phantom_dataset(FAST)
+    scan = course.scan_cached(layout)
+    split = course.course_split(scan, mode="paper_a", task=4)
+    run = workspace / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"data_root": str(layout.root)}))
+    split.drop(columns="path").to_csv(run / "split.csv", index=False)
+    test = course.run_part(run, scan, "test")
+    assert set(test["relpath"]) == set(split.loc[split["split"] == "test", "relpath"])
+    assert test["mask_path"].notna().all() and test["lesion_mask_path"].notna().all()
+    assert all(p.endswith(r.rsplit("/", 1)[-1]) for p, r in zip(test["lesion_mask_path"], test["relpath"]))
+    with pytest.raises(ValueError, match="has no 'holdout' images"):
+        course.run_part(run, scan, "holdout")

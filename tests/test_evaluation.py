@@ -136,3 +136,7 @@ def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
     assert table.loc["COVID", ("darkened", "accuracy")] == 0.0 and table.loc["Normal", ("darkened", "accuracy")] == 1
     assert table.loc["all", ("as is", "predicted COVID")] == pytest.approx(2 / 3)
     assert table.attrs["majority_baseline"] == pytest.approx(2 / 3)
+    assert table.loc["all", ("as is", "informedness")] == 1.0
+    assert table.loc["all", ("darkened", "informedness")] == 0.0  # everything called Normal: nothing told apart
+    described = evaluation.describe_edits(table)
+    assert "darkened: accuracy 33%" in described and "No class is told apart" in described
