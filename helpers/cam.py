@@ -175,16 +175,25 @@ def map_images(run_dir, pixels, method: str = "auto", layer: str | None = None, 
     return np.clip(upsampled, 0.0, 1.0), probabilities
 
 
-def read_masks(paths, size: int):
-    """(masks at `size` as booleans, which images have one), or None when no image has one.
-    A missing mask is never guessed: its measures come out NaN."""
+def maps_of(run_dir, pixels, class_names, method: str = "auto", layer: str | None = None, model=None):
+    """The map of one named class per image (e.g. each image's true class), upsampled: (N, H, W)."""
+    from helpers.runs import read_settings
+
+    classes = read_settings(run_dir)["classes"]
+    if isinstance(class_names, str):
+        class_names = [class_names] * len(pixels)
+    maps, _ = map_images(run_dir, pixels, method, layer, model)
+    return maps[np.arange(len(pixels)), ..., [classes.index(c) for c in class_names]]
+
+
+def read_masks(paths, size: int) -> np.ndarray | None:
+    """Masks at `size` as booleans (N, size, size); all False where an image has none; None if none has one."""
     from helpers.data import load_grayscale
 
-    if paths is None or paths.isna().all():
+    if paths is None or pd.Series(list(paths), dtype=object).isna().all():
         return None
-    present = paths.notna().to_numpy()
     empty = np.zeros((size, size), bool)
-    return np.stack([load_grayscale(p, size) > 127 if ok else empty for p, ok in zip(paths, present)]), present
+    return np.stack([empty if pd.isna(p) else load_grayscale(p, size) > 127 for p in paths])
 
 
 def localisation_table(run_dir, rows: pd.DataFrame, method: str = "auto", layer: str | None = None, model=None,
@@ -223,14 +232,13 @@ def localisation_table(run_dir, rows: pd.DataFrame, method: str = "auto", layer:
         chosen = np.clip(upsample(maps, size), 0.0, 1.0)
         measured = {"predicted": [classes[i] for i in probabilities.argmax(axis=1)],
                     "confidence": probabilities.max(axis=1)}
-        masks = {"lungs": read_masks(chunk.get("mask_path"), size),
-                 "lesion": read_masks(chunk.get("lesion_mask_path"), size)}
+        masks = {name: (read_masks(chunk[column], size), chunk[column].notna().to_numpy())
+                 for name, column in (("lungs", "mask_path"), ("lesion", "lesion_mask_path")) if column in chunk}
         masks.update({name: (np.broadcast_to(mask, chosen.shape), np.ones(len(chunk), bool))
                       for name, mask in (regions or {}).items()})
-        for name, found in masks.items():
-            if found is None:
+        for name, (mask, present) in masks.items():
+            if mask is None:  # a missing mask is never guessed: its measures are NaN
                 continue
-            mask, present = found
             scored = present & mask.any(axis=(1, 2))
             measured[f"{name}_energy"] = np.where(scored, energy_inside(chosen, mask), np.nan)
             measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)

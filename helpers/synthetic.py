@@ -120,11 +120,15 @@ def render_phantom(cls: str, rng: np.random.Generator, size: int, marker: bool =
     return pixels, lung_distance < 1.0, lesion_mask
 
 
-def marker_mask(size: int) -> np.ndarray:
-    """Where the planted shortcut sits: a bright laterality-style tag in the top-right corner, outside the lungs."""
+def marker_mask(size: int, margin: int = 0) -> np.ndarray:
+    """Where the planted shortcut sits: a bright laterality-style tag in the top-right corner, outside the lungs.
+
+    With `margin`, the box grows by that many pixels on each side (within the image): the marker's
+    neighbourhood, for maps too coarse to fall on a box this small.
+    """
     m0, m1 = int(0.05 * size), max(int(0.05 * size) + 2, int(0.12 * size))
     mask = np.zeros((size, size), bool)
-    mask[m0:m1, size - m1:size - m0] = True
+    mask[max(0, m0 - margin):m1 + margin, max(0, size - m1 - margin):size - m0 + margin] = True
     return mask
 
 

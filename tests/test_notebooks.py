@@ -21,7 +21,7 @@ def test_the_course_has_its_first_lessons():
     names = [p.name for p in NOTEBOOKS]
     assert names[:3] == ["01_dataset_exploration.ipynb", "02_preprocessing.ipynb",
                          "03_transfer_learning_resnet50.ipynb"]
-    assert {"04_evaluation.ipynb", "06_paper_b_protocol.ipynb"} <= set(names)
+    assert {"04_evaluation.ipynb", "05_class_activation_maps.ipynb", "06_paper_b_protocol.ipynb"} <= set(names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

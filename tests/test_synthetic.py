@@ -100,3 +100,5 @@ def test_add_marker_draws_exactly_the_planted_shortcut():
     assert add_marker(clean) is not clean and (clean != marked).sum() == marker_mask(96).sum() > 0
     lungs = render_phantom("Normal", np.random.default_rng(5), 96)[1]
     assert not (marker_mask(96) & lungs).any()  # the shortcut sits outside the lungs
+    around = marker_mask(96, margin=12)
+    assert (around >= marker_mask(96)).all() and around.sum() > 4 * marker_mask(96).sum() and around[0, -1]
