@@ -2,7 +2,10 @@
 
 One module per concern: `config` (run profiles), `data` (finding, checking and indexing the dataset),
 `synthetic` (phantom radiographs), `splits` (seeded duplicate-aware splits), `pipeline` (tf.data input),
-`course` (what the notebooks and the main job share), `cli` (python -m helpers).
+`models` (ResNet50 heads), `recipes` (Paper A, improved, Paper B), `training` (resumable runs), `runs`
+(loading and predicting), `evaluation` (metrics, calibration, controls), `cam` (class activation maps and
+how well they localise), `plots`, `timing`, `course` (what the notebooks and the main job share), `cli`
+(python -m helpers).
 """
 
 import os
