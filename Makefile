@@ -6,7 +6,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint clean-outputs
+.PHONY: run test lint bench clean-outputs
 
 $(INSTALLED): pyproject.toml
 	@test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ test: $(INSTALLED)
 	CXR_FAST=1 $(VENV_PYTHON) -m pytest
 
 lint: $(INSTALLED)
-	$(VENV_PYTHON) -m ruff check helpers tests
+	$(VENV_PYTHON) -m ruff check helpers tests benchmarks
 
 clean-outputs:
 	rm -rf outputs data/phantoms
+
+# Speed and memory as ratios against the obvious alternatives (benchmarks/README.md);
+# `make bench BENCH_ARGS=--quick` for a few minutes per script.
+bench: $(INSTALLED)
+	@for script in input_pipeline training cam memory; do \
+		$(VENV_PYTHON) benchmarks/$$script.py $(BENCH_ARGS) || exit 1; done

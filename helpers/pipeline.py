@@ -15,6 +15,11 @@ from helpers.data import load_grayscale
 
 NORMALISATIONS = ("resnet50", "rescale", "imagenet_torch")
 AUTOTUNE = tf.data.AUTOTUNE
+# With the autotuner off, AUTOTUNE means min(16, CPU cores) threads, fixed. On 2 cores (this machine, Colab)
+# the autotuner's re-tuning cost every second or third cached epoch: 3,200 instead of 5,900 img/s at 224 px
+# (benchmarks/input_pipeline.py); fixed, every epoch runs at the higher rate and the first is unchanged.
+FIXED_PARALLELISM = tf.data.Options()
+FIXED_PARALLELISM.autotune.enabled = False
 # keras.applications.resnet50.preprocess_input ("caffe" mode): RGB→BGR, then these means subtracted.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 # PyTorch/timm-style ImageNet statistics (RGB, on 0..1), used by KerasHub's ResNet18 weights.
@@ -115,7 +120,7 @@ def build_dataset(
                     num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(FIXED_PARALLELISM)
 
 
 def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *, repeat: int = 0,

@@ -1,0 +1,70 @@
+"""Training throughput of ResNet50 fed by the course pipeline from PNG files, against the same model fed
+from tensors already in memory (the input pipeline's upper bound: no decoding, no copying).
+
+The pipeline must never be the bottleneck: target at least 0.95 of the in-memory rate. Both feeds train
+the same compiled model, alternately, after a warm-up epoch each (graph tracing; the pipeline's cache).
+
+    python benchmarks/training.py [--quick]
+"""
+
+from __future__ import annotations
+
+import time
+
+from common import median, parser, phantom_index, report
+
+TARGET = 0.95
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    per_class, size, batch, rounds = (16, 128, 16, 2) if args.quick else (32, 224, 32, 3)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from helpers.data import CLASSES
+    from helpers.models import build_model
+    from helpers.pipeline import build_dataset, to_model_input
+    from helpers.runs import read_images
+    from helpers.training import apply_device_policy, device_policy, visible_gpus
+
+    index = phantom_index(per_class, folder=args.data)
+    labels = index["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True)
+    pixels, _ = read_images(index["path"], size)
+    inputs = to_model_input(pixels[..., np.newaxis], "resnet50")  # float32 RGB, held in memory
+    in_memory = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels, len(CLASSES)))).batch(batch)
+    in_memory = in_memory.cache().prefetch(tf.data.AUTOTUNE)
+
+    policy = device_policy(visible_gpus())  # as training runs: on a GPU, mixed precision and XLA
+    keras.utils.set_random_seed(0)
+    with apply_device_policy(policy).scope():
+        model, _, _ = build_model("cam", len(CLASSES), size, weights="none")
+        model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
+    print(f"device policy: {policy.reason}")
+    feeds = {"course pipeline (PNG files)": pipeline, "tensors in memory": in_memory}
+    for feed in feeds.values():  # warm-up: tracing, and the pipeline's decode-once cache
+        model.fit(feed, epochs=1, verbose=0)
+    rates = {name: [] for name in feeds}
+    for _ in range(rounds):
+        for name, feed in feeds.items():
+            started = time.perf_counter()
+            model.fit(feed, epochs=1, verbose=0)
+            rates[name].append(len(index) / (time.perf_counter() - started))
+    print(f"ResNet50 training, {len(index)} images at {size} px, batch {batch}, {rounds} timed epochs per feed")
+    for name, values in rates.items():
+        print(f"  {name:<28} {median(values):8.1f} img/s   (epochs: {', '.join(f'{v:.1f}' for v in values)})")
+    ratio = median(rates["course pipeline (PNG files)"]) / median(rates["tensors in memory"])
+    print(f"pipeline / in memory: {ratio:.3f} (target ≥ {TARGET}: {'met' if ratio >= TARGET else 'MISSED'})")
+    report("training", {
+        "quick": args.quick, "images": len(index), "image_size": size, "batch_size": batch,
+        "pipeline_img_s": round(median(rates["course pipeline (PNG files)"]), 2),
+        "in_memory_img_s": round(median(rates["tensors in memory"]), 2),
+        "ratio": round(ratio, 3), "target": TARGET, "target_met": bool(ratio >= TARGET), "policy": policy.reason,
+    })
+
+
+if __name__ == "__main__":
+    main()
