@@ -51,6 +51,22 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def interleaved_seconds(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, timed in turns (a, b, a, b, …) after one untimed call each,
+    so that a slow spell of the machine falls on all of them alike and their ratio stays fair."""
+    import time
+
+    for function in functions.values():
+        function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - started)
+    return {name: median(values) for name, values in times.items()}
+
+
 def report(name: str, result: dict) -> None:
     """The last line of every benchmark: one JSON object, for scripts that collect results."""
     print(json.dumps({"benchmark": name, **result, "machine": machine()}, default=float))

@@ -57,7 +57,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.root)
         return
-    sizes = (500, 1000, 2000) if args.quick else (1000, 4000, 16000)
+    sizes = (1000, 2000, 4000) if args.quick else (1000, 4000, 16000)
     index = phantom_index(125 if args.quick else 250, folder=args.data)
     root = Path(index["path"].iloc[0]).parents[2]
     rows = []

@@ -46,12 +46,12 @@ def main() -> None:
     print(f"device policy: {policy.reason}")
     feeds = {"course pipeline (PNG files)": pipeline, "tensors in memory": in_memory}
     for feed in feeds.values():  # warm-up: tracing, and the pipeline's decode-once cache
-        model.fit(feed, epochs=1, verbose=0)
+        model.fit(feed, epochs=1, verbose=0, shuffle=False)
     rates = {name: [] for name in feeds}
     for _ in range(rounds):
         for name, feed in feeds.items():
             started = time.perf_counter()
-            model.fit(feed, epochs=1, verbose=0)
+            model.fit(feed, epochs=1, verbose=0, shuffle=False)
             rates[name].append(len(index) / (time.perf_counter() - started))
     print(f"ResNet50 training, {len(index)} images at {size} px, batch {batch}, {rounds} timed epochs per feed")
     for name, values in rates.items():

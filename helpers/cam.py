@@ -9,6 +9,7 @@ it weights the feature channels by the mean gradient of the class logit. For a l
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import keras
@@ -19,10 +20,20 @@ import tensorflow as tf
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
 
 
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def feature_model(model, layer: str | None = None):
-    """A model returning (feature maps of `layer`, logits); default: the last block's features."""
-    features = model.get_layer(layer).output if layer else model.get_layer(HEAD_INPUT).input
-    return keras.Model(model.input, [features, model.get_layer("logits").output])
+    """A model returning (feature maps of `layer`, logits); default: the last block's features.
+
+    Made once per model and layer: a new Keras model's first call costs about half a forward pass more
+    (measured by benchmarks/cam.py), which every map would otherwise pay.
+    """
+    probes = _PROBES.setdefault(model, {})
+    if layer not in probes:
+        features = model.get_layer(layer).output if layer else model.get_layer(HEAD_INPUT).input
+        probes[layer] = keras.Model(model.input, [features, model.get_layer("logits").output])
+    return probes[layer]
 
 
 def normalise(maps, method: str = "minmax"):
