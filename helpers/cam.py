@@ -62,11 +62,21 @@ def _linear_head_weights(model):
 
 def class_activation_maps(model, images, normalise_method: str | None = "minmax"):
     """CAM for every class of every image: (B, h, w, K), from one forward pass over the batch."""
+    maps, _ = _cam(model, images, normalise_method)
+    return maps
+
+
+def _cam(model, images, normalise_method):
+    """CAM of every class (B, h, w, K) and the probabilities (B, K), from one forward pass."""
     features, logits = feature_model(model)(images, training=False)
     maps = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), _linear_head_weights(model))
-    if normalise_method is None:
+    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+
+
+def _normalise_each_class(maps, method):
+    if method is None:
         return maps
-    return np.stack([normalise(maps[..., k], normalise_method) for k in range(maps.shape[-1])], axis=-1)
+    return np.stack([normalise(maps[..., k], method) for k in range(maps.shape[-1])], axis=-1)
 
 
 def grad_cam(model, images, class_index=None, layer: str | None = None, normalise_method: str | None = "relu"):
@@ -111,9 +121,7 @@ def grad_cam_all_classes(model, images, layer: str | None = None, normalise_meth
         targets = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
     maps = np.stack([_weighted_by_gradients(features, tape.gradient(t, features)) for t in targets], axis=-1)
     del tape
-    if normalise_method is not None:
-        maps = np.stack([normalise(maps[..., k], normalise_method) for k in range(maps.shape[-1])], axis=-1)
-    return maps, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
 
 
 def choose_method(model, method: str = "auto", layer: str | None = None) -> str:
@@ -138,10 +146,7 @@ def explain(model, inputs, method: str = "auto", layer: str | None = None):
     CAM is min-max normalised, as Paper B; Grad-CAM keeps only positive evidence, as its paper.
     """
     if choose_method(model, method, layer) == "cam":
-        features, logits = feature_model(model)(inputs, training=False)
-        raw = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), _linear_head_weights(model))
-        maps = np.stack([normalise(raw[..., k], "minmax") for k in range(raw.shape[-1])], axis=-1)
-        return maps, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+        return _cam(model, inputs, "minmax")
     return grad_cam_all_classes(model, inputs, layer)
 
 
@@ -294,12 +299,17 @@ def write_overlays(run_dir, paths, out_dir, method: str = "auto", layer: str | N
     classes, out_dir = settings["classes"], Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pixels, errors = read_images(paths, settings["image_size"])
+    maps, probabilities = [], []
+    for start in range(0, len(pixels), 32):  # batched, and never every map of a long list at once
+        chunk_maps, chunk_probabilities = map_images(run_dir, pixels[start:start + 32], method, layer, model)
+        maps.append(chunk_maps.astype(np.float32))
+        probabilities.append(chunk_probabilities)
+    maps, probabilities = (np.concatenate(maps), np.concatenate(probabilities)) if maps else ([], [])
     rows, used, readable = [], set(), iter(range(len(pixels)))
     for path, error in zip(paths, errors):
         row = {"image": str(path), "overlay": None, "predicted": None, "error": error}
         if error is None:
             i = next(readable)
-            maps, probabilities = map_images(run_dir, pixels[i:i + 1], method, layer, model)
             name = Path(path).stem
             target = out_dir / f"{name}_cam.png"
             n = 1
@@ -307,11 +317,11 @@ def write_overlays(run_dir, paths, out_dir, method: str = "auto", layer: str | N
                 n += 1
                 target = out_dir / f"{name}_{n}_cam.png"
             used.add(target.name)
-            fig = plots.cam_overlays(pixels[i:i + 1], maps, classes, probabilities, titles=[Path(path).name],
-                                     alpha=alpha)
+            fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], classes, probabilities[i:i + 1],
+                                     titles=[Path(path).name], alpha=alpha)
             fig.savefig(target, dpi=110, bbox_inches="tight")
             plt.close(fig)
-            row.update(overlay=str(target), predicted=classes[int(probabilities[0].argmax())])
+            row.update(overlay=str(target), predicted=classes[int(probabilities[i].argmax())])
         rows.append(row)
     return pd.DataFrame(rows)
 
