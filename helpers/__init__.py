@@ -1,16 +1,57 @@
-"""The small library behind the COVID-19 chest X-ray course notebooks.
+"""The small library behind the COVID-19 chest X-ray course notebooks: plumbing, so the notebooks can show
+the ideas.
 
-One module per concern: `config` (run profiles), `data` (finding, checking and indexing the dataset),
-`synthetic` (phantom radiographs), `splits` (seeded duplicate-aware splits), `pipeline` (tf.data input),
-`models` (ResNet50 heads), `recipes` (Paper A, improved, Paper B), `training` (resumable runs), `runs`
-(loading and predicting), `evaluation` (metrics, calibration, controls), `cam` (class activation maps and
-how well they localise), `plots`, `timing`, `course` (what the notebooks and the main job share), `cli`
-(python -m helpers).
+One module per concern:
+  config      run profiles (fast, demo, full), paths, and the machine (CPU/GPU, Colab, Kaggle)
+  data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
+  datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
+  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
+  splits      seeded, duplicate-aware splits, saved under a key of what they were made from
+  pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
+  models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
+  recipes     training recipes (Paper A, improved, Paper B) as data
+  training    training a recipe on a split into a run folder: resumable, atomic, device-aware
+  runs        a trained run folder as an object (settings, model, history, its split), and the course's runs
+  evaluation  metrics with intervals, calibration, paired tests, image-editing controls, Paper A's Figure 2
+  cam         class activation maps and Grad-CAM, and how well they localise
+  plots       figures · timing: honest timing helpers · main_job: `make run` · cli: `python -m helpers`
 """
 
 import os
+import sys
+import tempfile
 
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU instruction notes) buries what matters to a learner.
+# TensorFlow's C++ start-up chatter (oneDNN notes, CUDA probing, CPU instruction sets) buries what matters to a
+# learner, and TF 2.16+ prints some of it before its own log level applies: import it with those lines held back.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_NOISE = ("absl::InitializeLog", "port.cc", "cudart_stub", "cpu_feature_guard", "To enable the following instructions",
+          "cuda_dnn.cc", "cuda_fft.cc", "cuda_blas.cc", "cuInit", "computation_placer", "TF-TRT Warning",
+          "Unable to register", "oneDNN custom operations")
 
-__version__ = "0.1.0"
+
+def _import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr file descriptor (some embedded interpreters): import as is
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow
+            tensorflow.config.list_physical_devices("GPU")  # CUDA probing prints here, once
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        lines = held.read().decode("utf-8", "replace").splitlines()
+    kept = [line for line in lines if line.strip() and not any(noise in line for noise in _NOISE)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+
+
+_import_tensorflow_quietly()
+
+__version__ = "0.2.0"

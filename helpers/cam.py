@@ -1,10 +1,15 @@
 """Class activation maps: where in the image the evidence for a class lies, and how to check it.
 
-CAM (Zhou et al. 2016, as in Paper B) needs the linear head of `models.build_model(head="cam")`: the
-logits are a weighted sum of the pooled last-block features, so the same weights applied to the
-unpooled features give a map per class, for every class of a batch from one forward pass.
-Grad-CAM (Selvaraju et al. 2017) works for any head, Paper A's included, and any convolutional layer:
-it weights the feature channels by the mean gradient of the class logit. For a linear head the two agree.
+CAM (Zhou et al. 2016, as in Paper B) needs a linear head (`models.build_model(head="linear")`): the logits are
+a weighted sum of the pooled last-block features, so the same weights applied to the unpooled features give a
+map per class, for every class of a batch from one forward pass.
+Grad-CAM (Selvaraju et al. 2017) works for any head, Paper A's included, and any convolutional layer whose every
+cell reaches the output: it weights the feature channels by the mean gradient of the class logit. For a linear
+head the two agree.
+
+Both are scaled the same way wherever they are shown, compared or scored (`MAP_SCALING`): negative evidence set
+to 0, then divided by the map's maximum, so 0 means "no evidence for this class here" and 1 "the most".
+Paper B's own [0, 1] scaling (min-max) stays available as `normalise(maps, "minmax")`.
 """
 
 from __future__ import annotations
@@ -13,31 +18,78 @@ import weakref
 from pathlib import Path
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm.auto import tqdm
+
+from helpers import files, plots
+from helpers.data import load_grayscale
+from helpers.models import float32_copy
+from helpers.pipeline import to_model_input
+from helpers.runs import as_run, read_images
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
-
+MAP_SCALING = "relu"
+# Earlier ResNet50 layers whose every cell reaches the logits: 2× and 4× finer than the last block. The last block
+# of a stage (conv4_block6_out, conv3_block4_out) is read by the next stage's stride-2 1×1 convolutions, which
+# see one cell in four: `live_cells` measures it, and Grad-CAM refuses such a layer.
+FINER_LAYERS = ("conv4_block5_out", "conv3_block3_out")
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def feature_model(model, layer: str | None = None):
-    """A model returning (feature maps of `layer`, logits); default: the last block's features.
+    """A float32 model returning (feature maps of `layer`, logits); default: the last block's features.
 
     Made once per model and layer: a new Keras model's first call costs about half a forward pass more
-    (measured by benchmarks/cam.py), which every map would otherwise pay.
+    (measured by benchmarks/cam.py), which every map would otherwise pay. A mixed-precision model is copied to
+    float32 first: gradients through float16 layers lose most of their precision.
     """
     probes = _PROBES.setdefault(model, {})
     if layer not in probes:
-        features = model.get_layer(layer).output if layer else model.get_layer(HEAD_INPUT).input
-        probes[layer] = keras.Model(model.input, [features, model.get_layer("logits").output])
+        exact = probes.setdefault("float32", float32_copy(model))
+        features = exact.get_layer(layer).output if layer else exact.get_layer(HEAD_INPUT).input
+        probes[layer] = keras.Model(exact.input, [features, exact.get_layer("logits").output])
     return probes[layer]
 
 
-def normalise(maps, method: str = "minmax"):
-    """Scale each map to [0, 1]: "minmax" (Paper B's CAM) or "relu" (negative evidence dropped, then / max)."""
+def live_cells(model, layer: str) -> tuple[int, int]:
+    """(cells of `layer`'s feature map that can change the logits at all, all its cells), measured: a cell is
+    live when the gradient of the logits reaches it for random images."""
+    probes = _PROBES.setdefault(model, {})
+    if ("live", layer) not in probes:
+        probe = feature_model(model, layer)
+        images = tf.random.stateless_normal((2, *probe.input.shape[1:]), seed=(0, 1))
+        with tf.GradientTape() as tape:
+            features, logits = probe(images, training=False)
+            tape.watch(features)
+            total = tf.reduce_sum(logits)
+        reach = tf.reduce_sum(tf.abs(tape.gradient(total, features)), axis=(0, 3)).numpy()
+        probes[("live", layer)] = (int((reach > 0).sum()), int(reach.size))
+    return probes[("live", layer)]
+
+
+def check_live(model, layer: str | None) -> None:
+    """Refuse a layer whose map would be partly blind (cells that cannot affect the output), naming a live one."""
+    if layer is None:
+        return
+    live, total = live_cells(model, layer)
+    if live < total:
+        shape = model.get_layer(layer).output.shape[1:3]
+        alternatives = [name for name in FINER_LAYERS
+                        if name in {lay.name for lay in model.layers} and live_cells(model, name)[0] ==
+                        live_cells(model, name)[1]]
+        raise ValueError(
+            f"layer {layer}: only {live} of its {total} cells ({shape[0]}×{shape[1]}) can affect the output (the "
+            "next stage's stride-2 1×1 convolutions read one cell in four), so a map there is mostly blind; "
+            f"use a layer whose every cell is live, e.g. {', '.join(alternatives) or 'the last block (layer=None)'}")
+
+
+def normalise(maps, method: str = MAP_SCALING):
+    """Scale each map to [0, 1]: "relu" (negative evidence dropped, then / max; the course's scaling) or
+    "minmax" (Paper B's)."""
     maps = np.asarray(maps, dtype=np.float64)
     axes = (1, 2)
     if method == "relu":
@@ -46,21 +98,21 @@ def normalise(maps, method: str = "minmax"):
     elif method == "minmax":
         low = maps.min(axis=axes, keepdims=True)
     else:
-        raise ValueError(f"method must be 'minmax' or 'relu'; found {method!r}")
+        raise ValueError(f"method must be 'relu' or 'minmax'; found {method!r}")
     span = maps.max(axis=axes, keepdims=True) - low
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)
 
 
-def _linear_head_weights(model):
+def linear_head_weights(model):
     """The logits layer's kernel (channels × classes), after checking that the head is linear."""
     path = [layer.name for layer in model.layers[model.layers.index(model.get_layer(HEAD_INPUT)):]]
     if any(name not in (HEAD_INPUT, "dropout", "logits", "probabilities") for name in path):
-        raise ValueError("CAM needs a linear head (GAP → [Dropout] → Dense logits), as build_model(head='cam') "
+        raise ValueError("CAM needs a linear head (GAP → [Dropout] → Dense logits), as build_model(head='linear') "
                          "makes; for Paper A's head use grad_cam")
     return model.get_layer("logits").get_weights()[0]
 
 
-def class_activation_maps(model, images, normalise_method: str | None = "minmax"):
+def class_activation_maps(model, images, normalise_method: str | None = MAP_SCALING):
     """CAM for every class of every image: (B, h, w, K), from one forward pass over the batch."""
     maps, _ = _cam(model, images, normalise_method)
     return maps
@@ -69,8 +121,8 @@ def class_activation_maps(model, images, normalise_method: str | None = "minmax"
 def _cam(model, images, normalise_method):
     """CAM of every class (B, h, w, K) and the probabilities (B, K), from one forward pass."""
     features, logits = feature_model(model)(images, training=False)
-    maps = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), _linear_head_weights(model))
-    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    maps = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), linear_head_weights(model))
+    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(logits).numpy()
 
 
 def _normalise_each_class(maps, method):
@@ -79,7 +131,8 @@ def _normalise_each_class(maps, method):
     return np.stack([normalise(maps[..., k], method) for k in range(maps.shape[-1])], axis=-1)
 
 
-def grad_cam(model, images, class_index=None, layer: str | None = None, normalise_method: str | None = "relu"):
+def grad_cam(model, images, class_index=None, layer: str | None = None,
+             normalise_method: str | None = MAP_SCALING):
     """Grad-CAM of one class per image (default: the predicted class): (B, h, w), batched.
 
     The gradient of each image's own class logit is taken in one pass: images do not interact
@@ -91,6 +144,7 @@ def grad_cam(model, images, class_index=None, layer: str | None = None, normalis
 
 def _grad_cam(model, images, class_index, layer):
     """Raw Grad-CAM maps (B, h, w) of one class per image, and the probabilities (B, K)."""
+    check_live(model, layer)
     probe = feature_model(model, layer)
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
@@ -103,7 +157,7 @@ def _grad_cam(model, images, class_index, layer):
             index = tf.repeat(index, tf.shape(logits)[0])
         target = tf.reduce_sum(tf.gather(logits, index, axis=1, batch_dims=1))
     maps = _weighted_by_gradients(features, tape.gradient(target, features))
-    return maps, tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    return maps, tf.nn.softmax(logits).numpy()
 
 
 def _weighted_by_gradients(features, gradients):
@@ -111,9 +165,10 @@ def _weighted_by_gradients(features, gradients):
     return tf.reduce_sum(weights * features, axis=-1).numpy()
 
 
-def grad_cam_all_classes(model, images, layer: str | None = None, normalise_method: str | None = "relu"):
+def grad_cam_all_classes(model, images, layer: str | None = None, normalise_method: str | None = MAP_SCALING):
     """Grad-CAM of every class: (B, h, w, K) and the probabilities (B, K), from one forward pass
     and one backward pass per class."""
+    check_live(model, layer)
     probe = feature_model(model, layer)
     with tf.GradientTape(persistent=True) as tape:
         features, logits = probe(tf.convert_to_tensor(images), training=False)
@@ -121,7 +176,7 @@ def grad_cam_all_classes(model, images, layer: str | None = None, normalise_meth
         targets = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
     maps = np.stack([_weighted_by_gradients(features, tape.gradient(t, features)) for t in targets], axis=-1)
     del tape
-    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(logits).numpy()
 
 
 def choose_method(model, method: str = "auto", layer: str | None = None) -> str:
@@ -134,19 +189,17 @@ def choose_method(model, method: str = "auto", layer: str | None = None) -> str:
     if method != "auto":
         return method
     try:
-        _linear_head_weights(model)
+        linear_head_weights(model)
     except ValueError:
         return "gradcam"
     return "gradcam" if layer else "cam"
 
 
 def explain(model, inputs, method: str = "auto", layer: str | None = None):
-    """Maps of every class (B, h, w, K) in [0, 1] and the probabilities (B, K) for a batch of model inputs.
-
-    CAM is min-max normalised, as Paper B; Grad-CAM keeps only positive evidence, as its paper.
-    """
+    """Maps of every class (B, h, w, K) in [0, 1] (scaled by `MAP_SCALING`) and the probabilities (B, K) for a
+    batch of model inputs."""
     if choose_method(model, method, layer) == "cam":
-        return _cam(model, inputs, "minmax")
+        return _cam(model, inputs, MAP_SCALING)
     return grad_cam_all_classes(model, inputs, layer)
 
 
@@ -176,43 +229,35 @@ def energy_inside(maps, masks) -> np.ndarray:
 # --------------------------------------------------------------------------- a trained run
 
 
-def map_images(run_dir, pixels, method: str = "auto", layer: str | None = None, model=None):
+def map_images(run, pixels, method: str = "auto", layer: str | None = None):
     """Maps of every class upsampled to the images' size (N, H, W, K) and the probabilities (N, K),
     for uint8 images (N, H, W) at the run's input size. Meant for a handful of images: it keeps every map."""
-    from helpers.pipeline import to_model_input
-    from helpers.runs import load_model, read_settings
-
-    settings = read_settings(run_dir)
-    model = model or load_model(run_dir)
-    maps, probabilities = explain(model, to_model_input(np.asarray(pixels)[..., np.newaxis],
-                                                        settings["normalisation"]), method, layer)
+    run = as_run(run)
+    inputs = to_model_input(np.asarray(pixels)[..., np.newaxis], run.normalisation)
+    maps, probabilities = explain(run.model, inputs, method, layer)
     size = np.asarray(pixels).shape[-1]
     upsampled = np.stack([upsample(maps[..., k], size) for k in range(maps.shape[-1])], axis=-1)
     return np.clip(upsampled, 0.0, 1.0), probabilities
 
 
-def maps_of(run_dir, pixels, class_names, method: str = "auto", layer: str | None = None, model=None):
+def maps_of(run, pixels, class_names, method: str = "auto", layer: str | None = None):
     """The map of one named class per image (e.g. each image's true class), upsampled: (N, H, W)."""
-    from helpers.runs import read_settings
-
-    classes = read_settings(run_dir)["classes"]
+    run = as_run(run)
     if isinstance(class_names, str):
         class_names = [class_names] * len(pixels)
-    maps, _ = map_images(run_dir, pixels, method, layer, model)
-    return maps[np.arange(len(pixels)), ..., [classes.index(c) for c in class_names]]
+    maps, _ = map_images(run, pixels, method, layer)
+    return maps[np.arange(len(pixels)), ..., [run.classes.index(c) for c in class_names]]
 
 
 def read_masks(paths, size: int) -> np.ndarray | None:
     """Masks at `size` as booleans (N, size, size); all False where an image has none; None if none has one."""
-    from helpers.data import load_grayscale
-
     if paths is None or pd.Series(list(paths), dtype=object).isna().all():
         return None
     empty = np.zeros((size, size), bool)
     return np.stack([empty if pd.isna(p) else load_grayscale(p, size) > 127 for p in paths])
 
 
-def localisation_table(run_dir, rows: pd.DataFrame, method: str = "auto", layer: str | None = None, model=None,
+def localisation_table(run, rows: pd.DataFrame, method: str = "auto", layer: str | None = None,
                        regions: dict | None = None, batch_size: int = 32) -> pd.DataFrame:
     """Per image: the prediction, and where the map of its *true* class puts its energy.
 
@@ -221,49 +266,48 @@ def localisation_table(run_dir, rows: pd.DataFrame, method: str = "auto", layer:
     the energy share inside the lungs, inside any extra `regions` (name → boolean mask), and each
     area's share of the image: the chance level a map with no idea of the anatomy would score.
     """
-    from helpers.pipeline import to_model_input
-    from helpers.runs import load_model, read_images, read_settings
-
-    settings = read_settings(run_dir)
-    model = model or load_model(run_dir)
-    classes, size = settings["classes"], settings["image_size"]
-    unknown = sorted(set(rows["label"]) - set(classes))
+    run = as_run(run)
+    unknown = sorted(set(rows["label"]) - set(run.classes))
     if unknown:
-        raise ValueError(f"rows have labels {unknown} that {run_dir} was not trained on; expected {classes}")
-    records = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows.iloc[start:start + batch_size]
-        pixels, errors = read_images(chunk["path"], size)
-        bad = [(p, e) for p, e in zip(chunk["path"], errors) if e]
-        if bad:
-            raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0][0]}: {bad[0][1]}")
-        target = np.array([classes.index(label) for label in chunk["label"]])
-        inputs = to_model_input(pixels[..., np.newaxis], settings["normalisation"])
-        if choose_method(model, method, layer) == "cam":
-            maps, probabilities = explain(model, inputs, "cam")
-            maps = maps[np.arange(len(chunk)), ..., target]
-        else:  # only the true class's map: one backward pass
-            maps, probabilities = _grad_cam(model, inputs, target, layer)
-            maps = normalise(maps, "relu")
-        chosen = np.clip(upsample(maps, size), 0.0, 1.0)
-        measured = {"predicted": [classes[i] for i in probabilities.argmax(axis=1)],
-                    "confidence": probabilities.max(axis=1)}
-        masks = {name: (read_masks(chunk[column], size), chunk[column].notna().to_numpy())
-                 for name, column in (("lungs", "mask_path"), ("lesion", "lesion_mask_path")) if column in chunk}
-        masks.update({name: (np.broadcast_to(mask, chosen.shape), np.ones(len(chunk), bool))
-                      for name, mask in (regions or {}).items()})
-        for name, (mask, present) in masks.items():
-            if mask is None:  # a missing mask is never guessed: its measures are NaN
-                continue
-            scored = present & mask.any(axis=(1, 2))
-            measured[f"{name}_energy"] = np.where(scored, energy_inside(chosen, mask), np.nan)
-            measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)
-            if name == "lesion":
-                measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask), np.nan)
-        records.append(pd.DataFrame(measured, index=chunk.index))
+        raise ValueError(f"rows have labels {unknown} that {run.folder} was not trained on; expected {run.classes}")
+    starts = range(0, len(rows), batch_size)
+    records = [_localise_chunk(run, rows.iloc[start:start + batch_size], method, layer, regions)
+               for start in (tqdm(starts, desc="scoring maps", unit="batch") if len(starts) > 3 else starts)]
     table = rows[[c for c in ("relpath", "path", "label") if c in rows]].join(pd.concat(records))
     table["correct"] = table["predicted"] == table["label"]
     return table
+
+
+def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.DataFrame:
+    size = run.image_size
+    pixels, errors = read_images(chunk["path"], size)
+    bad = [(p, e) for p, e in zip(chunk["path"], errors) if e]
+    if bad:
+        raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0][0]}: {bad[0][1]}")
+    target = np.array([run.classes.index(label) for label in chunk["label"]])
+    inputs = to_model_input(pixels[..., np.newaxis], run.normalisation)
+    if choose_method(run.model, method, layer) == "cam":
+        maps, probabilities = explain(run.model, inputs, "cam")
+        maps = maps[np.arange(len(chunk)), ..., target]
+    else:  # only the true class's map: one backward pass
+        maps, probabilities = _grad_cam(run.model, inputs, target, layer)
+        maps = normalise(maps, MAP_SCALING)
+    chosen = np.clip(upsample(maps, size), 0.0, 1.0)
+    measured = {"predicted": [run.classes[i] for i in probabilities.argmax(axis=1)],
+                "confidence": probabilities.max(axis=1)}
+    masks = {name: (read_masks(chunk[column], size), chunk[column].notna().to_numpy())
+             for name, column in (("lungs", "mask_path"), ("lesion", "lesion_mask_path")) if column in chunk}
+    masks.update({name: (np.broadcast_to(mask, chosen.shape), np.ones(len(chunk), bool))
+                  for name, mask in (regions or {}).items()})
+    for name, (mask, present) in masks.items():
+        if mask is None:  # a missing mask is never guessed: its measures are NaN
+            continue
+        scored = present & mask.any(axis=(1, 2))
+        measured[f"{name}_energy"] = np.where(scored, energy_inside(chosen, mask), np.nan)
+        measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)
+        if name == "lesion":
+            measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask), np.nan)
+    return pd.DataFrame(measured, index=chunk.index)
 
 
 def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -283,25 +327,18 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename(columns=columns)
 
 
-def write_overlays(run_dir, paths, out_dir, method: str = "auto", layer: str | None = None, model=None,
+def write_overlays(run, paths, out_dir, method: str = "auto", layer: str | None = None,
                    alpha: float = 0.45) -> pd.DataFrame:
     """One PNG per image in `out_dir`: the radiograph and every class's map over it (`predict --cam`).
 
     Returns one row per image with the overlay's path, or the reason the image could not be read.
     """
-    import matplotlib.pyplot as plt
-
-    from helpers import plots
-    from helpers.runs import load_model, read_images, read_settings
-
-    settings = read_settings(run_dir)
-    model = model or load_model(run_dir)
-    classes, out_dir = settings["classes"], Path(out_dir)
+    run, out_dir = as_run(run), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pixels, errors = read_images(paths, settings["image_size"])
+    pixels, errors = read_images(paths, run.image_size)
     maps, probabilities = [], []
     for start in range(0, len(pixels), 32):  # batched, and never every map of a long list at once
-        chunk_maps, chunk_probabilities = map_images(run_dir, pixels[start:start + 32], method, layer, model)
+        chunk_maps, chunk_probabilities = map_images(run, pixels[start:start + 32], method, layer)
         maps.append(chunk_maps.astype(np.float32))
         probabilities.append(chunk_probabilities)
     maps, probabilities = (np.concatenate(maps), np.concatenate(probabilities)) if maps else ([], [])
@@ -310,20 +347,25 @@ def write_overlays(run_dir, paths, out_dir, method: str = "auto", layer: str | N
         row = {"image": str(path), "overlay": None, "predicted": None, "error": error}
         if error is None:
             i = next(readable)
-            name = Path(path).stem
-            target = out_dir / f"{name}_cam.png"
-            n = 1
-            while target.name in used:  # two images with the same name from different folders
-                n += 1
-                target = out_dir / f"{name}_{n}_cam.png"
-            used.add(target.name)
-            fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], classes, probabilities[i:i + 1],
+            target = _free_name(out_dir, Path(path).stem, used)
+            fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], run.classes, probabilities[i:i + 1],
                                      titles=[Path(path).name], alpha=alpha)
-            fig.savefig(target, dpi=110, bbox_inches="tight")
+            with files.atomic_path(target) as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
             plt.close(fig)
-            row.update(overlay=str(target), predicted=classes[int(probabilities[i].argmax())])
+            row.update(overlay=str(target), predicted=run.classes[int(probabilities[i].argmax())])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _free_name(out_dir: Path, stem: str, used: set) -> Path:
+    """`<stem>_cam.png`, or `<stem>_2_cam.png`, … for two images of the same name from different folders."""
+    target, n = out_dir / f"{stem}_cam.png", 1
+    while target.name in used:
+        n += 1
+        target = out_dir / f"{stem}_{n}_cam.png"
+    used.add(target.name)
+    return target
 
 
 def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:

@@ -6,11 +6,12 @@
   python -m helpers data split ROOT --mode paper_a|paper_b --task 4|3|2 --out CSV
   python -m helpers data download
   python -m helpers model --recipe paper_a --task 4 --weights none
-  python -m helpers train --data ROOT --recipe paper_a|improved --task 4 --out RUN_DIR [--epochs N]
+  python -m helpers train --data ROOT --recipe paper_a|improved|paper_b --task 4 --out RUN_DIR [--epochs N]
   python -m helpers predict IMAGE... --run RUN_DIR [--json] [--cam OUT_DIR]
   python -m helpers evaluate --run RUN_DIR [--json]
-  python -m helpers links [--check]          (Colab badges and setup cells → config.REPOSITORY)
   python -m helpers run                      (the main job: data, splits, then every notebook)
+
+Every failure is one line on stderr saying what failed and where (exit code 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -20,8 +21,32 @@ import json
 import sys
 
 from helpers import config
-from helpers.data import CLASSES, TASK_CLASSES, DatasetError
-from helpers.recipes import RECIPES
+from helpers.cam import FINER_LAYERS, write_overlays
+from helpers.data import (
+    CLASSES,
+    TASK_CLASSES,
+    BadImageError,
+    DatasetError,
+    find_dataset,
+    format_report,
+    load_grayscale,
+    scan_cached,
+    scan_dataset,
+    task_classes,
+    unlike_a_radiograph,
+)
+from helpers.datasets import download_dataset
+from helpers.evaluation import evaluate_run, format_metrics
+from helpers.main_job import run_course
+from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
+from helpers.recipes import RECIPES, get_recipe
+from helpers.runs import Run, RunNotFoundError, format_predictions
+from helpers.splits import make_split, save_split, saved_split, split_summary
+from helpers.synthetic import generate_phantoms
+from helpers.training import RunSettingsError, train
+
+# What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.
+EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, ValueError, ImportError, OSError)
 
 
 def _cmd_profile(args) -> int:
@@ -31,43 +56,28 @@ def _cmd_profile(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from helpers.data import find_dataset, format_report, scan_dataset
-
     try:
         scan = scan_dataset(find_dataset(args.root, classes=TASK_CLASSES[args.task]),
                             progress=not args.json and sys.stderr.isatty())
     except DatasetError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise
     print(json.dumps(scan.to_dict(), indent=2) if args.json else format_report(scan))
     return 0
 
 
 def _cmd_synth(args) -> int:
-    from helpers.synthetic import generate_phantoms
-
     root = generate_phantoms(args.out, per_class=args.per_class, size=args.size, seed=args.seed,
                              shortcut_class=args.shortcut, shortcut_rate=args.shortcut_rate)
-    print(f"Wrote {args.per_class} phantom radiographs per class ({args.size} px, seed {args.seed}) "
-          f"to {root}")
+    print(f"Wrote {args.per_class} phantom radiographs per class ({args.size} px, seed {args.seed}) to {root}")
     return 0
 
 
 def _cmd_split(args) -> int:
-    from helpers.data import find_dataset, scan_dataset
-    from helpers.splits import make_split, save_split, split_summary
-
-    options = {}
-    if args.mode == "paper_b":
-        options = {"n_per_class": args.n_per_class, "repeats": args.repeats}
-    try:
-        scan = scan_dataset(find_dataset(args.root, classes=TASK_CLASSES[args.task]))
-        split = make_split(scan.index, mode=args.mode, task=args.task, seed=args.seed, **options)
-    except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    options = {"n_per_class": args.n_per_class, "repeats": args.repeats} if args.mode == "paper_b" else {}
+    scan = scan_dataset(find_dataset(args.root, classes=TASK_CLASSES[args.task]))
+    split = make_split(scan.index, mode=args.mode, task=args.task, seed=args.seed, **options)
     save_split(split, args.out)
     print(split_summary(split).to_string())
     print(f"Saved to {args.out}")
@@ -75,54 +85,20 @@ def _cmd_split(args) -> int:
 
 
 def _cmd_download(args) -> int:
-    from helpers.data import download_dataset
-
-    try:
-        root = download_dataset()
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"Dataset ready at {root}")
+    print(f"Dataset ready at {download_dataset()}")
     return 0
 
 
 def _cmd_run(args) -> int:
-    from helpers.course import run_course
-
-    try:
-        run_course()
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _cmd_links(args) -> int:
-    from helpers.course import sync_links
-
-    changed = sync_links(write=not args.check)
-    for path in changed:
-        print(f"{'out of date' if args.check else 'updated'}: {path}")
-    if args.check and changed:
-        print(f"error: links do not point at {config.REPOSITORY}; run python -m helpers links",
-              file=sys.stderr)
-        return 1
-    print(f"Colab badges and setup cells point at {config.REPOSITORY}")
+    run_course()
     return 0
 
 
 def _cmd_model(args) -> int:
-    from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
-    from helpers.recipes import get_recipe
-
     recipe = get_recipe(args.recipe)
-    try:
-        model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
-                                             args.image_size or recipe.image_size, args.weights, recipe.dropout,
-                                             backbone=recipe.backbone)
-    except (ImportError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
+                                         args.image_size or recipe.image_size, args.weights, recipe.dropout,
+                                         backbone=recipe.backbone)
     print(f"Recipe {recipe.name}, {args.task} classes, {recipe.backbone} backbone weights: {weights_used}")
     print(format_parameter_table(parameter_table(model)))
     if recipe.head == "paper_a":
@@ -132,65 +108,94 @@ def _cmd_model(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from helpers.training import RunSettingsError, train_run
-
-    try:
-        settings = train_run(args.out, args.data, recipe=args.recipe, task=args.task, epochs=args.epochs,
-                             image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
-                             seed=args.seed, split_mode=args.split, repeat=args.repeat)
-    except (DatasetError, RunSettingsError, ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    monitored = {"val": "validation", "test": "test (monitored only)"}[settings["monitored_on"]]
-    print(f"Trained {settings['recipe']} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) "
-          f"for {settings['epochs_run']} epochs: {monitored} accuracy {settings['validation']['accuracy']:.3f}, "
-          f"loss {settings['validation']['loss']:.3f} → {args.out}")
+    recipe = get_recipe(args.recipe)
+    layout = find_dataset(args.data, classes=task_classes(args.task))
+    split = saved_split(scan_cached(layout), mode=args.split, task=args.task, seed=args.seed)
+    settings = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
+                     epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+                     weights=args.weights, seed=args.seed)
+    part = settings["monitored_on"]
+    score = settings["scores"][part]
+    print(f"Trained {recipe.name} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) for "
+          f"{settings['epochs_run']} epochs: {'validation' if part == 'val' else 'test (watched only)'} accuracy "
+          f"{score['accuracy']:.3f}, loss {score['loss']:.3f} → {args.out}")
     return 0
 
 
+def _doubts(paths) -> dict:
+    """Per readable image, why it looks nothing like a chest radiograph (if it does not)."""
+    found = {}
+    for path in paths:
+        try:
+            reason = unlike_a_radiograph(load_grayscale(path))
+        except BadImageError:
+            continue
+        if reason:
+            found[str(path)] = reason
+    return found
+
+
 def _cmd_predict(args) -> int:
-    from helpers.runs import RunNotFoundError, format_predictions, load_model, predict_images, read_settings
-
-    try:
-        classes, model = read_settings(args.run)["classes"], load_model(args.run)
-        table = predict_images(args.run, args.images, model=model)
-        if args.cam:
-            from helpers.cam import write_overlays
-
-            overlays = write_overlays(args.run, args.images, args.cam, args.cam_method, args.cam_layer, model)
-            table["overlay"] = overlays["overlay"].to_numpy()
-    except (RunNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run = Run(args.run)
+    table = run.predict(args.images)
+    if args.cam:
+        table["overlay"] = write_overlays(run, args.images, args.cam, args.cam_method, args.cam_layer)["overlay"]
+    doubts = _doubts(args.images)
+    for path, reason in doubts.items():
+        print(f"warning: {path} {reason}: far from a chest radiograph, so its probabilities mean nothing",
+              file=sys.stderr)
     if args.json:
         rows = []
         for _, row in table.iterrows():
             failed = isinstance(row["error"], str)
             rows.append({"image": row["image"], "error": row["error"] if failed else None,
                          "predicted": None if failed else row["predicted"],
-                         "probabilities": None if failed else {c: round(float(row[c]), 6) for c in classes}})
+                         "probabilities": None if failed else {c: round(float(row[c]), 6) for c in run.classes},
+                         "warning": doubts.get(row["image"])})
             if args.cam:
                 rows[-1]["overlay"] = row["overlay"] if isinstance(row["overlay"], str) else None
         print(json.dumps(rows, indent=2))
     else:
-        print(format_predictions(table, classes))
+        print(format_predictions(table, run.classes))
         if args.cam:
-            written = table["overlay"].notna().sum()
-            print(f"\n{written} overlay(s) written to {args.cam} (the map of every class over each image)")
+            print(f"\n{table['overlay'].notna().sum()} overlay(s) written to {args.cam} (the map of every class "
+                  "over each image)")
     return 1 if table["error"].map(lambda e: isinstance(e, str)).any() else 0
 
 
 def _cmd_evaluate(args) -> int:
-    from helpers.evaluation import evaluate_run, format_metrics
-    from helpers.runs import RunNotFoundError
-
-    try:
-        metrics = evaluate_run(args.run, n_resamples=args.resamples, figures=not args.no_figures)
-    except (RunNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    metrics = evaluate_run(args.run, n_resamples=args.resamples, figures=not args.no_figures, progress=not args.json)
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
     return 0
+
+
+def _whole_number(text: str, lowest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be at least {lowest}, found {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 and negatives are refused, never replaced)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, found {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--json", action="store_true")
     profile.set_defaults(func=_cmd_profile)
 
-    data = commands.add_parser("data", help="check, generate, split or download the dataset")
+    _add_data_commands(commands.add_parser("data", help="check, generate, split or download the dataset"))
+    _add_run_commands(commands)
+    run = commands.add_parser("run", help="the main job: data check, splits, then every notebook")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def _add_data_commands(data) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
     check = data_commands.add_parser("check", help="scan every file and report what is usable")
@@ -213,12 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = data_commands.add_parser("synth", help="generate phantom radiographs in the real layout")
     synth.add_argument("out")
-    synth.add_argument("--per-class", type=int, default=250)
-    synth.add_argument("--size", type=int, default=299)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--shortcut", choices=CLASSES, default=None,
-                       help="plant a corner marker on this class's images")
-    synth.add_argument("--shortcut-rate", type=float, default=1.0,
+    synth.add_argument("--per-class", type=positive_int, default=250)
+    synth.add_argument("--size", type=positive_int, default=299)
+    synth.add_argument("--seed", type=non_negative_int, default=0)
+    synth.add_argument("--shortcut", choices=CLASSES, default=None, help="plant a corner marker on this class's images")
+    synth.add_argument("--shortcut-rate", type=fraction, default=1.0,
                        help="fraction of that class's images that carry the marker")
     synth.set_defaults(func=_cmd_synth)
 
@@ -226,36 +237,41 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("root")
     split.add_argument("--mode", choices=("paper_a", "paper_b"), default="paper_a")
     split.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--n-per-class", type=int, default=None, help="paper_b: images per class")
-    split.add_argument("--repeats", type=int, default=3, help="paper_b: number of sub-samples")
+    split.add_argument("--seed", type=non_negative_int, default=0)
+    split.add_argument("--n-per-class", type=positive_int, default=None, help="paper_b: images per class")
+    split.add_argument("--repeats", type=positive_int, default=3, help="paper_b: number of sub-samples")
     split.add_argument("--out", required=True, help="CSV file to write")
     split.set_defaults(func=_cmd_split)
 
     download = data_commands.add_parser("download", help="download the dataset through kagglehub")
     download.set_defaults(func=_cmd_download)
 
+
+def _add_run_commands(commands) -> None:
+    """model, train, predict, evaluate: building, training and using runs."""
     model = commands.add_parser("model", help="build a recipe's model and print its parameter table")
     model.add_argument("--recipe", choices=sorted(RECIPES), default="paper_a")
     model.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
-    model.add_argument("--image-size", type=int, default=None, help="default: the recipe's")
+    model.add_argument("--image-size", type=positive_int, default=None, help="default: the recipe's")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
     model.set_defaults(func=_cmd_model)
 
-    train = commands.add_parser("train", help="train a recipe into a run folder (re-run to resume)")
-    train.add_argument("--data", required=True, help="folder holding the dataset")
-    train.add_argument("--recipe", choices=sorted(RECIPES), default="paper_a")
-    train.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
-    train.add_argument("--out", required=True, help="run folder to write (or resume)")
-    train.add_argument("--epochs", type=int, default=None, help="default: the recipe's, capped by the profile")
-    train.add_argument("--image-size", type=int, default=None, help="default: the recipe's, capped by the profile")
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--weights", default=None, help="imagenet, none, or a weights file (default: profile's)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--split", choices=("paper_a", "paper_b"), default="paper_a",
-                       help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (with --recipe paper_b)")
-    train.add_argument("--repeat", type=int, default=0, help="paper_b: which sub-sample (0, 1, 2)")
-    train.set_defaults(func=_cmd_train)
+    train_ = commands.add_parser("train", help="train a recipe into a run folder (re-run the same command to resume)")
+    train_.add_argument("--data", required=True, help="folder holding the dataset")
+    train_.add_argument("--recipe", choices=sorted(RECIPES), default="paper_a")
+    train_.add_argument("--task", type=int, choices=sorted(TASK_CLASSES), default=4)
+    train_.add_argument("--out", required=True, help="run folder to write (or resume)")
+    train_.add_argument("--epochs", type=positive_int, default=None,
+                        help="default: the recipe's, capped by the profile")
+    train_.add_argument("--image-size", type=positive_int, default=None,
+                        help="at least 32; default: the recipe's, capped by the profile")
+    train_.add_argument("--batch-size", type=positive_int, default=None)
+    train_.add_argument("--weights", default=None, help="imagenet, none, or a weights file (default: profile's)")
+    train_.add_argument("--seed", type=non_negative_int, default=0)
+    train_.add_argument("--split", choices=("paper_a", "paper_b"), default="paper_a",
+                        help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (with --recipe paper_b)")
+    train_.add_argument("--repeat", type=non_negative_int, default=0, help="paper_b: which sub-sample (0, 1, 2)")
+    train_.set_defaults(func=_cmd_train)
 
     predict = commands.add_parser("predict", help="class probabilities for images, with a trained run")
     predict.add_argument("images", nargs="+")
@@ -265,28 +281,40 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam-method", choices=("auto", "cam", "gradcam"), default="auto",
                          help="auto: CAM for a linear head (Paper B), else Grad-CAM")
     predict.add_argument("--cam-layer", default=None,
-                         help="Grad-CAM at this layer, e.g. conv4_block6_out for finer maps (default: last block)")
+                         help=f"Grad-CAM at this layer for finer maps: {' (2× finer) or '.join(FINER_LAYERS)} (4×). "
+                              "Only layers whose every cell reaches the output are accepted: the last block of a "
+                              "stage (conv4_block6_out, conv3_block4_out) is three quarters blind. Default: the "
+                              "last block")
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on its test split")
     evaluate.add_argument("--run", required=True, help="run folder made by `train`")
     evaluate.add_argument("--json", action="store_true")
-    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    evaluate.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the 95%% CIs")
     evaluate.add_argument("--no-figures", action="store_true")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    links = commands.add_parser("links", help="point Colab badges and setup cells at config.REPOSITORY")
-    links.add_argument("--check", action="store_true", help="only report files that are out of date")
-    links.set_defaults(func=_cmd_links)
 
-    run = commands.add_parser("run", help="the main job: data check, splits, then every notebook")
-    run.set_defaults(func=_cmd_run)
-    return parser
+def describe_error(exc: BaseException) -> str:
+    """One line: what failed, and where (for the operating system's errors, the file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    if isinstance(exc, DatasetError):  # what was expected and found, and what to do: worth every line
+        return str(exc)
+    return config.first_line(exc, limit=1000)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are kept; run the same command again to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ training, so a bad file is reported here with its reason instead of killing an e
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
-import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from helpers import config, files
 
 # Canonical class names: the current Kaggle release's folder names, in label order.
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
@@ -25,7 +28,8 @@ TASK_CLASSES = {
     3: ("COVID", "Normal", "Viral Pneumonia"),
     2: ("COVID", "Normal"),
 }
-KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
+# A generated phantom set is a dataset folder holding this manifest (helpers.synthetic writes it).
+MANIFEST_NAME = "phantom_manifest.json"
 
 # Folder names seen in the current and older releases, compared after lower-casing and dropping
 # separators ("COVID-19" → "covid19", "Viral Pneumonia" → "viralpneumonia").
@@ -87,8 +91,6 @@ class DatasetLayout:
 
 
 def _is_phantom_folder(folder: Path) -> bool:
-    from helpers.synthetic import MANIFEST_NAME
-
     return (folder / MANIFEST_NAME).exists()
 
 
@@ -229,14 +231,21 @@ def _decode(path: Path):
     except BadImageError:
         raise
     except FileNotFoundError:
-        raise BadImageError("file not found") from None
+        raise BadImageError("file not found" + (" (a link that leads nowhere)" if path.is_symlink() else "")) from None
     except IsADirectoryError:
         raise BadImageError("a folder, not an image file") from None
     except UnidentifiedImageError:
         raise BadImageError("not an image: no image format recognised in its bytes") from None
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"image too large to decode safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadImageError("a link that loops back on itself") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise BadImageError("permission denied") from None
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unsupported"
+        raise BadImageError(f"{kind} image data: {exc}") from None
+    except (SyntaxError, ValueError) as exc:
         kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unsupported"
         raise BadImageError(f"{kind} image data: {exc}") from None
     if array.ndim != 2 or min(array.shape) == 0:
@@ -253,6 +262,30 @@ def load_grayscale(path, size: int | None = None) -> np.ndarray:
     if size is not None and array.shape != (size, size):
         array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
     return array
+
+
+def unlike_a_radiograph(array: np.ndarray) -> str | None:
+    """Why an 8-bit grayscale image looks nothing like a chest radiograph, or None when nothing stands out.
+
+    A model answers for any input: a 1×1 pixel, a flat gradient or a lung mask still gets a class. The checks are
+    deliberately loose (every one of the course's real sample radiographs passes them by a wide margin).
+    """
+    height, width = array.shape
+    if min(height, width) < 64:
+        return f"is only {width}×{height} px"
+    values = array.astype(np.float32)
+    if values.std() < 10:
+        return f"is almost uniform (grey levels spread by {values.std():.1f})"
+    levels = len(np.unique(array))
+    if levels < 16:
+        return f"has only {levels} grey levels (a mask or a drawing?)"
+    detail = np.abs(values[2:, 1:-1] + values[:-2, 1:-1] + values[1:-1, 2:] + values[1:-1, :-2]
+                    - 4 * values[1:-1, 1:-1]).mean()
+    if detail < 1.0:
+        return "has no fine structure at all (a smooth gradient?)"
+    if detail > 60:
+        return "is mostly pixel noise"
+    return None
 
 
 def inspect_image(path) -> dict:
@@ -324,15 +357,15 @@ class ScanResult:
 
 def list_image_files(folder: Path) -> tuple[list[Path], int]:
     """Candidate image files in a class folder (sorted) and how many OS/metadata files were ignored."""
-    files, ignored = [], 0
+    found, ignored = [], 0
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
             continue
         if is_ignored_file(entry):
             ignored += 1
         else:
-            files.append(entry)
-    return files, ignored
+            found.append(entry)
+    return found, ignored
 
 
 def _companion(folder: Path | None, image: Path) -> str | None:
@@ -354,9 +387,9 @@ def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bo
     jobs = []  # (class, path)
     ignored = 0
     for cls in layout.classes:
-        files, n_ignored = list_image_files(layout.image_dirs[cls])
+        found, n_ignored = list_image_files(layout.image_dirs[cls])
         ignored += n_ignored
-        jobs.extend((cls, f) for f in files)
+        jobs.extend((cls, f) for f in found)
 
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes with the GIL released
@@ -388,12 +421,49 @@ def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bo
     return ScanResult(layout=layout, index=index, skipped=skipped, ignored=ignored)
 
 
-def _maybe_progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+def listing_signature(layout: DatasetLayout) -> str:
+    """Changes whenever a file is added, removed, renamed or rewritten under the class folders (a broken
+    link or an unreadable entry counts as what it is, not as an error: the scan reports it)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for cls in layout.classes:
+        files_, _ = list_image_files(layout.image_dirs[cls])
+        for path in files_:
+            try:
+                stat = path.stat()
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            except OSError as exc:
+                digest.update(f"{path}|{type(exc).__name__}\n".encode())
+    return digest.hexdigest()
 
-    return tqdm(iterable, total=total, desc="scanning images", unit="img")
+
+def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool = False) -> ScanResult:
+    """`scan_dataset`, reused from a cache file while no file under the dataset has changed.
+
+    The full dataset takes a while to decode, and every notebook needs the same index. The cache is keyed by the
+    dataset's folder and checked against a listing of its files (names, sizes, modification times).
+    """
+    root_key = hashlib.blake2b(str(layout.root.resolve()).encode(), digest_size=6).hexdigest()
+    cache = Path(cache_dir or config.OUTPUT_DIR / "cache") / f"scan-{layout.root.name}-{root_key}.json"
+    signature = listing_signature(layout)
+    stored = _read_cache(cache)
+    if stored and stored.get("signature") == signature:
+        index = pd.DataFrame(stored["index"], columns=INDEX_COLUMNS)
+        return ScanResult(layout, index, stored["skipped"], stored["ignored"])
+    scan = scan_dataset(layout, progress=progress)
+    files.write_json(cache, {"signature": signature, "index": scan.index.to_dict(orient="records"),
+                             "skipped": scan.skipped, "ignored": scan.ignored})
+    return scan
+
+
+def _read_cache(path: Path):
+    try:
+        return files.read_json(path)
+    except (OSError, ValueError):  # unreadable or half-written by an older version: scan again
+        return None
+
+
+def _maybe_progress(iterable, total: int, enabled: bool):
+    return tqdm(iterable, total=total, desc="scanning images", unit="img") if enabled else iterable
 
 
 def class_balance(index: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
@@ -411,6 +481,17 @@ def sample_per_class(index: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame
     shuffled = index.sample(frac=1.0, random_state=seed)
     chosen = shuffled.groupby("label", sort=True).head(n)
     return chosen.sort_values(["label", "relpath"]).reset_index(drop=True)
+
+
+def class_folders(rows: pd.DataFrame, folder) -> Path:
+    """`folder`/<class>/<n>.png links to exactly these images: the layout `keras.utils.image_dataset_from_directory`
+    reads (the Kaggle layout also holds masks/, which it would otherwise read as images). Returns `folder`."""
+    folder = Path(folder)
+    for i, row in enumerate(rows.itertuples()):
+        target = folder / row.label / f"{i:06d}{Path(row.path).suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.abspath(row.path), target)
+    return folder
 
 
 def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
@@ -448,64 +529,3 @@ def format_report(scan: ScanResult) -> str:
     for item in report["skipped"]:
         lines.append(f"  - {item['path']}: {item['reason']}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- obtaining the dataset
-
-MANUAL_INSTRUCTIONS = f"""\
-To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
-  * python -m helpers data download        (needs Kaggle credentials: KAGGLE_USERNAME and KAGGLE_KEY,
-                                            or ~/.kaggle/kaggle.json, or kagglehub.login())
-  * by hand: download the archive from the dataset's Kaggle page, unzip it into data/ so that
-    data/COVID-19_Radiography_Dataset/COVID/images/COVID-1.png exists.
-Without it, the course runs on generated phantom radiographs."""
-
-
-def download_dataset(dest=None) -> Path:
-    """Download the dataset through kagglehub into `dest` (default data/kaggle) and return its folder.
-
-    Raises DatasetError with instructions for placing the data by hand when there is no network,
-    no credentials or no kagglehub. Credentials are left to kagglehub and never printed.
-    """
-    from helpers import config
-
-    try:
-        import kagglehub
-    except ImportError as exc:
-        raise DatasetError(f"kagglehub is not installed ({exc}).\n{MANUAL_INSTRUCTIONS}") from None
-    dest = Path(dest or config.DATA_DIR / "kaggle")
-    options = {}
-    if "output_dir" in inspect.signature(kagglehub.dataset_download).parameters:
-        options["output_dir"] = str(dest)  # newer kagglehub: straight into data/, found by the course
-    try:
-        path = Path(kagglehub.dataset_download(KAGGLE_HANDLE, **options))
-    except Exception as exc:  # network, credentials, consent: kagglehub raises many kinds
-        raise DatasetError(
-            f"could not download {KAGGLE_HANDLE} through kagglehub ({type(exc).__name__}: "
-            f"{_first_line(exc)}).\n{MANUAL_INSTRUCTIONS}"
-        ) from None
-    return find_dataset(path).root
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"
-
-
-def find_real_dataset(data_dir=None, classes=CLASSES) -> DatasetLayout | None:
-    """The real dataset placed under data/ (generated phantoms excluded), or None if there is none.
-
-    A half-placed dataset (some classes missing) is an error, not a silent switch to phantoms.
-    """
-    from helpers import config
-
-    data_dir = Path(data_dir or config.DATA_DIR)
-    if not data_dir.is_dir():
-        return None
-    try:
-        return find_dataset(data_dir, classes=classes, exclude=(config.PHANTOM_DIR,), skip_phantoms=True)
-    except DatasetError as exc:
-        if str(exc).startswith("unknown layout"):
-            return None
-        raise
-

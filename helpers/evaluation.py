@@ -1,33 +1,39 @@
 """Honest evaluation of a trained run on its own test split: per-class metrics with confidence
-intervals, calibration, the most confident mistakes, paired comparison of two runs, and controls
-that edit the images (lungs hidden, a marker added) to see what the predictions really depend on.
+intervals, calibration, the most confident mistakes, paired comparison of two runs, controls
+that edit the images (lungs hidden, a marker added) to see what the predictions really depend on,
+and Paper A's own confusion matrix read with numbers.
 
-scikit-learn computes every metric it has; what it lacks (specificity, NPV, the bootstrap, ECE,
-temperature scaling) is written here in a few lines each.
+scikit-learn and SciPy compute every metric and test they have; what they lack (NPV, ECE, temperature
+scaling) is written here in a few lines each. The percentile bootstrap stays hand-written: `scipy.stats.bootstrap`
+draws its resamples differently, so the same seed would give other intervals than every saved metrics.json, and
+its per-statistic calls would resample the test set once per class instead of once for all.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import warnings
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2_contingency
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    cohen_kappa_score,
     confusion_matrix,
     f1_score,
+    multilabel_confusion_matrix,
     roc_auc_score,
 )
 
-from helpers.pipeline import build_dataset
-from helpers.runs import load_model, predict_pixels, read_images, read_settings
-from helpers.splits import load_split
+from helpers import files, plots
+from helpers.data import load_grayscale
+from helpers.runs import as_run, predict_pixels, read_images
+from helpers.synthetic import add_marker as draw_marker
 
 
 def _ratio(numerator, denominator):
@@ -41,12 +47,11 @@ def per_class_metrics(y_true, probabilities, classes) -> dict:
     """
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    y_pred = probabilities.argmax(axis=1)
+    per_class = multilabel_confusion_matrix(y_true, probabilities.argmax(axis=1), labels=range(len(classes)))
     out = {}
     for k, cls in enumerate(classes):
-        positive, predicted = y_true == k, y_pred == k
-        tp, fn = int(np.sum(positive & predicted)), int(np.sum(positive & ~predicted))
-        fp, tn = int(np.sum(~positive & predicted)), int(np.sum(~positive & ~predicted))
+        (tn, fp), (fn, tp) = per_class[k].tolist()
+        positive = y_true == k
         both_kinds = positive.any() and (~positive).any()
         out[cls] = {
             "support": int(positive.sum()),
@@ -176,28 +181,7 @@ def mcnemar(correct_a, correct_b) -> dict:
     return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": float(p)}
 
 
-# --------------------------------------------------------------------------- a run
-
-
-def predict_part(run_dir, part: str = "test", model=None, repeat: int = 0) -> pd.DataFrame:
-    """Probabilities of the run's model on one part of its own saved split, one row per image."""
-    settings = read_settings(run_dir)
-    classes = settings["classes"]
-    split = load_split(Path(run_dir) / "split.csv", settings["data_root"])
-    rows = split[(split["split"] == part) & (split["repeat"] == repeat)].reset_index(drop=True)
-    if rows.empty:
-        raise ValueError(f"{run_dir}'s split has no '{part}' images")
-    labels = rows["label"].map(classes.index)
-    dataset = build_dataset(rows["path"], labels, len(classes), settings["image_size"], settings["batch_size"],
-                            normalisation=settings["normalisation"], cache=False)
-    model = model or load_model(run_dir)
-    probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float64)
-    table = rows[["relpath", "path", "label"]].copy()
-    table["y_true"] = labels.to_numpy()
-    table[classes] = probabilities
-    table["predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]
-    table["confidence"] = probabilities.max(axis=1)
-    return table
+# --------------------------------------------------------------------------- controls that edit the images
 
 
 def hide_lungs(pixels, rows: pd.DataFrame, fill: str = "mean") -> np.ndarray:
@@ -206,8 +190,6 @@ def hide_lungs(pixels, rows: pd.DataFrame, fill: str = "mean") -> np.ndarray:
     fill "mean": each image's own mean lung brightness, so the lungs' content goes without adding a new cue;
     "black": zero, the literal blackout, which is itself an unnatural pattern the model never saw.
     """
-    from helpers.data import load_grayscale
-
     if fill not in ("mean", "black"):
         raise ValueError(f"fill must be 'mean' or 'black'; found {fill!r}")
     if "mask_path" not in rows or rows["mask_path"].isna().any():
@@ -225,22 +207,22 @@ def hide_lungs(pixels, rows: pd.DataFrame, fill: str = "mean") -> np.ndarray:
 
 def add_marker(pixels, rows=None) -> np.ndarray:
     """The images with the phantoms' shortcut marker drawn in (see `synthetic.add_marker`)."""
-    from helpers.synthetic import add_marker as draw
-
-    return draw(pixels)
+    return draw_marker(pixels)
 
 
-def accuracy_under_edits(run_dir, rows: pd.DataFrame, edits: dict, model=None, watch_class: str | None = None):
+black_lungs = functools.partial(hide_lungs, fill="black")
+
+
+def accuracy_under_edits(run, rows: pd.DataFrame, edits: dict, watch_class: str | None = None) -> pd.DataFrame:
     """Accuracy per true class (and overall) on the images as they are and after each edit
     (name → function(pixels, rows) → pixels); with `watch_class`, also the share predicted as that class.
 
     A model that still scores far above the majority baseline with the lungs hidden has learned something
     outside the lungs; one that calls Normal images COVID once a marker is added has learned the marker.
     """
-    settings = read_settings(run_dir)
-    model = model or load_model(run_dir)
-    classes = settings["classes"]
-    pixels, errors = read_images(rows["path"], settings["image_size"])
+    run = as_run(run)
+    classes = run.classes
+    pixels, errors = read_images(rows["path"], run.image_size)
     if any(errors):
         bad = next(i for i, e in enumerate(errors) if e)
         raise ValueError(f"{sum(map(bool, errors))} image(s) could not be read, e.g. {rows['path'].iloc[bad]}: "
@@ -249,8 +231,8 @@ def accuracy_under_edits(run_dir, rows: pd.DataFrame, edits: dict, model=None, w
     present = [c for c in classes if c in set(labels)]
     columns = {}
     for name, edit in {"as is": None, **edits}.items():
-        predicted = np.array(classes)[predict_pixels(model, edit(pixels, rows) if edit else pixels,
-                                                     settings["normalisation"]).argmax(axis=1)]
+        edited = edit(pixels, rows) if edit else pixels
+        predicted = np.array(classes)[predict_pixels(run.model, edited, run.normalisation).argmax(axis=1)]
         recall = pd.Series({c: np.mean(predicted[labels == c] == c) for c in present})
         false_alarms = pd.Series({c: np.mean(predicted[labels != c] == c) if (labels != c).any() else 0.0
                                   for c in present})
@@ -289,28 +271,24 @@ def most_confident_mistakes(predictions: pd.DataFrame, k: int = 8) -> pd.DataFra
     return wrong.sort_values("confidence", ascending=False).head(k).reset_index(drop=True)
 
 
-def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool = True) -> dict:
+def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = True, progress: bool = True) -> dict:
     """All metrics of a run on its test split, written to RUN_DIR/metrics.json (and figures)."""
-    from helpers import plots
-
-    run_dir = Path(run_dir)
-    settings = read_settings(run_dir)
-    classes = settings["classes"]
-    model = load_model(run_dir)
-    repeat = settings.get("repeat", 0)
-    test = predict_part(run_dir, "test", model, repeat=repeat)
+    run = as_run(run)
+    classes = run.classes
+    verbose = "auto" if progress else 0
+    test = run.predict_part("test", verbose=verbose)
     p_test = test[classes].to_numpy()
     metrics = classification_metrics(test["y_true"], p_test, classes)
     try:  # the temperature is fitted on validation images; Paper B's protocol has none
-        val = predict_part(run_dir, "val", model, repeat=repeat)
+        val = run.predict_part("val", verbose=verbose)
         temperature = fit_temperature(val["y_true"], val[classes].to_numpy())
     except ValueError:
         temperature = None
     scaled = temperature_scale(p_test, temperature) if temperature else p_test
     ece = expected_calibration_error(test["y_true"], p_test)
     metrics.update({
-        "run": str(run_dir), "recipe": settings["recipe"], "classes": classes,
-        "pretrained": settings["pretrained"], "weights_used": settings["weights_used"],
+        "run": str(run.folder), "recipe": run.name, "classes": classes,
+        "pretrained": run.settings["pretrained"], "weights_used": run.settings["weights_used"],
         "ci95": bootstrap_ci(test["y_true"], p_test, classes, n_resamples=n_resamples, seed=seed),
         "ece": ece,
         "calibration": {"temperature": temperature,
@@ -319,22 +297,28 @@ def evaluate_run(run_dir, n_resamples: int = 1000, seed: int = 0, figures: bool 
                             expected_calibration_error(test["y_true"], scaled) if temperature else None},
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
     })
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    test.drop(columns=["path"]).to_csv(run_dir / "test_predictions.csv", index=False)
+    files.write_json(run.folder / "metrics.json", metrics)
+    with files.atomic_path(run.folder / "test_predictions.csv") as tmp:
+        test.drop(columns=["path"]).to_csv(tmp, index=False)
     if figures:
-        import matplotlib.pyplot as plt
-
-        for name, figure in (
-            ("confusion_matrix", plots.confusion_matrices(np.array(metrics["confusion_matrix"]), classes)),
-            ("roc_pr_curves", plots.roc_pr_curves(test["y_true"], p_test, classes)),
-            ("reliability", plots.reliability_diagram(
-                {"as trained": reliability(test["y_true"], p_test),
-                 **({f"temperature {temperature:.2f}": reliability(test["y_true"], scaled)} if temperature else {})})),
-            ("confident_mistakes", plots.mistakes_gallery(most_confident_mistakes(test))),
-        ):
-            figure.savefig(run_dir / f"{name}.png", dpi=110, bbox_inches="tight")
-            plt.close(figure)
+        _save_figures(run, test, metrics, scaled if temperature else None)
     return metrics
+
+
+def _save_figures(run, test: pd.DataFrame, metrics: dict, scaled) -> None:
+    classes, p_test, temperature = run.classes, test[run.classes].to_numpy(), metrics["calibration"]["temperature"]
+    curves = {"as trained": reliability(test["y_true"], p_test)}
+    if scaled is not None:
+        curves[f"temperature {temperature:.2f}"] = reliability(test["y_true"], scaled)
+    for name, figure in (
+        ("confusion_matrix", plots.confusion_matrices(np.array(metrics["confusion_matrix"]), classes)),
+        ("roc_pr_curves", plots.roc_pr_curves(test["y_true"], p_test, classes)),
+        ("reliability", plots.reliability_diagram(curves)),
+        ("confident_mistakes", plots.mistakes_gallery(most_confident_mistakes(test))),
+    ):
+        with files.atomic_path(run.folder / f"{name}.png") as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        plt.close(figure)
 
 
 def _calibration_line(calibration: dict) -> str:
@@ -368,10 +352,10 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def metrics_of(run_dir, **options) -> dict:
+def metrics_of(run, **options) -> dict:
     """The run's metrics.json, computed first if missing."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else evaluate_run(run_dir, **options)
+    run = as_run(run)
+    return files.read_json(run.folder / "metrics.json") or evaluate_run(run, **options)
 
 
 def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
@@ -381,7 +365,7 @@ def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
     for run in (run_a, run_b):
         m = metrics_of(run)
         metrics[m["recipe"]] = m
-        predictions[m["recipe"]] = pd.read_csv(Path(run) / "test_predictions.csv").set_index("relpath")
+        predictions[m["recipe"]] = pd.read_csv(as_run(run).folder / "test_predictions.csv").set_index("relpath")
     (name_a, pa), (name_b, pb) = predictions.items()
     if set(pa.index) != set(pb.index):
         raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "
@@ -399,3 +383,31 @@ def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
             row[f"sensitivity {cls}"] = per["sensitivity"]
         rows[name] = row
     return pd.DataFrame(rows), paired
+
+
+# --------------------------------------------------------------------------- Paper A's Figure 2, re-read
+
+# Paper A's confusion matrix (its Figure 2), as its text gives it, row by row, classes in this order. Its column
+# totals are exactly 20% of each class of the dataset (the validation labels), so the columns hold the true
+# classes and the rows the predictions.
+PAPER_A_FIGURE_2_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+PAPER_A_FIGURE_2 = ((102, 174, 288, 49), (201, 321, 576, 63), (376, 631, 1049, 140), (44, 76, 125, 17))
+
+
+def independence_check(matrix) -> dict:
+    """What a confusion matrix says beyond its diagonal: accuracy, the accuracy that predictions independent of
+    the labels would get with the same totals, Cohen's kappa (0: no better than that), and the chi-square test of
+    independence (a large p: nothing shows that predictions depend on labels), with the counts it expects."""
+    matrix = np.asarray(matrix)
+    n = int(matrix.sum())
+    first, second = np.indices(matrix.shape)
+    counts = matrix.ravel()
+    test = chi2_contingency(matrix)
+    return {
+        "images": n, "correct": int(np.trace(matrix)), "accuracy": float(np.trace(matrix) / n),
+        "accuracy_if_independent": float((matrix.sum(axis=0) * matrix.sum(axis=1)).sum() / n**2),
+        "kappa": float(cohen_kappa_score(np.repeat(first.ravel(), counts), np.repeat(second.ravel(), counts))),
+        "chi2": float(test.statistic), "dof": int(test.dof), "p_value": float(test.pvalue),
+        "row_totals": matrix.sum(axis=1).tolist(), "column_totals": matrix.sum(axis=0).tolist(),
+        "expected_if_independent": test.expected_freq.tolist(),
+    }

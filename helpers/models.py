@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import keras
 import pandas as pd
 
-HEADS = ("paper_a", "cam")
+from helpers.config import first_line
+
+HEADS = ("paper_a", "linear")
 BACKBONES = ("resnet50", "resnet18")
 # KerasHub's ResNet18 (the "resnet_18_imagenet" preset has 11,186,112 parameters; this matches it).
 RESNET18_ARCHITECTURE = {
@@ -46,13 +49,39 @@ def load_backbone(weights: str, image_size: int, backbone: str = "resnet50"):
         if not path.is_file():
             raise FileNotFoundError(f"weights must be 'imagenet', 'none' or an existing file; {path} not found")
         return keras.applications.ResNet50(weights=str(path), include_top=False, input_shape=shape), str(path), None
-    try:
-        return keras.applications.ResNet50(weights="imagenet", include_top=False, input_shape=shape), \
-            "imagenet", None
-    except Exception as exc:  # noqa: BLE001 - any download failure means the same thing here
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'}"
+    reason = imagenet_unavailable()
+    if reason is None:
+        return keras.applications.ResNet50(weights="imagenet", include_top=False, input_shape=shape), "imagenet", None
     warn_random_init(reason)
     return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", reason
+
+
+@lru_cache(maxsize=1)
+def imagenet_unavailable() -> str | None:
+    """None when ResNet50's ImageNet weights can be had (downloaded once to ~/.keras/models), else why not.
+
+    Asked once per process: offline, each attempt costs a network timeout.
+    """
+    try:
+        keras.applications.ResNet50(weights="imagenet", include_top=False, input_shape=(32, 32, 3))
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same thing here
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    return None
+
+
+def weights_or_none(requested: str = "imagenet") -> str | None:
+    """What to pass as `weights=` to `keras.applications.ResNet50`: "imagenet" when those weights can be
+    downloaded, else None (random initialisation) after a warning that cannot be missed. Other values (a local
+    weights file, "none") are passed through."""
+    if requested in (None, "none"):
+        return None
+    if requested != "imagenet":
+        return requested
+    reason = imagenet_unavailable()
+    if reason is not None:
+        warn_random_init(reason)
+        return None
+    return "imagenet"
 
 
 def _load_resnet18(weights: str, image_size: int):
@@ -76,7 +105,7 @@ def _load_resnet18(weights: str, image_size: int):
     try:
         return keras_hub.models.ResNetBackbone.from_preset("resnet_18_imagenet", image_shape=shape), "imagenet", None
     except Exception as exc:  # noqa: BLE001 - any download failure means the same thing here
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
     warn_random_init(reason)
     return architecture(), "none", reason
 
@@ -99,7 +128,7 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
     """(model, weights_used, fallback_reason) for a ResNet classifier (ResNet50 unless `backbone` says 18).
 
     head "paper_a": GAP → Dense(1024, ReLU) → Dropout(0.5) → Dense(n) → softmax, as Paper A.
-    head "cam":     GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
+    head "linear":  GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
                     which is what makes a class activation map exact (Paper B's CAM).
     """
     if head not in HEADS:
@@ -191,3 +220,20 @@ def reestimate_batchnorm(model, dataset, max_batches: int | None = None) -> int:
     for layer in layers:
         layer.momentum, layer.trainable = saved[layer.name]
     return used
+
+
+def float32_copy(model):
+    """The same model computing in float32 (the model itself when it already does).
+
+    A model trained under `mixed_float16` (the full profile on a GPU) computes its layers in float16; gradients
+    through it, which Grad-CAM needs, lose most of their precision. Its variables are float32 already.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def in_float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=in_float32)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -3,15 +3,22 @@
 Order matters for speed and memory: decode → resize → cache as uint8 grayscale (50 KB per image at
 224 px instead of 600 KB as float32 RGB) → shuffle → batch → flip, grey→RGB and normalise on whole
 batches → prefetch. The dataset is never held as float arrays.
+
+A file that cannot be decoded (changed, deleted or corrupted after the scan) never stops an epoch: it is left
+out and named, in one line, when the dataset is built (see `build_dataset`). No exception ever crosses from
+Python into a tf.data worker (that can leave the process hanging).
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm.auto import tqdm
 
-from helpers.data import load_grayscale
+from helpers.data import BadImageError, load_grayscale
 
 NORMALISATIONS = ("resnet50", "rescale", "imagenet_torch")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -26,9 +33,27 @@ IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+_UNREADABLE: dict[str, str] = {}  # path → reason, for every file the pipeline could not decode in this process
+
+
+def unreadable_files(paths=None) -> dict:
+    """Files the pipeline met but could not decode (path → reason), optionally only those among `paths`."""
+    if paths is None:
+        return dict(_UNREADABLE)
+    wanted = {str(p) for p in paths}
+    return {p: reason for p, reason in _UNREADABLE.items() if p in wanted}
+
+
 def _decode(path, size):
-    """PIL decoding, the same code the scan validated, so a file that passed the scan loads here."""
-    return load_grayscale(path.decode("utf-8"), int(size))[..., np.newaxis]
+    """PIL decoding, the same code the scan validated; (image, True), or (blank, False) for a bad file."""
+    path, size = path.decode("utf-8"), int(size)
+    try:
+        return load_grayscale(path, size)[..., np.newaxis], True
+    except BadImageError as exc:
+        _UNREADABLE[path] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - nothing may escape into TensorFlow's threads
+        _UNREADABLE[path] = f"{type(exc).__name__}: {exc}"
+    return np.zeros((size, size, 1), np.uint8), False
 
 
 def to_model_input(images, normalisation: str = "resnet50"):
@@ -81,11 +106,17 @@ def build_dataset(
     normalisation: str = "resnet50",
     seed: int = 0,
     cache: bool | str = True,
+    progress: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)).
 
     `training` shuffles every epoch and enables `flip` (horizontal flips, as Paper B); evaluation
     datasets keep file order. `cache` is True (memory), a file path prefix (disk), or False.
+
+    A cached dataset is filled here, before it is returned (the decoding its first epoch would do, done now,
+    with a progress bar if `progress`): files that cannot be decoded are left out and named at once, and the
+    dataset knows its length, so Keras' progress bars have an end. Without a cache, an unreadable file stays in
+    as a blank image, named in `unreadable_files()`, for the caller to drop (as `Run.predict_part` does).
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
@@ -99,32 +130,61 @@ def build_dataset(
                          f"found {labels.min()}..{labels.max()}")
 
     def decode(path, label):
-        image = tf.numpy_function(_decode, [path, image_size], tf.uint8, stateful=False)
+        image, ok = tf.numpy_function(_decode, [path, image_size], (tf.uint8, tf.bool), stateful=False)
         image.set_shape([image_size, image_size, 1])
-        return image, label
+        return image, label, ok
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
+        usable = _fill_cache(ds, paths, progress)
+        ds = ds.filter(_is_usable).map(_drop_flag).apply(tf.data.experimental.assert_cardinality(usable))
+    else:
+        ds = ds.map(_drop_flag)
     if training:
+        # A new order every epoch, from `seed`. A resumed run starts this sequence again (epoch k after a resume
+        # sees epoch 0's order): it equals an uninterrupted run in the weights it keeps, not in every draw.
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
 
     def finish(images, label):
         return to_model_input(images, normalisation), tf.one_hot(label, n_classes)
 
+    def flip_and_finish(pair, bits):
+        return finish(random_horizontal_flip(pair[0], bits), pair[1])
+
     if training and flip:
         bits = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, bits).batch(batch_size)
-        ds = ds.map(lambda pair, b: finish(random_horizontal_flip(pair[0], b), pair[1]),
-                    num_parallel_calls=AUTOTUNE)
+        ds = tf.data.Dataset.zip(ds, bits).batch(batch_size).map(flip_and_finish, num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(FIXED_PARALLELISM)
 
 
+def _is_usable(image, label, ok):
+    return ok
+
+
+def _drop_flag(image, label, ok):
+    return image, label
+
+
+def _fill_cache(ds, paths, progress: bool) -> int:
+    """Read a cached dataset once (decoding every file into the cache); report unreadable files; count the rest."""
+    batches = ds.batch(256).prefetch(2)
+    if progress:
+        batches = tqdm(batches, total=-(-len(paths) // 256), desc="decoding images", unit="batch", leave=False)
+    usable = sum(int(tf.reduce_sum(tf.cast(ok, tf.int32))) for _, _, ok in batches)
+    bad = unreadable_files(paths)
+    if usable < len(paths):
+        print(f"Left out {len(paths) - usable} image(s) that could not be read: " +
+              "; ".join(f"{p} ({r})" for p, r in bad.items()), file=sys.stderr)
+    return usable
+
+
 def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *, repeat: int = 0,
-                        flip: bool = False, normalisation: str = "resnet50", seed: int = 0) -> dict:
+                        flip: bool = False, normalisation: str = "resnet50", seed: int = 0,
+                        progress: bool = False) -> dict:
     """{"train", "val", "test"} → dataset for one repeat of a split made by `helpers.splits`.
 
     Labels are indices into `classes` (the task's class order); only the train part is shuffled and flipped.
@@ -141,6 +201,6 @@ def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *
             continue
         out[name] = build_dataset(
             rows["path"], rows["label"].map(class_id), len(classes), image_size, batch_size,
-            training=name == "train", flip=flip, normalisation=normalisation, seed=seed,
+            training=name == "train", flip=flip, normalisation=normalisation, seed=seed, progress=progress,
         )
     return out

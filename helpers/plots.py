@@ -1,7 +1,9 @@
 """Figures for the notebooks, so a notebook cell shows the idea and not thirty lines of matplotlib.
 
 Every function returns its matplotlib Figure; with `save_as="name"` it is also written to
-outputs/figures/name.png, which is where the main job's figures are collected.
+outputs/figures/name.png, which is where the main job's figures are collected. After `set_caption(layout, run)`
+every figure carries a footer saying what it shows (phantoms or real radiographs, ImageNet or random weights), so
+that a figure on a slide cannot be mistaken for another kind.
 """
 
 from __future__ import annotations
@@ -11,20 +13,38 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from PIL import Image
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from helpers import config
+from helpers import config, files
 from helpers.data import CLASSES, load_grayscale
 
 CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
+_CAPTION = {"text": ""}
+
+
+def set_caption(layout=None, *runs) -> str:
+    """The footer of every following figure: which images (a DatasetLayout) and which models (runs) it shows."""
+    parts = []
+    if layout is not None:
+        parts.append("generated PHANTOM radiographs" if layout.is_phantom else "real radiographs "
+                     "(COVID-19 Radiography Database)")
+    weights = {("ImageNet-pretrained" if run.settings["pretrained"] else "RANDOM-INIT (not pretrained)")
+               for run in runs}
+    if weights:
+        parts.append(" and ".join(sorted(weights)) + " backbone")
+    parts.append(f"profile {config.active_profile().name}")
+    _CAPTION["text"] = " · ".join(parts)
+    return _CAPTION["text"]
 
 
 def _finish(fig, save_as, tight=True):
     if tight:
         fig.tight_layout()
+    if _CAPTION["text"]:
+        fig.text(0.5, -0.01, _CAPTION["text"], ha="center", va="top", fontsize=7, color="dimgray")
     if save_as:
-        folder = config.OUTPUT_DIR / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / f"{save_as}.png", dpi=110, bbox_inches="tight")
+        with files.atomic_path(config.OUTPUT_DIR / "figures" / f"{save_as}.png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return fig
 
 
@@ -112,7 +132,9 @@ def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_a
     with_masks = index[index["mask_path"].notna()]
     classes = _classes_in(with_masks)
     if not classes:
-        raise ValueError("no image in this index has a lung mask (flat layouts come without masks)")
+        print("No lung masks in this copy of the dataset (older releases and flat copies have none): "
+              "nothing to overlay.")
+        return None
     fig, axes = plt.subplots(len(classes), per_class, figsize=(2.4 * per_class, 2.5 * len(classes)),
                              squeeze=False)
     for row, cls in zip(axes, classes):
@@ -223,8 +245,6 @@ def confusion_matrices(matrix, classes, save_as=None):
 
 def roc_pr_curves(y_true, probabilities, classes, save_as=None):
     """One-vs-rest ROC and precision-recall curves per class (classes absent from the data are skipped)."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
-
     y_true = np.asarray(y_true)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, cls in enumerate(classes):
@@ -313,7 +333,7 @@ def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=Non
             ax.set_title(f"{classes[c]}: {probabilities[i, c]:.2f}", fontsize=8,
                          fontweight="bold" if c == int(np.argmax(probabilities[i])) else "normal")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=axes.ravel().tolist(), shrink=0.8, pad=0.02,
-                 label="map (0 = min, 1 = max)")
+                 label="map (0 = no evidence for the class, 1 = the most)")
     return _finish(fig, save_as, tight=False)
 
 

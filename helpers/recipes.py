@@ -1,7 +1,8 @@
 """Training recipes: Paper A as published, and the recipe a careful practitioner would use.
 
 A recipe states the *intended* settings. Run profiles may shrink image size and epochs (fast, demo);
-every run writes the settings it actually used to its settings.json.
+every run writes the recipe it was given, in full, and the settings it actually used to its settings.json,
+so a run made from a modified recipe (`dataclasses.replace(PAPER_A, ...)`) resumes and reloads on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
-    head: str  # "paper_a" (Dense 1024 head) or "cam" (linear head on pooled features)
+    head: str  # "paper_a" (Dense 1024 head) or "linear" (a linear map from pooled features to logits)
     dropout: float | None
     image_size: int
     normalisation: str  # "rescale" (/255) or "resnet50" (keras preprocess_input)
@@ -30,6 +31,15 @@ class Recipe:
     select_best: bool = True  # keep the epoch with the best validation loss (else: the last epoch)
     early_stopping: bool = True
     notes: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Recipe:
+        """The recipe a run folder recorded (fields added since then take their defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 PAPER_A = Recipe(
@@ -55,7 +65,7 @@ IMPROVED = Recipe(
     name="improved",
     # A linear head on the pooled features: the 2.1 M parameters of Dense(1024) add capacity the task
     # does not need, and a linear head makes class activation maps exact (notebook 05).
-    head="cam",
+    head="linear",
     dropout=0.2,  # light regularisation of the new head (Keras' transfer-learning guide uses 0.2)
     image_size=224,  # what ResNet50 was pretrained at; 7×7 activation maps instead of 4×4
     normalisation="resnet50",  # the input scaling the ImageNet weights expect
@@ -78,7 +88,7 @@ IMPROVED = Recipe(
 
 PAPER_B = Recipe(
     name="paper_b",
-    head="cam",  # Paper B replaced ResNet18's last fully connected layer: a linear head on pooled features
+    head="linear",  # Paper B replaced ResNet18's last fully connected layer: a linear head on pooled features
     dropout=None,
     image_size=224,
     normalisation="resnet50",  # "normalised according to the pre-trained model standards"
@@ -105,17 +115,19 @@ PAPER_B_RESNET18 = dataclasses.replace(
     notes="Paper B with its own ResNet18 backbone (KerasHub resnet_18_imagenet).",
 )
 
+# The built-in recipes by name, for the command line (`--recipe`); code passes Recipe objects.
 RECIPES = {recipe.name: recipe for recipe in (PAPER_A, IMPROVED, PAPER_B, PAPER_B_RESNET18)}
 
-# Random-init (offline) runs: ResNet50's BatchNorm moving statistics (momentum 0.99) lag far behind
-# weights trained from scratch; measured on phantoms (128 px, 6 epochs): validation accuracy 38% at
-# 0.99, 99% at 0.9, 100% after re-estimating the statistics on training data. Both are applied.
+# Random-init (offline) runs: evaluation uses BatchNorm's moving statistics, which lag behind weights trained
+# from scratch (Keras' default momentum is 0.99). Random-init runs use a faster momentum and re-estimate the
+# statistics on training data after training; experiments/batchnorm_trial.py measures what each does
+# (its README has the figures and the command that reproduces them).
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {sorted(RECIPES)}; found {name!r}")
+        raise ValueError(f"recipe must be one of {', '.join(sorted(RECIPES))}; found {name!r}")
     return RECIPES[name]
 
 

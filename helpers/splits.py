@@ -2,10 +2,16 @@
 
 Identical images (same content hash) always land in the same split: the dataset has no patient IDs,
 so content identity is the strongest guard against the same picture being trained on and tested on.
+
+The split is made here with scikit-learn's `train_test_split` over groups of identical images. Its
+`GroupShuffleSplit` and `StratifiedGroupKFold` were weighed: the first does not stratify, the second only
+approximates the proportions (fold by fold) and cannot give an 80:10:10 split in one call; neither is simpler,
+and switching would change every saved split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -13,7 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from helpers.data import task_classes
+from helpers import config, files
+from helpers.data import ScanResult, task_classes
 
 SPLIT_COLUMNS = ["relpath", "label", "split", "repeat", "content_hash"]
 MODES = ("paper_a", "paper_b")
@@ -112,10 +119,9 @@ def make_split(index: pd.DataFrame, mode: str = "paper_a", task: int = 4, seed: 
 
 
 def save_split(split: pd.DataFrame, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    split[SPLIT_COLUMNS].to_csv(path, index=False)
-    return path
+    with files.atomic_path(path) as tmp:
+        split[SPLIT_COLUMNS].to_csv(tmp, index=False)
+    return Path(path)
 
 
 def load_split(path, dataset_root) -> pd.DataFrame:
@@ -128,9 +134,87 @@ def load_split(path, dataset_root) -> pd.DataFrame:
     return split
 
 
+def fingerprint(split: pd.DataFrame) -> str:
+    """A short hash of which image sits in which part of which repeat: two splits with the same fingerprint
+    train and test on the same images."""
+    rows = zip(split["repeat"].astype(int), split["relpath"].astype(str), split["label"].astype(str),
+               split["split"].astype(str))
+    digest = hashlib.blake2b(digest_size=8)
+    for row in sorted(rows):
+        digest.update(("|".join(map(str, row)) + "\n").encode())
+    return digest.hexdigest()
+
+
 def split_summary(split: pd.DataFrame) -> pd.DataFrame:
     """Images per class in each split (and repeat), the table the notebooks show."""
     table = split.pivot_table(index=["repeat", "split"], columns="label", values="relpath",
                               aggfunc="count", fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
+
+
+def sample_distinct(index: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
+    """Up to `per_class` distinct images of each class, drawn reproducibly, with every copy of a drawn image
+    (so that the split can still keep identical images together)."""
+    groups = _groups(index)
+    chosen = groups.sample(frac=1.0, random_state=seed).groupby("label", sort=True).head(per_class)
+    return index[index["content_hash"].isin(chosen["content_hash"])]
+
+
+def split_plan(scan: ScanResult, mode: str = "paper_a", task: int = 4,
+               profile: config.Profile | None = None) -> dict:
+    """The sizes a course split takes in this profile: real images per class for Paper A's split (a CPU cannot
+    train on all of them), images per class in each of Paper B's sub-samples (the paper's 900 in all)."""
+    profile = profile or config.active_profile()
+    if mode == "paper_b":
+        distinct = scan.index[scan.index["label"].isin(task_classes(task))].drop_duplicates("content_hash")
+        wanted = profile.subsample_per_class or 900 // len(task_classes(task))
+        # a small dataset (e.g. phantoms) gives what it has
+        return {"n_per_class": min(wanted, int(distinct["label"].value_counts().min()))}
+    if mode == "paper_a" and profile.real_per_class and not scan.layout.is_phantom:
+        return {"per_class": profile.real_per_class}
+    return {}
+
+
+def split_key(index: pd.DataFrame, mode: str, task: int, seed: int, plan: dict) -> str:
+    """A fingerprint of what a split is made from: the task's images (names, labels, pixel hashes), the mode,
+    seed and sizes. Any change to the usable images, e.g. a file that was unreadable once, gives a new key."""
+    rows = index.loc[index["label"].isin(task_classes(task)), ["relpath", "label", "content_hash"]]
+    digest = hashlib.blake2b(f"{SPLIT_FORMAT}|{mode}|{task}|{seed}|{sorted(plan.items())}\n".encode(),
+                             digest_size=6)
+    for row in sorted(rows.itertuples(index=False)):
+        digest.update("|".join(row).encode() + b"\n")
+    return digest.hexdigest()
+
+
+SPLIT_FORMAT = 2  # bump when the way splits are made changes, so saved ones are made again
+
+
+def saved_split_path(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
+                     profile: config.Profile | None = None) -> Path:
+    """Where `saved_split` keeps this split: outputs/splits/<mode>_task<k>_seed<s>[_sizes]-<key>.csv."""
+    plan = split_plan(scan, mode, task, profile)
+    sizes = "".join(f"_{v}-{k.replace('_', '-')}" for k, v in sorted(plan.items()))
+    key = split_key(scan.index, mode, task, seed, plan)
+    return config.OUTPUT_DIR / "splits" / f"{mode}_task{task}_seed{seed}{sizes}-{key}.csv"
+
+
+def saved_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
+                profile: config.Profile | None = None) -> pd.DataFrame:
+    """The course's split of this scan for `mode`, `task` and `seed`: made on first use, saved under a key of
+    what it was made from (outputs/splits/), and loaded from there afterwards.
+
+    Reusing the file is what guarantees that evaluation sees exactly the test set training never saw; the key
+    guarantees that a changed dataset never reuses a split made from another one.
+    """
+    plan = split_plan(scan, mode, task, profile)
+    path = saved_split_path(scan, mode, task, seed, profile)
+    if path.exists():
+        return load_split(path, scan.layout.root)
+    index = scan.index
+    if "per_class" in plan:
+        index = sample_distinct(index[index["label"].isin(task_classes(task))], plan["per_class"], seed)
+    split = make_split(index, mode=mode, task=task, seed=seed,
+                       **({"n_per_class": plan["n_per_class"]} if "n_per_class" in plan else {}))
+    save_split(split, path)
+    return load_split(path, scan.layout.root)

@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers.data import CLASSES
+from helpers.data import CLASSES, MANIFEST_NAME
 
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
-MANIFEST_NAME = "phantom_manifest.json"
 METADATA_NAME = "phantom_metadata.csv"
 MARKER_VALUE = 247  # the marker's grey level (of 255)
 GENERATOR_VERSION = 1  # bump when the drawing changes, so cached phantom sets are regenerated

@@ -1,18 +1,24 @@
-"""Training a recipe into a run folder: resumable, device-aware, and honest about its weights.
+"""Training a recipe on a split into a run folder: resumable, atomic, device-aware, and honest about its weights.
 
 A run folder holds everything needed to evaluate or resume it:
-  settings.json   what was asked for and what was actually used (weights, sizes, profile, devices)
-  split.csv       the exact train/val/test split
-  history.csv     one row per epoch (Keras CSVLogger)
-  model.keras     the final model (best validation loss)
-  checkpoints/    best.keras, last.keras and state.json, for resuming after an interruption
-Re-running the same command continues from the last finished epoch (Colab disconnects).
+  settings.json   the recipe in full, the split's fingerprint, what was asked for and what was actually used
+  split.csv       the exact train/val/test split it was given
+  history.csv     one row per finished epoch, metrics named after the part they were measured on
+  model.keras     the final model (without optimizer state)
+  checkpoints/    the two newest epochs' full models (weights and optimizer) and state.json, for resuming
+Re-running the same call continues after the last finished epoch (a Colab disconnect, a kill). Every file is
+written to a temporary name and renamed into place, so an interruption leaves the previous good state.
+
+Keras' BackupAndRestore was weighed for resuming and not used: it writes the weights in place and the epoch
+number in a second file (a kill between the two pairs one epoch's weights with another's count, a kill during
+the write leaves a file it recovers from only on OSError and only with double_checkpoint), it knows nothing of
+the history rows, the best epoch or early stopping's count, and each of the recipes' two phases is its own fit
+with its own compile, after which BatchNorm re-estimation runs outside any fit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import shutil
 import time
@@ -24,19 +30,18 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from helpers import config, models
-from helpers.data import find_dataset, task_classes
-from helpers.pipeline import build_dataset, datasets_from_split
-from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, get_recipe, split_epochs
-from helpers.splits import load_split, save_split
+from helpers import config, files, models
+from helpers.pipeline import build_dataset, datasets_from_split, unreadable_files
+from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
+from helpers.splits import fingerprint, load_split, save_split
 
-# --------------------------------------------------------------------------- devices
+# --------------------------------------------------------------------------- device policy
 
 
 @dataclasses.dataclass(frozen=True)
 class DevicePolicy:
-    mixed_precision: bool  # float16 compute, float32 variables and softmax
-    xla: bool  # jit_compile=True
+    mixed_precision: bool
+    xla: bool
     distribute: str  # "none" or "mirrored"
     reason: str
 
@@ -52,246 +57,257 @@ def device_policy(gpu_names) -> DevicePolicy:
     return DevicePolicy(True, True, "mirrored", f"{len(gpus)} GPUs: mixed_float16, XLA, MirroredStrategy")
 
 
-def visible_gpus() -> list[str]:
-    names = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-    return names
-
-
 def apply_device_policy(policy: DevicePolicy):
     """Set the global dtype policy and return the distribution strategy to build models under."""
     keras.mixed_precision.set_global_policy("mixed_float16" if policy.mixed_precision else "float32")
     return tf.distribute.MirroredStrategy() if policy.distribute == "mirrored" else tf.distribute.get_strategy()
 
 
-# --------------------------------------------------------------------------- run bookkeeping
+# --------------------------------------------------------------------------- what a run is
 
 
 class RunSettingsError(Exception):
     """A run folder holds a different run than the one asked for."""
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+# What makes two runs the same run: a folder holding another is refused, never silently continued.
+IDENTITY = ("recipe", "classes", "data_root", "split_fingerprint", "repeat", "image_size", "epochs", "batch_size",
+            "weights_requested", "seed")
 
 
-def _write_json(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)  # atomic: an interruption never leaves half a file
+def positive(name: str, value, default: int) -> int:
+    """`value`, or `default` when it is None; 0, negative or non-whole numbers are refused, never replaced."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number; found {value!r}")
+    return int(value)
 
 
-class _SaveProgress(keras.callbacks.Callback):
-    """After each epoch: save the full model (weights and optimizer) and record how far the run got."""
+def plan_settings(recipe: Recipe, split: pd.DataFrame, classes, data_root, *, repeat: int = 0, epochs=None,
+                  image_size=None, batch_size=None, weights=None, seed: int = 0) -> dict:
+    """What is asked for: the recipe's sizes shrunk to the active profile's (fast, demo) unless given."""
+    profile = config.active_profile()
+    image_size = positive("image_size", image_size, min(recipe.image_size, profile.image_size))
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 (ResNet50 shrinks its input 32-fold); found {image_size}")
+    part = split[split["repeat"] == repeat]
+    if part.empty or not (part["split"] == "train").any():
+        raise ValueError(f"the split has no training images for repeat {repeat}; "
+                         f"it has repeats {sorted(split['repeat'].unique())}")
+    return {
+        "recipe": recipe.to_dict(), "classes": list(classes), "data_root": str(Path(data_root).resolve()),
+        "split_fingerprint": fingerprint(split), "repeat": int(repeat), "image_size": image_size,
+        "epochs": positive("epochs", epochs, min(recipe.epochs, profile.epochs)),
+        "batch_size": positive("batch_size", batch_size, min(recipe.batch_size, profile.batch_size)),
+        "weights_requested": weights or profile.weights, "seed": int(seed),
+        "monitored_on": "val" if (part["split"] == "val").any() else "test",
+    }
 
-    def __init__(self, checkpoints: Path, phase: str, best_val_loss: float):
-        super().__init__()
-        self.checkpoints, self.phase, self.best = checkpoints, phase, best_val_loss
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.best = min(self.best, float((logs or {}).get("val_loss", np.inf)))
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.model.save(self.checkpoints / "last.keras")
-        _write_json(self.checkpoints / "state.json",
-                    {"phase": self.phase, "epochs_done": epoch + 1, "best_val_loss": self.best,
-                     "finished": False})
-
-
-def read_history(run_dir) -> pd.DataFrame:
-    """The per-epoch history; an epoch repeated after a resume keeps its last row."""
-    history = pd.read_csv(Path(run_dir) / "history.csv")
-    return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
-
-
-def _identity(settings: dict) -> dict:
-    keys = ("recipe", "task", "data_root", "image_size", "epochs", "batch_size", "weights_requested", "seed",
-            "split_mode", "repeat")
-    older_runs = {"split_mode": "paper_a", "repeat": 0}  # runs saved before Paper B's protocol existed
-    return {k: settings.get(k, older_runs.get(k)) for k in keys}
+def differences(old: dict, new: dict) -> list[str]:
+    """The identity settings two runs disagree on, each as "name: old → new"."""
+    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in IDENTITY if old.get(key) != new.get(key)]
 
 
 # --------------------------------------------------------------------------- training
 
 
-def train_run(run_dir, data_root, recipe: str = "paper_a", task: int = 4, *, epochs: int | None = None,
-              image_size: int | None = None, batch_size: int | None = None, weights: str | None = None,
-              seed: int = 0, split_mode: str = "paper_a", repeat: int = 0, callbacks=(), log=print) -> dict:
-    """Train `recipe` on the dataset under `data_root` into `run_dir`, or resume it; returns settings.
+def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, repeat: int = 0, epochs=None,
+          image_size=None, batch_size=None, weights=None, seed: int = 0, callbacks=(), log=print) -> dict:
+    """Train `recipe` on repeat `repeat` of `split` (a table from `helpers.splits`, with image paths under
+    `data_root`) into `run_dir`, or resume it there; returns the run's settings.
 
-    Sizes default to the recipe's, shrunk to the active profile's (fast/demo); weights default to the
-    profile's ("imagenet", or "none" in the fast profile). `split_mode` "paper_b" trains on sub-sample
-    `repeat` of Paper B's cross-validation; having no validation part, it monitors its test part
-    without selecting anything on it (fixed epochs, last epoch kept).
+    Sizes default to the recipe's, shrunk to the active profile's; weights to the profile's ("imagenet", or
+    "none" in the fast profile). Without validation images (Paper B's sub-samples) the test part is watched
+    during training but nothing is selected on it: the recipe must keep its last epoch.
     """
-    run_dir, profile, plan = Path(run_dir), config.active_profile(), get_recipe(recipe)
-    checkpoints = run_dir / "checkpoints"
-    classes = task_classes(task)
-    settings = {
-        "recipe": plan.name, "task": task, "classes": list(classes),
-        "data_root": str(find_dataset(data_root, classes=classes).root),
-        "image_size": image_size or min(plan.image_size, profile.image_size),
-        "epochs": epochs or min(plan.epochs, profile.epochs),
-        "batch_size": batch_size or min(plan.batch_size, profile.batch_size),
-        "weights_requested": weights or profile.weights, "seed": seed,
-        "split_mode": split_mode, "repeat": repeat,
-    }
-    previous = _read_json(run_dir / "settings.json")
-    state = _read_json(checkpoints / "state.json") if previous is not None else None
-    if previous is not None:
-        if _identity(previous) != _identity(settings):
-            raise RunSettingsError(
-                f"{run_dir} holds a different run ({_identity(previous)}); asked for {_identity(settings)}. "
-                "Use another output folder, or delete this one to start over.")
-        if previous.get("finished"):
-            log(f"{run_dir} is already trained; nothing to do.")
-            return previous
-        log(f"Resuming {run_dir} after epoch {state['epochs_done'] if state else 0}.")
-
+    run_dir = Path(run_dir)
+    settings = plan_settings(recipe, split, classes, data_root, repeat=repeat, epochs=epochs,
+                             image_size=image_size, batch_size=batch_size, weights=weights, seed=seed)
+    if settings["monitored_on"] == "test" and recipe.select_best:
+        raise ValueError(f"recipe {recipe.name} selects its best epoch on validation images, and this split has "
+                         "none; use a split with a validation part, or a recipe that keeps its last epoch")
+    previous = _existing_run(run_dir, settings, log)
+    if previous is not None and previous.get("finished"):
+        log(f"{run_dir} is already trained; nothing to do.")
+        return previous
     keras.utils.set_random_seed(seed)
-    policy = device_policy(visible_gpus())
+    policy = device_policy(config.visible_gpus())
     strategy = apply_device_policy(policy)
-    split = _run_split(run_dir, settings, classes)
     data = datasets_from_split(split, classes, settings["image_size"], settings["batch_size"], repeat=repeat,
-                               flip=plan.flip, normalisation=plan.normalisation, seed=seed)
-    monitor = "val" if "val" in data else "test"
-    if monitor == "test" and plan.select_best:
-        raise ValueError(f"recipe {plan.name} selects its best epoch on validation images, and this split "
-                         f"({split_mode}) has none; use split_mode='paper_a' or the paper_b recipe")
+                               flip=recipe.flip, normalisation=recipe.normalisation, seed=seed, progress=True)
+    model, state = _build_or_resume(run_dir, settings, previous, recipe, strategy, policy, log)
+    settings = _record_start(run_dir, split, settings, recipe, model, policy)
+    model = _fit_phases(model, data, settings, recipe, state, strategy, policy, callbacks, run_dir, log)
+    return _finish(run_dir, model, data, split, settings, recipe, log)
 
+
+def _existing_run(run_dir: Path, settings: dict, log):
+    """The settings of the run already in `run_dir`, None for an empty (or never started) folder.
+
+    A folder whose settings are missing or whose split.csv does not match its settings (a command that failed
+    half-way) is started again; one holding a different run is refused, saying what differs.
+    """
+    try:
+        previous = files.read_json(run_dir / "settings.json")
+    except ValueError:
+        previous = None
+    if previous is None:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            log(f"{run_dir} holds no complete run (no readable settings.json): starting it afresh.")
+        return None
+    changed = differences(previous, settings)
+    if changed:
+        raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
+                               "Use another output folder, or delete this one to start over.")
+    split_file = run_dir / "split.csv"
+    if not split_file.exists() or fingerprint(load_split(split_file, settings["data_root"])) != \
+            previous["split_fingerprint"]:
+        log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
+        return None
+    return previous
+
+
+def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, strategy, policy, log):
+    """(model, state): the checkpoint of the last finished epoch (or the one before, if that one is unreadable),
+    or a newly built model and state None."""
+    checkpoints = run_dir / "checkpoints"
     with strategy.scope():
-        if state is not None and (checkpoints / "last.keras").exists():
-            model = keras.models.load_model(checkpoints / "last.keras")
+        for state in _saved_states(checkpoints) if previous is not None else []:
+            try:
+                model = keras.models.load_model(checkpoints / state["checkpoint"])
+            except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, whatever Keras calls it
+                log(f"Checkpoint {state['checkpoint']} could not be read ({config.first_line(exc)}); "
+                    "trying the one before.")
+                continue
             model.jit_compile = policy.xla  # the saved compile settings would leave it to "auto"
-            weights_used, fallback = previous["weights_used"], previous["weights_fallback_reason"]
-        else:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-            (run_dir / "history.csv").unlink(missing_ok=True)
-            model, weights_used, fallback = models.build_model(
-                plan.head, len(classes), settings["image_size"], settings["weights_requested"], plan.dropout,
-                backbone=plan.backbone)
-            state = None
-    pretrained = weights_used != "none"
-    warmup, main = split_epochs(plan, settings["epochs"], pretrained)
-    settings.update({
-        "weights_used": weights_used, "pretrained": pretrained, "weights_fallback_reason": fallback,
-        "warmup_epochs": warmup, "main_epochs": main,
-        "learning_rate": plan.learning_rate if pretrained else plan.scratch_learning_rate,
-        "normalisation": plan.normalisation, "flip": plan.flip, "head": plan.head, "backbone": plan.backbone,
-        "monitored_on": monitor, "selects_best_epoch": plan.select_best,
-        "class_weights": _class_weights(split, classes, repeat) if plan.class_weights else None,
-        "batchnorm": ("inference mode while fine-tuning" if pretrained and plan.freeze_batchnorm
+            settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
+            log(f"Resuming {run_dir} after epoch {state['epochs_done']}.")
+            return model, state
+        if previous is not None:
+            log(f"No readable checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (run_dir / "history.csv").unlink(missing_ok=True)
+        model, weights_used, fallback = models.build_model(
+            recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
+            recipe.dropout, backbone=recipe.backbone)
+    settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
+    if weights_used == "none":
+        models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
+    return model, None
+
+
+def _saved_states(checkpoints: Path) -> list[dict]:
+    """The newest state and the one before it, newest first (each names its own checkpoint file)."""
+    try:
+        state = files.read_json(checkpoints / "state.json")
+    except ValueError:
+        return []
+    return [s for s in (state, (state or {}).get("previous")) if s]
+
+
+def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, model, policy) -> dict:
+    """Write the split, then the settings (in that order: settings.json marks a folder as a complete run)."""
+    pretrained = settings["weights_used"] != "none"
+    warmup, main = split_epochs(recipe, settings["epochs"], pretrained)
+    settings = {
+        **settings, "pretrained": pretrained, "warmup_epochs": warmup, "main_epochs": main,
+        "learning_rate": recipe.learning_rate if pretrained else recipe.scratch_learning_rate,
+        "class_weights": _class_weights(split, settings["classes"], settings["repeat"]) if recipe.class_weights
+        else None,
+        "batchnorm": ("inference mode while fine-tuning" if pretrained and recipe.freeze_batchnorm
                       else "trainable" if pretrained
                       else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data after training"),
-        "profile": profile.name, "profile_reason": profile.reason,
-        "devices": visible_gpus() or ["CPU"], "device_policy": dataclasses.asdict(policy),
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                     "keras": keras.__version__},
+        "profile": config.active_profile().name, "profile_reason": config.active_profile().reason,
+        "devices": list(config.visible_gpus()) or ["CPU"], "device_policy": dataclasses.asdict(policy),
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
         "finished": False,
-    })
-    _write_json(run_dir / "settings.json", settings)
-    if not pretrained and state is None:
-        models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
-
-    started = time.perf_counter()
-    elapsed_before = float(read_history(run_dir)["elapsed_seconds"].max()) if state else 0.0
-    done = state["epochs_done"] if state else 0
-    best = state["best_val_loss"] if state else np.inf
-    phases = [("warmup", 0, warmup), ("main", warmup, warmup + main)]
-    last_is_best = False  # whether the weights in memory are the best epoch's (then no reload)
-    for phase, first, last in phases:
-        if last <= first or done >= last:
-            continue
-        resumed_here = state is not None and state["phase"] == phase
-        if not resumed_here:
-            with strategy.scope():
-                _configure_phase(model, plan, phase, pretrained, policy)
-        log(f"{phase}: epochs {max(first, done) + 1}–{last} of {warmup + main}")
-        history = model.fit(
-            data["train"], validation_data=data[monitor], initial_epoch=max(first, done), epochs=last,
-            class_weight=_as_class_weight(settings["class_weights"], classes), verbose=2,
-            shuffle=False,  # the tf.data pipeline shuffles
-            callbacks=[
-                _ElapsedTime(started - elapsed_before),  # first, so CSVLogger records it
-                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-                *([keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor="val_loss",
-                                                   save_best_only=True, initial_value_threshold=best)]
-                  if plan.select_best else []),
-                *([keras.callbacks.EarlyStopping(monitor="val_loss", patience=plan.patience)]
-                  if phase == "main" and plan.early_stopping else []),
-                _SaveProgress(checkpoints, phase, best),
-                *callbacks,
-            ],
-        )
-        done = max(first, done) + len(history.epoch)
-        best = min([best, *history.history.get("val_loss", [])])
-        last_is_best = bool(history.history.get("val_loss")) and history.history["val_loss"][-1] <= best
-        state = None
-        if done < last:  # early stopping
-            break
-
-    if plan.select_best and not last_is_best and (checkpoints / "best.keras").exists():
-        model = keras.models.load_model(checkpoints / "best.keras")
-    if not pretrained:
-        settings["validation_before_batchnorm_reestimation"] = _evaluate(model, data[monitor])
-        train = split[(split["split"] == "train") & (split["repeat"] == repeat)]
-        reference = build_dataset(train["path"], train["label"].map(classes.index),
-                                  len(classes), settings["image_size"], settings["batch_size"],
-                                  normalisation=plan.normalisation)
-        settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference)
-    settings["validation"] = _evaluate(model, data[monitor])
-    _save_for_inference(model, run_dir / "model.keras")
-    history = read_history(run_dir)
-    settings.update({
-        "epochs_run": int(len(history)), "stopped_early": bool(len(history) < warmup + main),
-        "best_val_loss": float(history["val_loss"].min()),
-        "train_seconds_this_session": round(time.perf_counter() - started, 1), "finished": True,
-    })
-    _write_json(run_dir / "settings.json", settings)
-    _write_json(checkpoints / "state.json", {"phase": "done", "epochs_done": int(len(history)),
-                                            "best_val_loss": settings["best_val_loss"], "finished": True})
-    for checkpoint in checkpoints.glob("*.keras"):  # 300 MB each with optimizer state; model.keras remains
-        checkpoint.unlink()
+    }
+    save_split(split, run_dir / "split.csv")
+    files.write_json(run_dir / "settings.json", settings)
     return settings
 
 
-def _save_for_inference(model, path: Path) -> None:
-    """Save weights and architecture without the optimizer state (a third of the size)."""
+def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, policy, callbacks, run_dir, log):
+    """The warm-up (backbone frozen) and the main phase, each continued from `state` where it was left."""
+    warmup, main = settings["warmup_epochs"], settings["main_epochs"]
+    progress = _Progress(run_dir, settings, recipe, state, log)
+    for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
+        done = progress.epochs_done
+        if last <= first or done >= last:
+            continue
+        if not (state is not None and state["phase"] == phase and done > first):
+            with strategy.scope():  # a phase begins (or the state is of the other phase): set it up
+                _configure_phase(model, recipe, phase, settings["pretrained"], policy, len(settings["classes"]))
+        log(f"{phase}: epochs {done + 1}–{last} of {warmup + main}")
+        progress.phase = phase
+        model.fit(data["train"], validation_data=data[settings["monitored_on"]], initial_epoch=done, epochs=last,
+                  class_weight=_as_class_weight(settings["class_weights"], settings["classes"]),
+                  verbose="auto", shuffle=False,  # the tf.data pipeline shuffles
+                  callbacks=[*progress.callbacks(phase), *callbacks])
+        if progress.epochs_done < last:  # stopped early
+            break
+    if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
+        model.load_weights(run_dir / "checkpoints" / "best.weights.h5")
+        log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")
+    return model
+
+
+def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, log) -> dict:
+    """Score the final model on the monitored part (before and after BatchNorm re-estimation for random-init
+    backbones), save it for inference, mark the run finished, and remove the resume checkpoints."""
+    monitored = settings["monitored_on"]
+    scores = {}
+    if not settings["pretrained"]:
+        scores[f"{monitored}_before_batchnorm_reestimation"] = evaluate(model, data[monitored])
+        train_rows = split[(split["split"] == "train") & (split["repeat"] == settings["repeat"])]
+        reference = build_dataset(train_rows["path"], train_rows["label"].map(settings["classes"].index),
+                                  len(settings["classes"]), settings["image_size"], settings["batch_size"],
+                                  normalisation=recipe.normalisation)
+        settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference)
+    scores[monitored] = evaluate(model, data[monitored])
+    save_for_inference(model, run_dir / "model.keras")
+    history = pd.read_csv(run_dir / "history.csv")
+    settings.update({
+        "scores": scores, "epochs_run": int(len(history)),
+        "stopped_early": bool(len(history) < settings["warmup_epochs"] + settings["main_epochs"]),
+        "train_seconds": round(float(history["train_seconds"].iloc[-1]), 1),
+        "unreadable_files": unreadable_files(split["path"]), "finished": True,
+    })
+    files.write_json(run_dir / "settings.json", settings)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ~300 MB each with optimizer state
+    log(f"Finished {run_dir}: {monitored} accuracy {scores[monitored]['accuracy']:.3f}.")
+    return settings
+
+
+def save_for_inference(model, path: Path) -> None:
+    """Save weights and architecture without the optimizer state (a third of the size), atomically."""
     clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
     clean.set_weights(model.get_weights())
-    clean.save(path)
+    with files.atomic_path(path) as tmp:
+        clean.save(tmp)
 
 
-def _run_split(run_dir: Path, settings: dict, classes) -> pd.DataFrame:
-    """The run's own copy of the course split (made and saved once per dataset and task)."""
-    path = run_dir / "split.csv"
-    if not path.exists():
-        from helpers.course import course_split, scan_cached
-
-        scan = scan_cached(find_dataset(settings["data_root"], classes=classes))
-        save_split(course_split(scan, mode=settings["split_mode"], task=settings["task"], seed=settings["seed"]),
-                   path)
-    return load_split(path, settings["data_root"])
+def evaluate(model, dataset) -> dict:
+    """Loss and accuracy of `model` on a dataset, rounded for settings.json."""
+    if not model.compiled:
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {"loss": round(float(results["loss"]), 4), "accuracy": round(float(results["accuracy"]), 4)}
 
 
-class _ElapsedTime(keras.callbacks.Callback):
-    """Adds wall-clock seconds since the run began (across resumes) to each epoch's logs: Paper B's
-    time-to-accuracy curves need it."""
-
-    def __init__(self, origin: float):
-        super().__init__()
-        self.origin = origin
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["elapsed_seconds"] = round(time.perf_counter() - self.origin, 2)
-
-
-def time_to_accuracy(history: pd.DataFrame, threshold: float = 0.95, column: str = "val_accuracy"):
-    """Seconds of training until `column` first reached `threshold`, or None if it never did."""
-    reached = history[history[column] >= threshold]
-    return float(reached["elapsed_seconds"].iloc[0]) if len(reached) else None
+def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy: DevicePolicy,
+                     n_classes: int) -> None:
+    if phase == "warmup":
+        models.set_backbone_trainable(model, False)
+        rate = recipe.warmup_learning_rate
+    else:
+        freeze_bn = pretrained and recipe.freeze_batchnorm
+        models.set_backbone_trainable(model, True, batchnorm_trainable=False if freeze_bn else True)
+        rate = recipe.learning_rate if pretrained else recipe.scratch_learning_rate
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
+                  metrics=["accuracy", BalancedAccuracy(n_classes)], jit_compile=policy.xla)
 
 
 def _class_weights(split: pd.DataFrame, classes, repeat: int = 0) -> dict:
@@ -303,25 +319,162 @@ def _class_weights(split: pd.DataFrame, classes, repeat: int = 0) -> dict:
 
 def _as_class_weight(by_name, classes):
     """Keras wants class weights by label index, in the task's class order."""
-    if not by_name:
-        return None
-    return {i: by_name.get(c, 1.0) for i, c in enumerate(classes)}
+    return {i: by_name.get(c, 1.0) for i, c in enumerate(classes)} if by_name else None
 
 
-def _configure_phase(model, plan, phase: str, pretrained: bool, policy: DevicePolicy) -> None:
-    if phase == "warmup":
-        models.set_backbone_trainable(model, False)
-        rate = plan.warmup_learning_rate
+# --------------------------------------------------------------------------- per-epoch bookkeeping
+
+
+class _Progress:
+    """What a run has done so far (epochs, history rows, the best epoch, early stopping's count), restored from
+    a saved state and saved again, atomically, after every epoch."""
+
+    def __init__(self, run_dir: Path, settings: dict, recipe: Recipe, state, log):
+        self.run_dir, self.settings, self.recipe, self.log = run_dir, settings, recipe, log
+        self.state = state or {}
+        self.rows = list(self.state.get("history", []))
+        self.best_loss = self.state.get("best_val_loss", np.inf)
+        self.best_epoch = self.state.get("best_epoch")
+        self.phase = self.state.get("phase")
+        _write_history(run_dir, self.rows)  # drops any row of an epoch the state does not know
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.rows)
+
+    def callbacks(self, phase: str) -> list:
+        found = [_Timing(self), _SaveEpoch(self)]
+        if phase == "main" and self.recipe.early_stopping:
+            main_rows = self.rows[self.settings["warmup_epochs"]:]
+            found.append(_ResumableEarlyStopping(self.recipe.patience, main_rows, self._monitored("loss")))
+        return found
+
+    def _monitored(self, metric: str) -> str:
+        return f"{self.settings['monitored_on']}_{metric}"
+
+    def epoch_finished(self, model, epoch: int, logs: dict) -> None:
+        row = {"epoch": epoch}
+        for key, value in logs.items():  # Keras calls the monitored part "val" even when it is the test part
+            name = self._monitored(key[4:]) if key.startswith("val_") else key
+            row[name] = round(float(value), 6)
+        checkpoints = self.run_dir / "checkpoints"
+        name = f"epoch-{epoch + 1:03d}.keras"
+        with files.atomic_path(checkpoints / name) as tmp:
+            model.save(tmp)
+        loss = row.get(self._monitored("loss"), np.inf)
+        if self.recipe.select_best and loss < self.best_loss:
+            with files.atomic_path(checkpoints / "best.weights.h5") as tmp:
+                model.save_weights(tmp)
+            self.best_loss, self.best_epoch = loss, epoch + 1
+        self.rows.append(row)
+        previous = {k: v for k, v in self.state.items() if k != "previous"} or None
+        self.state = {"phase": self.phase, "epochs_done": epoch + 1, "checkpoint": name, "history": self.rows,
+                      "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
+        files.write_json(checkpoints / "state.json", {**self.state, "previous": previous})
+        _write_history(self.run_dir, self.rows)
+        keep = {name, previous["checkpoint"] if previous else None}
+        for old in checkpoints.glob("epoch-*.keras"):  # this epoch's and the previous one's stay
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+
+def _write_history(run_dir: Path, rows: list) -> None:
+    if rows:
+        with files.atomic_path(run_dir / "history.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
     else:
-        freeze_bn = pretrained and plan.freeze_batchnorm
-        models.set_backbone_trainable(model, True, batchnorm_trainable=False if freeze_bn else True)
-        rate = plan.learning_rate if pretrained else plan.scratch_learning_rate
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=policy.xla)
+        (run_dir / "history.csv").unlink(missing_ok=True)
 
 
-def _evaluate(model, dataset) -> dict:
-    if not model.compiled:
-        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
-    loss, accuracy = model.evaluate(dataset, verbose=0)
-    return {"loss": round(float(loss), 4), "accuracy": round(float(accuracy), 4)}
+class _Timing(keras.callbacks.Callback):
+    """Adds to each epoch's logs the seconds since the run began (across resumes) and the seconds spent
+    training, without evaluation: Paper B's time-to-accuracy curves compare runs whose monitored parts differ
+    in size, so only training time is comparable."""
+
+    def __init__(self, progress: _Progress):
+        super().__init__()
+        last = progress.rows[-1] if progress.rows else {}
+        self.elapsed_before = last.get("elapsed_seconds", 0.0)
+        self.trained_before = last.get("train_seconds", 0.0)
+        self.trained = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.origin = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started, self.epoch_trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self.epoch_trained is None:  # validation after the epoch's training batches
+            self.epoch_trained = time.perf_counter() - self.epoch_started
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            self.trained += self.epoch_trained if self.epoch_trained is not None else \
+                time.perf_counter() - self.epoch_started
+            logs["train_seconds"] = round(self.trained_before + self.trained, 2)
+            logs["elapsed_seconds"] = round(self.elapsed_before + time.perf_counter() - self.origin, 2)
+
+
+class _SaveEpoch(keras.callbacks.Callback):
+    def __init__(self, progress: _Progress):
+        super().__init__()
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.epoch_finished(self.model, epoch, logs or {})
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping on the monitored loss, whose count of epochs without improvement survives a resume
+    (plain EarlyStopping starts counting again at every fit)."""
+
+    def __init__(self, patience: int, rows: list, column: str):
+        super().__init__(monitor="val_loss", mode="min", patience=patience)
+        self.history_losses = [row[column] for row in rows if column in row]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for loss in self.history_losses:  # the epochs before the resume, counted as EarlyStopping counts them
+            self.wait += 1
+            if self._is_improvement(loss, self.best):
+                self.best, self.wait = loss, 0
+
+
+@keras.saving.register_keras_serializable(package="cxr_course")
+class BalancedAccuracy(keras.metrics.Metric):
+    """Accuracy averaged over classes (each class's recall, then the mean): on an imbalanced set it equals the
+    accuracy the model would have on a balanced one, so runs monitored on different parts compare fairly."""
+
+    def __init__(self, n_classes: int, name: str = "balanced_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.n_classes = n_classes
+        self.hits = self.add_variable(shape=(n_classes,), initializer="zeros", name="hits")
+        self.support = self.add_variable(shape=(n_classes,), initializer="zeros", name="support")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):  # class weights do not weigh a recall
+        true = keras.ops.one_hot(keras.ops.argmax(y_true, axis=-1), self.n_classes, dtype=self.dtype)
+        right = keras.ops.cast(keras.ops.argmax(y_true, axis=-1) == keras.ops.argmax(y_pred, axis=-1), self.dtype)
+        self.support.assign_add(keras.ops.sum(true, axis=0))
+        self.hits.assign_add(keras.ops.sum(true * right[:, None], axis=0))
+
+    def result(self):
+        present = keras.ops.cast(self.support > 0, self.dtype)
+        recall = self.hits / keras.ops.maximum(self.support, 1.0)
+        return keras.ops.sum(recall * present) / keras.ops.maximum(keras.ops.sum(present), 1.0)
+
+    def reset_state(self):
+        self.hits.assign(keras.ops.zeros_like(self.hits))
+        self.support.assign(keras.ops.zeros_like(self.support))
+
+    def get_config(self):
+        return {**super().get_config(), "n_classes": self.n_classes}
+
+
+def time_to_accuracy(history: pd.DataFrame, threshold: float = 0.95, column: str = "test_accuracy",
+                     clock: str = "train_seconds"):
+    """Seconds of training until `column` first reached `threshold`, or None if it never did."""
+    reached = history[history[column] >= threshold]
+    return float(reached[clock].iloc[0]) if len(reached) else None

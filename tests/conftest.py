@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -10,9 +11,12 @@ import pytest
 from PIL import Image
 
 from helpers import config
-from helpers.data import CLASSES
+from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
+from helpers.recipes import PAPER_A
+from helpers.runs import Run
+from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
-from helpers.training import read_history, train_run
+from helpers.training import train
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +40,23 @@ def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
 
 @pytest.fixture
 def make_tree(tmp_path):
-    """Build a dataset tree: make_tree({"COVID": 3, ...}, layout="kaggle"|"flat", names=...)."""
+    """Build a dataset tree: make_tree({"COVID": 3, ...}, layout="kaggle"|"flat", names=..., masks=True)."""
 
-    def build(counts=None, layout="kaggle", names=None, top="COVID-19_Radiography_Dataset") -> Path:
+    made = []
+
+    def build(counts=None, layout="kaggle", names=None, top="COVID-19_Radiography_Dataset", masks=True) -> Path:
         counts = counts or {c: 3 for c in CLASSES}
         names = names or {}
-        root = tmp_path / "download" / top
+        made.append(tmp_path / ("download" if not made else f"download-{len(made) + 1}"))
+        root = made[-1] / top
         for cls, n in counts.items():
             folder_name = names.get(cls, cls)
             images = root / folder_name / "images" if layout == "kaggle" else root / folder_name
             for i in range(1, n + 1):
                 write_png(images / f"{folder_name}-{i}.png", gray(seed=1000 * CLASSES.index(cls) + i))
-                if layout == "kaggle":
+                if layout == "kaggle" and masks:
                     write_png(root / folder_name / "masks" / f"{folder_name}-{i}.png", gray(255))
-        return tmp_path / "download"
+        return made[-1]
 
     return build
 
@@ -77,7 +84,21 @@ class RecordEpochs(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-TINY = {"task": 4, "image_size": 32, "batch_size": 8, "weights": "none"}
+TINY = {"image_size": 32, "batch_size": 8, "weights": "none", "log": lambda *_: None}
+
+
+def phantom_split(root, mode: str = "paper_a", task: int = 4, **options):
+    """A split of a phantom set, with image paths."""
+    layout = find_dataset(root)
+    split = make_split(scan_dataset(layout).index, mode=mode, task=task, **options)
+    split["path"] = [str(layout.root / p) for p in split["relpath"]]
+    return split
+
+
+def train_tiny(run, root, recipe=PAPER_A, task: int = 4, split=None, **options):
+    """Train a tiny run (32 px, random init) of `recipe` on a phantom set."""
+    split = phantom_split(root, task=task) if split is None else split
+    return train(run, split, recipe, task_classes(task), find_dataset(root).root, **{**TINY, **options})
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +106,23 @@ def resumed_run(tmp_path_factory, phantom_root):
     """A tiny paper_a run interrupted after its 2nd epoch (of 3), then resumed by the same call:
     (run folder, settings, history at the interruption, epochs run after resuming)."""
     run = tmp_path_factory.mktemp("run") / "paper_a"
-    quiet = {"log": lambda *_: None, **TINY}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "OUTPUT_DIR", tmp_path_factory.mktemp("outputs"))
         with pytest.raises(Interrupted):
-            train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[InterruptAfter(1)], **quiet)
-        interrupted_history = read_history(run)
+            train_tiny(run, phantom_root, epochs=3, callbacks=[InterruptAfter(1)])
+        interrupted_history = Run(run).history()
         recorder = RecordEpochs()
-        settings = train_run(run, phantom_root, "paper_a", epochs=3, callbacks=[recorder], **quiet)
+        settings = train_tiny(run, phantom_root, epochs=3, callbacks=[recorder])
     return run, settings, interrupted_history, recorder.epochs
+
+
+def fake_run(folder: Path, model, classes, image_size: int, normalisation: str = "rescale") -> Run:
+    """A Run of a hand-built model: its settings as a run folder records them, its model given, not loaded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = {**PAPER_A.to_dict(), "normalisation": normalisation}
+    (folder / "settings.json").write_text(json.dumps({
+        "recipe": recipe, "classes": list(classes), "image_size": image_size, "repeat": 0, "batch_size": 8,
+        "monitored_on": "val", "finished": True}))
+    run = Run(folder)
+    run.__dict__["model"] = model  # what `Run.model` would load
+    return run

@@ -10,7 +10,7 @@ from helpers import cam
 from helpers.models import build_model
 
 
-def tiny_model(head="cam", seed=0):
+def tiny_model(head="linear", seed=0):
     """A small flat model with the course's layer names: conv features → gap → [fc] → logits → softmax."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((16, 16, 3))
@@ -59,14 +59,14 @@ def test_batched_grad_cam_equals_one_image_at_a_time():
 
 
 def test_shapes_and_ranges_on_the_course_models():
-    model, _, _ = build_model("cam", n_classes=3, image_size=64, weights="none")
+    model, _, _ = build_model("linear", n_classes=3, image_size=64, weights="none")
     images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
     maps = cam.class_activation_maps(model, images)
     assert maps.shape == (2, 2, 2, 3) and maps.min() >= 0 and maps.max() <= 1
     paper_a, _, _ = build_model("paper_a", n_classes=4, image_size=64, weights="none")
     with pytest.raises(ValueError, match="CAM needs a linear head"):
         cam.class_activation_maps(paper_a, images)
-    finer = cam.grad_cam(paper_a, images, layer="conv4_block6_out")
+    finer = cam.grad_cam(paper_a, images, layer="conv4_block5_out")
     assert finer.shape == (2, 4, 4) and 0 <= finer.min() and finer.max() <= 1
     assert cam.upsample(finer, 64).shape == (2, 64, 64)
 
@@ -94,7 +94,7 @@ def test_grad_cam_of_every_class_equals_one_class_at_a_time():
 
 
 def test_auto_method_uses_cam_only_where_it_is_defined():
-    linear, paper_a = tiny_model("cam"), tiny_model("paper_a")
+    linear, paper_a = tiny_model("linear"), tiny_model("paper_a")
     assert cam.choose_method(linear) == "cam"
     assert cam.choose_method(paper_a) == "gradcam"
     assert cam.choose_method(linear, layer="features") == "gradcam"
@@ -125,13 +125,10 @@ def brightness_model():
 
 @pytest.fixture
 def known_run(tmp_path):
-    """A run folder with settings only, and images whose lesion (a bright square) and lungs are known."""
-    from tests.conftest import write_png
+    """A run of the brightness model, and images whose lesion (a bright square) and lungs are known."""
+    from tests.conftest import fake_run, write_png
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "settings.json").write_text(
-        '{"classes": ["COVID", "Normal"], "image_size": 16, "normalisation": "rescale"}')
+    run = fake_run(tmp_path / "run", brightness_model(), ["COVID", "Normal"], image_size=SIZE)
     rows = []
     for n, (label, corner) in enumerate([("COVID", (2, 2)), ("COVID", (9, 8)), ("Normal", None)]):
         image, lesion, lungs = (np.zeros((SIZE, SIZE), np.uint8) for _ in range(3))
@@ -150,7 +147,7 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     run, rows = known_run
     marker = np.zeros((SIZE, SIZE), bool)
     marker[0, -2:] = True
-    table = cam.localisation_table(run, rows, model=brightness_model(), regions={"corner": marker}, batch_size=2)
+    table = cam.localisation_table(run, rows, regions={"corner": marker}, batch_size=2)
     assert list(table["predicted"]) == ["COVID", "COVID", "Normal"]
     np.testing.assert_array_equal(table["pointing_game"].iloc[:2], [1.0, 1.0])
     assert np.isnan(table["pointing_game"].iloc[2]) and np.isnan(table["lesion_energy"].iloc[2])
@@ -172,7 +169,7 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
 def test_localisation_refuses_labels_the_run_does_not_know(known_run):
     run, rows = known_run
     with pytest.raises(ValueError, match="was not trained on"):
-        cam.localisation_table(run, rows.assign(label="Viral Pneumonia"), model=brightness_model())
+        cam.localisation_table(run, rows.assign(label="Viral Pneumonia"))
 
 
 def test_overlays_are_written_per_image_and_bad_files_reported(known_run, tmp_path):
@@ -181,9 +178,49 @@ def test_overlays_are_written_per_image_and_bad_files_reported(known_run, tmp_pa
     same_name.parent.mkdir()
     same_name.write_bytes((tmp_path / "img0.png").read_bytes())
     table = cam.write_overlays(run, [*rows["path"], str(same_name), str(tmp_path / "missing.png")],
-                               tmp_path / "maps", model=brightness_model())
+                               tmp_path / "maps")
     written = table["overlay"].dropna()
     assert len(written) == 4 and len(set(written)) == 4
     assert all(p.endswith("_cam.png") and (tmp_path / "maps" / p.rsplit("/", 1)[-1]).stat().st_size > 0
                for p in written)
     assert table["error"].iloc[-1] == "file not found" and pd.isna(table["overlay"].iloc[-1])
+
+
+def test_the_last_block_of_a_stage_is_three_quarters_blind_and_refused():
+    """ResNet50's next stage reads the last block of a stage through stride-2 1×1 convolutions: one cell in four."""
+    model, _, _ = build_model("linear", n_classes=3, image_size=128, weights="none")
+    assert cam.live_cells(model, "conv4_block6_out") == (16, 64)
+    assert cam.live_cells(model, "conv3_block4_out") == (64, 256)
+    for layer in cam.FINER_LAYERS:
+        live, total = cam.live_cells(model, layer)
+        assert live == total
+    images = np.zeros((1, 128, 128, 3), np.float32)
+    with pytest.raises(ValueError, match="only 16 of its 64 cells .* use a layer whose every cell is live, e.g. "
+                                         "conv4_block5_out"):
+        cam.grad_cam(model, images, layer="conv4_block6_out")
+
+
+def test_cam_and_grad_cam_are_scaled_alike_so_they_agree_as_shown_and_scored():
+    model = tiny_model()
+    cam_maps, _ = cam.explain(model, IMAGES, "cam")
+    grad_maps, _ = cam.explain(model, IMAGES, "gradcam")
+    np.testing.assert_allclose(cam_maps, grad_maps, atol=1e-5)
+    assert cam_maps.min() == 0.0 and cam_maps.max() == 1.0
+
+
+def test_a_model_saved_under_mixed_precision_gives_the_maps_of_its_float32_twin(tmp_path):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = tiny_model("paper_a", seed=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.save(tmp_path / "mixed.keras")
+    loaded = keras.models.load_model(tmp_path / "mixed.keras")
+    twin = tiny_model("paper_a", seed=3)
+    twin.set_weights(loaded.get_weights())
+    assert loaded.get_layer("features").compute_dtype == "float16"
+    for k in range(3):
+        np.testing.assert_allclose(cam.grad_cam(loaded, IMAGES, class_index=[k] * 4),
+                                   cam.grad_cam(twin, IMAGES, class_index=[k] * 4), atol=1e-5)

@@ -42,10 +42,28 @@ def test_environment_variables_override_single_fields():
     ({"CXR_PROFILE": "turbo"}, "CXR_PROFILE must be one of fast, demo, full; found 'turbo'"),
     ({"CXR_FAST": "1", "CXR_EPOCHS": "many"}, "CXR_EPOCHS must be a positive whole number; found 'many'"),
     ({"CXR_FAST": "1", "CXR_EPOCHS": "0"}, "CXR_EPOCHS must be a positive whole number; found '0'"),
+    ({"CXR_FAST": "1", "CXR_REAL_PER_CLASS": "-3"}, "CXR_REAL_PER_CLASS must be a whole number ≥ 0"),
+    ({"CXR_FAST": "1", "CXR_WEIGHTS": "imagnet"}, "CXR_WEIGHTS must be one of imagenet, none or an existing"),
 ])
 def test_bad_settings_say_what_was_expected(env, message):
     with pytest.raises(ValueError, match=message):
         choose_profile(env)
+
+
+def test_zero_means_all_where_it_can():
+    assert choose_profile({"CXR_FAST": "1", "CXR_REAL_PER_CLASS": "0"}).real_per_class == 0
+
+
+def test_demo_on_a_cpu_trains_on_a_stated_sample_of_the_real_data_and_full_on_all():
+    assert choose_profile({}, has_gpu=False).real_per_class > 0
+    assert choose_profile({}, has_gpu=True).real_per_class == 0
+
+
+def test_profile_cli_says_what_is_wrong_with_a_setting_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("CXR_PROFILE", "turbo")
+    assert main(["profile"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: CXR_PROFILE must be one of") and error.count("\n") == 1
 
 
 def test_profile_cli_prints_the_active_profile(capsys, monkeypatch):

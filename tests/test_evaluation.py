@@ -118,20 +118,17 @@ def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
     """A run whose model calls bright images COVID: darkening the images turns every COVID into Normal."""
     import keras
 
-    from tests.conftest import write_png
+    from tests.conftest import fake_run, write_png
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "settings.json").write_text(json.dumps({"classes": ["COVID", "Normal"], "image_size": 8,
-                                                   "normalisation": "rescale"}))
     inputs = keras.Input((8, 8, 3))
     logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
     model = keras.Model(inputs, keras.layers.Softmax()(logits))
     model.layers[-2].set_weights([np.array([[1.0, -1.0]] * 3), np.array([-0.5, 0.5])])
+    run = fake_run(tmp_path / "run", model, ["COVID", "Normal"], image_size=8)
     rows = pd.DataFrame({"path": [str(write_png(tmp_path / f"{v}.png", np.full((8, 8), v, np.uint8)))
                                   for v in (250, 240, 10)], "label": ["COVID", "COVID", "Normal"]})
     table = evaluation.accuracy_under_edits(run, rows, {"darkened": lambda pixels, _: pixels // 10},
-                                            model=model, watch_class="COVID")
+                                            watch_class="COVID")
     assert table.loc["all", ("as is", "accuracy")] == 1.0
     assert table.loc["COVID", ("darkened", "accuracy")] == 0.0 and table.loc["Normal", ("darkened", "accuracy")] == 1
     assert table.loc["all", ("as is", "predicted COVID")] == pytest.approx(2 / 3)
@@ -140,3 +137,26 @@ def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
     assert table.loc["all", ("darkened", "informedness")] == 0.0  # everything called Normal: nothing told apart
     described = evaluation.describe_edits(table)
     assert "darkened: accuracy 33%" in described and "No class is told apart" in described
+
+
+def test_paper_a_figure_2_is_what_predictions_independent_of_the_labels_look_like():
+    """Paper A's own confusion matrix: 35.2% right, kappa about 0, chi-square p about 0.8, and column totals that
+    are exactly 20% of each class of the dataset (the validation labels)."""
+    matrix = np.array(evaluation.PAPER_A_FIGURE_2)
+    assert matrix.sum() == 4232 and np.trace(matrix) == 1489
+    check = evaluation.independence_check(matrix)
+    assert check["accuracy"] == pytest.approx(1489 / 4232) and round(check["accuracy"], 3) == 0.352
+    assert check["accuracy_if_independent"] == pytest.approx(0.3565, abs=5e-4)
+    assert abs(check["kappa"]) < 0.01 and check["kappa"] == pytest.approx(-0.0072, abs=5e-4)
+    assert check["dof"] == 9 and check["chi2"] == pytest.approx(5.41, abs=0.01)
+    assert check["p_value"] == pytest.approx(0.797, abs=0.001)
+    dataset = np.array([3616, 6012, 10192, 1345])  # COVID, Lung_Opacity, Normal, Viral Pneumonia
+    assert check["column_totals"] == [723, 1202, 2038, 269] == list(np.floor(dataset * 0.2).astype(int))
+    expected = np.array(check["expected_if_independent"])
+    assert expected.sum() == pytest.approx(4232) and np.abs(expected - matrix).max() < 18
+
+
+def test_a_model_that_learned_something_is_far_from_independent():
+    matrix = np.array([[90, 5, 5], [10, 80, 10], [5, 5, 90]])
+    check = evaluation.independence_check(matrix)
+    assert check["kappa"] > 0.7 and check["p_value"] < 1e-6

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import config, course, data, pipeline, plots, timing  # noqa: E402
+from helpers import config, data, datasets, pipeline, plots, timing  # noqa: E402
 from helpers.data import CLASSES, find_dataset, scan_dataset  # noqa: E402
 
 
@@ -55,9 +55,25 @@ def test_figures_draw_one_panel_per_item_and_save(scan, figure_dir, draw, axes):
     assert draw(scan, None) is not None and len(list(figure_dir.iterdir())) == 1
 
 
-def test_mask_overlays_need_masks(scan):
-    with pytest.raises(ValueError, match="no image in this index has a lung mask"):
-        plots.mask_overlays(scan.index.assign(mask_path=None))
+def test_without_lung_masks_the_overlays_say_so_and_the_notebook_goes_on(scan, capsys):
+    assert plots.mask_overlays(scan.index.assign(mask_path=None)) is None
+    assert "No lung masks in this copy" in capsys.readouterr().out
+
+
+def test_figures_carry_what_they_show(scan, figure_dir, phantom_root, make_tree):
+    class FakeRun:
+        def __init__(self, pretrained):
+            self.settings = {"pretrained": pretrained}
+
+    try:
+        caption = plots.set_caption(find_dataset(phantom_root), FakeRun(False))
+        assert "PHANTOM" in caption and "RANDOM-INIT" in caption
+        figure = plots.class_counts(data.class_balance(scan.index), save_as="captioned")
+        assert caption in [t.get_text() for t in figure.texts]
+        caption = plots.set_caption(find_dataset(make_tree()), FakeRun(True))
+        assert "real radiographs" in caption and "ImageNet-pretrained" in caption
+    finally:
+        plots._CAPTION["text"] = ""
 
 
 def test_describe_inputs_reports_each_channel():
@@ -89,9 +105,16 @@ def test_device_report_names_versions_devices_and_profile():
     assert "profile 'fast'" in report
 
 
-def test_data_statement_says_phantom_or_real(phantom_root, make_tree):
-    assert "GENERATED PHANTOM" in course.data_statement(find_dataset(phantom_root))
-    assert "real COVID-19 Radiography Database" in course.data_statement(find_dataset(make_tree()))
+def test_data_statement_says_phantom_or_real_sampled_or_not_and_masks_or_not(phantom_root, make_tree):
+    demo, full = config.choose_profile({}, has_gpu=False), config.choose_profile({}, has_gpu=True)
+    assert "GENERATED PHANTOM" in datasets.data_statement(find_dataset(phantom_root), demo)
+    real = find_dataset(make_tree())
+    statement = datasets.data_statement(real, demo)
+    assert "real COVID-19 Radiography Database" in statement
+    assert f"use {demo.real_per_class} images per class sampled from it" in statement
+    assert "sampled" not in datasets.data_statement(real, full) and "no lung masks" not in statement
+    without_masks = find_dataset(make_tree(masks=False))
+    assert "This copy has no lung masks" in datasets.data_statement(without_masks, full)
 
 
 def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypatch, capsys):
@@ -101,8 +124,8 @@ def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypat
     def offline():
         raise data.DatasetError("could not download it (offline)")
 
-    monkeypatch.setattr(course, "download_dataset", offline)
-    layout = course.course_dataset(config.choose_profile({"CXR_FAST": "1"}), download=True)
+    monkeypatch.setattr(datasets, "download_dataset", offline)
+    layout = datasets.active_dataset(config.choose_profile({"CXR_FAST": "1"}), download=True)
     assert layout.is_phantom
     printed = capsys.readouterr().out
     assert "Using generated phantoms instead of the real dataset: could not download" in printed

@@ -24,8 +24,8 @@ def test_paper_a_parameter_counts_match_table_1_where_the_arithmetic_allows(pape
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_cam_head_is_linear_on_pooled_features(n_classes):
-    model, _, _ = build_model("cam", n_classes=n_classes, image_size=32, weights="none")
+def test_linear_head_is_linear_on_pooled_features(n_classes):
+    model, _, _ = build_model("linear", n_classes=n_classes, image_size=32, weights="none")
     counts = parameter_table(model).set_index("layer")["parameters"]
     assert counts["logits (Dense)"] == 2048 * n_classes + n_classes
     assert "fc1024 (Dense)" not in counts
@@ -54,22 +54,29 @@ def test_unreachable_imagenet_weights_fall_back_loudly(monkeypatch, capsys):
         return original(*args, weights=weights, **kwargs)
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        model, weights_used, reason = build_model("cam", 2, 32, weights="imagenet")
-    assert weights_used == "none" and "URL fetch failure" in reason
-    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+    models.imagenet_unavailable.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="randomly initialised"):
+            model, weights_used, reason = build_model("linear", 2, 32, weights="imagenet")
+        assert weights_used == "none" and "URL fetch failure" in reason
+        assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+        with pytest.warns(UserWarning, match="randomly initialised"):  # what a notebook passes to ResNet50 itself
+            assert models.weights_or_none("imagenet") is None
+        assert models.weights_or_none("none") is None and models.weights_or_none("w.h5") == "w.h5"
+    finally:
+        models.imagenet_unavailable.cache_clear()
 
 
 def test_local_weights_file_is_loaded(tmp_path):
     donor = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = tmp_path / "resnet50_notop.weights.h5"
     donor.save_weights(path)
-    model, weights_used, reason = build_model("cam", 2, 32, weights=str(path))
+    model, weights_used, reason = build_model("linear", 2, 32, weights=str(path))
     assert weights_used == str(path) and reason is None
     np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
                                   donor.get_layer("conv1_conv").get_weights()[0])
     with pytest.raises(FileNotFoundError, match="weights must be 'imagenet', 'none' or an existing file"):
-        build_model("cam", 2, 32, weights=str(tmp_path / "missing.h5"))
+        build_model("linear", 2, 32, weights=str(tmp_path / "missing.h5"))
 
 
 def test_batchnorm_reestimation_recovers_the_data_statistics():
@@ -96,8 +103,25 @@ def test_resnet18_is_an_optional_extra_with_a_clear_message(monkeypatch, capsys)
 
     monkeypatch.setitem(sys.modules, "keras_hub", None)  # as in the default install
     with pytest.raises(ImportError, match=r"pip install 'cxr-resnet50-course\[resnet18\]'"):
-        build_model("cam", 2, 32, weights="none", backbone="resnet18")
+        build_model("linear", 2, 32, weights="none", backbone="resnet18")
     assert main(["model", "--recipe", "paper_b_resnet18", "--task", "2", "--weights", "none"]) == 2
     assert "optional extra" in capsys.readouterr().err
     with pytest.raises(ValueError, match="backbone must be one of"):
-        build_model("cam", 2, 32, weights="none", backbone="vgg16")
+        build_model("linear", 2, 32, weights="none", backbone="vgg16")
+
+
+def test_a_mixed_precision_model_has_a_float32_twin_with_the_same_weights():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed, _, _ = build_model("linear", 3, 32, weights="none")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("conv1_conv").compute_dtype == "float16"
+    exact = models.float32_copy(mixed)
+    assert all(layer.compute_dtype == "float32" for layer in exact.layers)
+    for a, b in zip(mixed.get_weights(), exact.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(exact(images), mixed(images), atol=0.02)  # the same model, less rounding
+    float32_model, _, _ = build_model("linear", 3, 32, weights="none")
+    assert models.float32_copy(float32_model) is float32_model

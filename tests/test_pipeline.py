@@ -103,3 +103,27 @@ def test_datasets_from_a_saved_split(phantom_root):
     np.testing.assert_array_equal(labels.argmax(1), expected)
     with pytest.raises(ValueError, match="not in the task's classes"):
         datasets_from_split(split, ("COVID", "Normal"), image_size=32)
+
+
+def test_a_file_that_went_bad_after_the_scan_is_left_out_and_named_not_a_crash(asymmetric_images, capsys):
+    corrupt, deleted = asymmetric_images[3], asymmetric_images[5]
+    corrupt.write_bytes(corrupt.read_bytes()[:40])  # truncated, as by an interrupted copy
+    deleted.unlink()
+    ds = build_dataset(asymmetric_images, [i % 2 for i in range(64)], 2, image_size=8, batch_size=10,
+                       training=True, flip=True)
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Left out 2 image(s) that could not be read" in error
+    assert f"{corrupt} (not an image" in error and f"{deleted} (file not found)" in error
+    assert ds.cardinality().numpy() == 7, "the length is known (62 images in batches of 10): progress bars end"
+    for _ in range(2):  # every epoch runs to its end without the two files
+        images, _ = _epoch(ds)
+        assert len(images) == 62
+    assert set(pipeline.unreadable_files(asymmetric_images)) == {str(corrupt), str(deleted)}
+
+
+def test_without_a_cache_a_bad_file_keeps_its_place_as_a_blank_and_is_named(asymmetric_images):
+    asymmetric_images[0].write_bytes(b"")
+    ds = build_dataset(asymmetric_images, [1] * 64, 2, image_size=8, cache=False, normalisation="rescale")
+    images, labels = _epoch(ds)
+    assert len(images) == 64 and images[0].max() == 0 and images[1].max() > 0, "rows stay aligned with files"
+    assert pipeline.unreadable_files([asymmetric_images[0]]) == {str(asymmetric_images[0]): "empty file (0 bytes)"}

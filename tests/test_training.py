@@ -1,5 +1,7 @@
-"""Training runs: device policy, resume after an interruption, two-phase recipes, train → predict."""
+"""Training runs: device policy, resume after an interruption, two-phase recipes, train → predict, and the
+run folder's promises (it records its recipe in full, refuses a different run and says what differs)."""
 
+import dataclasses
 import json
 
 import keras
@@ -9,10 +11,10 @@ import pytest
 
 from helpers import config
 from helpers.cli import main
-from helpers.recipes import IMPROVED, PAPER_A, split_epochs
-from helpers.runs import RunNotFoundError, predict_images, read_settings
-from helpers.training import RunSettingsError, device_policy, read_history, time_to_accuracy, train_run
-from tests.conftest import TINY
+from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
+from helpers.runs import Run, RunNotFoundError
+from helpers.training import RunSettingsError, device_policy, time_to_accuracy
+from tests.conftest import phantom_split, train_tiny
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +42,7 @@ def test_resume_continues_at_the_first_unfinished_epoch(resumed_run):
     run, settings, interrupted_history, resumed_epochs = resumed_run
     assert list(interrupted_history["epoch"]) == [0, 1]
     assert resumed_epochs == [2]
-    assert list(read_history(run)["epoch"]) == [0, 1, 2]
+    assert list(Run(run).history()["epoch"]) == [0, 1, 2]
     assert settings["finished"] and settings["epochs_run"] == 3
 
 
@@ -49,22 +51,34 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
     for name in ("model.keras", "history.csv", "split.csv", "settings.json"):
         assert (run / name).exists()
     assert (run / "model.keras").stat().st_size < 150e6, "saved without the optimizer state (~100 MB, not ~300)"
-    assert not list((run / "checkpoints").glob("*.keras")), "resume checkpoints are removed once finished"
+    assert not (run / "checkpoints").exists(), "resume checkpoints are removed once finished"
     saved = json.loads((run / "settings.json").read_text())
+    assert saved["recipe"] == PAPER_A.to_dict(), "the recipe in full, not only its name"
     assert saved["weights_used"] == "none" and saved["pretrained"] is False
     assert saved["profile"] == "fast" and saved["image_size"] == 32
     assert saved["device_policy"]["mixed_precision"] is False
     assert "re-estimated" in saved["batchnorm"] and saved["batchnorm_reestimation_batches"] > 0
+    assert set(saved["scores"]) == {"val", "val_before_batchnorm_reestimation"}, "scores named after their part"
+    assert {"val_accuracy", "val_balanced_accuracy", "train_seconds"} <= set(Run(run).history().columns)
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val", "test"}
 
 
-def test_finished_run_is_not_retrained_and_a_different_run_is_refused(resumed_run, phantom_root):
+def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_what_differs(resumed_run,
+                                                                                          phantom_root):
     run, settings, _, _ = resumed_run
-    again = train_run(run, phantom_root, "paper_a", epochs=3, log=lambda *_: None, **TINY)
-    assert again["train_seconds_this_session"] == settings["train_seconds_this_session"]
-    with pytest.raises(RunSettingsError, match="holds a different run"):
-        train_run(run, phantom_root, "improved", epochs=3, log=lambda *_: None, **TINY)
+    again = train_tiny(run, phantom_root, epochs=3)
+    assert again["train_seconds"] == settings["train_seconds"]
+    with pytest.raises(RunSettingsError, match=r"what differs: recipe: .*seed: 0 → 3"):
+        train_tiny(run, phantom_root, IMPROVED, epochs=3, seed=3)
+    with pytest.raises(RunSettingsError, match=r"what differs: split_fingerprint: '\w+' → '\w+'"):
+        train_tiny(run, phantom_root, epochs=3, split=phantom_split(phantom_root, seed=5))
+
+
+def test_a_modified_recipe_reloads_from_its_folder_without_any_registry(phantom_root, tmp_path):
+    no_dropout = dataclasses.replace(PAPER_A, name="paper_a_no_dropout", dropout=0.0, early_stopping=False)
+    train_tiny(tmp_path / "run", phantom_root, no_dropout, epochs=1)
+    assert Run(tmp_path / "run").recipe == no_dropout
 
 
 def test_predict_gives_probabilities_per_class_and_per_image_errors(resumed_run, phantom_root, tmp_path):
@@ -72,27 +86,38 @@ def test_predict_gives_probabilities_per_class_and_per_image_errors(resumed_run,
     good = [phantom_root / "COVID" / "images" / "COVID-1.png", phantom_root / "Normal" / "images" / "Normal-2.png"]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    table = predict_images(run, [*good, tmp_path / "missing.png", broken])
+    table = Run(run).predict([*good, tmp_path / "missing.png", broken])
     probabilities = table[settings["classes"]].to_numpy()
     np.testing.assert_allclose(probabilities[:2].sum(axis=1), 1.0, rtol=1e-5)
     assert table["predicted"].iloc[0] in settings["classes"]
     assert list(table["error"].iloc[2:]) == ["file not found", "not an image: no image format recognised in its bytes"]
 
 
-def test_predict_cli_prints_a_table_and_json(resumed_run, phantom_root, capsys):
+def test_predict_cli_prints_a_table_and_json_and_warns_about_non_radiographs(resumed_run, phantom_root, tmp_path,
+                                                                             capsys):
+    from tests.conftest import write_png
+
     run, settings, _, _ = resumed_run
     image = str(phantom_root / "COVID" / "images" / "COVID-1.png")
     assert main(["predict", image, "--run", str(run)]) == 0
-    assert "Viral Pneumonia" in capsys.readouterr().out
-    assert main(["predict", image, "nowhere.png", "--run", str(run), "--json"]) == 1
-    rows = json.loads(capsys.readouterr().out)
-    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    captured = capsys.readouterr()
+    assert "Viral Pneumonia" in captured.out and "warning" not in captured.err
+    tiny = str(write_png(tmp_path / "dot.png", np.full((1, 1), 7, np.uint8)))
+    ramp = str(write_png(tmp_path / "ramp.png", np.tile(np.linspace(0, 255, 128), (128, 1)).astype(np.uint8)))
+    assert main(["predict", image, "nowhere.png", tiny, ramp, "--run", str(run), "--json"]) == 1
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) and rows[0]["warning"] is None
     assert rows[1]["error"] == "file not found" and rows[1]["probabilities"] is None
+    assert rows[2]["warning"] == "is only 1×1 px" and "smooth gradient" in rows[3]["warning"]
+    assert f"warning: {tiny} is only 1×1 px: far from a chest radiograph" in captured.err
 
 
-def test_predict_needs_a_finished_run(tmp_path):
+def test_predict_needs_a_training_run(tmp_path, capsys):
     with pytest.raises(RunNotFoundError, match="is not a training run"):
-        read_settings(tmp_path)
+        Run(tmp_path).settings
+    assert main(["predict", "x.png", "--run", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_root, tmp_path):
@@ -100,10 +125,10 @@ def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_
     weights = tmp_path / "notop.weights.h5"
     donor.save_weights(weights)
     run = tmp_path / "improved"
-    settings = train_run(run, phantom_root, "improved", epochs=2, log=lambda *_: None,
-                         **{**TINY, "weights": str(weights)})
+    settings = train_tiny(run, phantom_root, IMPROVED, epochs=2, weights=str(weights))
     assert settings["pretrained"] and (settings["warmup_epochs"], settings["main_epochs"]) == (1, 1)
-    assert settings["class_weights"] is not None and settings["flip"] is True
+    assert settings["class_weights"] is not None and settings["recipe"]["flip"] is True
+    assert set(settings["scores"]) == {"val"}, "a pretrained backbone keeps its BatchNorm statistics"
     model = keras.models.load_model(run / "model.keras")
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bn and not any(layer.trainable for layer in bn)
@@ -115,28 +140,49 @@ def test_train_cli_end_to_end(phantom_root, tmp_path, capsys):
     assert main(["train", "--data", str(phantom_root), "--recipe", "improved", "--task", "2", "--out", str(run),
                  "--epochs", "1", "--image-size", "32", "--weights", "none"]) == 0
     assert "RANDOM-INIT" in capsys.readouterr().out
-    assert read_settings(run)["classes"] == ["COVID", "Normal"]
+    assert Run(run).classes == ["COVID", "Normal"]
 
 
 def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test_part(phantom_root, tmp_path):
     run = tmp_path / "paper_b"
-    settings = train_run(run, phantom_root, "paper_b", epochs=2, split_mode="paper_b", repeat=2,
-                         log=lambda *_: None, **{**TINY, "task": 3})
-    assert settings["monitored_on"] == "test" and settings["selects_best_epoch"] is False
+    split = phantom_split(phantom_root, "paper_b", task=3)
+    settings = train_tiny(run, phantom_root, PAPER_B, task=3, split=split, epochs=2, repeat=2)
+    assert settings["monitored_on"] == "test" and settings["recipe"]["select_best"] is False
     assert settings["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
-    history = read_history(run)
+    history = Run(run).history()
     assert list(history["epoch"]) == [0, 1] and history["elapsed_seconds"].is_monotonic_increasing
-    split = pd.read_csv(run / "split.csv")
-    assert set(split["repeat"]) == {0, 1, 2} and set(split["split"]) == {"train", "test"}
-    with pytest.raises(ValueError, match="has none; use split_mode='paper_a' or the paper_b recipe"):
-        train_run(tmp_path / "x", phantom_root, "improved", epochs=1, split_mode="paper_b",
-                  log=lambda *_: None, **{**TINY, "task": 3})
+    assert {"test_accuracy", "test_balanced_accuracy"} <= set(history.columns) and "val_accuracy" not in history
+    assert (history["train_seconds"] <= history["elapsed_seconds"]).all(), "training time leaves out evaluation"
+    assert set(settings["scores"]) == {"test", "test_before_batchnorm_reestimation"}
+    assert Run(run).part("test")["relpath"].isin(split.loc[(split["repeat"] == 2) & (split["split"] == "test"),
+                                                           "relpath"]).all(), "its own repeat's test part"
+    with pytest.raises(ValueError, match="selects its best epoch on validation images, and this split has none"):
+        train_tiny(tmp_path / "x", phantom_root, IMPROVED, task=3, split=split, epochs=1)
 
 
 def test_time_to_accuracy_reads_the_first_epoch_over_the_line():
-    history = pd.DataFrame({"val_accuracy": [0.5, 0.96, 0.94, 0.99], "elapsed_seconds": [10, 20, 30, 40]})
+    history = pd.DataFrame({"test_accuracy": [0.5, 0.96, 0.94, 0.99], "train_seconds": [10, 20, 30, 40]})
     assert time_to_accuracy(history, 0.95) == 20
     assert time_to_accuracy(history, 0.995) is None
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("epochs", 0, "epochs must be a positive whole number; found 0"),
+    ("image_size", 0, "image_size must be a positive whole number; found 0"),
+    ("image_size", 16, "image_size must be at least 32"),
+    ("batch_size", -4, "batch_size must be a positive whole number; found -4"),
+])
+def test_numbers_mean_what_they_say(phantom_root, tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        train_tiny(tmp_path / "run", phantom_root, **{option: value})
+    assert not (tmp_path / "run").exists(), "nothing is written before the settings are known to be sound"
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--image-size", "-1"), ("--batch-size", "0")])
+def test_cli_refuses_zero_and_negative_numbers_in_one_line(phantom_root, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(phantom_root), "--out", str(tmp_path / "run"), flag, value])
+    assert f"{flag}: must be at least 1, found {value}" in capsys.readouterr().err
 
 
 def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root, tmp_path, capsys):
@@ -151,5 +197,8 @@ def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root,
     assert main(["predict", images[0], "--run", str(run), "--cam", str(out), "--cam-method", "cam"]) == 2
     assert "CAM needs a linear head" in capsys.readouterr().err
     assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "fine"),
-                 "--cam-layer", "conv4_block6_out"]) == 0
+                 "--cam-layer", "conv3_block3_out"]) == 0
     assert "1 overlay(s) written" in capsys.readouterr().out
+    assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "blind"),
+                 "--cam-layer", "conv4_block6_out"]) == 2
+    assert "can affect the output" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""Which images a run looks at: the real COVID-19 Radiography Database (placed in data/, attached to a Kaggle
+notebook, or downloaded through kagglehub) or, without it, a generated phantom set; and the one sentence that
+says which, wherever a number is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+import kagglehub
+
+from helpers import config
+from helpers.data import CLASSES, MANIFEST_NAME, DatasetError, DatasetLayout, find_dataset
+from helpers.synthetic import ensure_phantoms
+
+KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
+
+MANUAL_INSTRUCTIONS = f"""\
+To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
+  * python -m helpers data download        (kagglehub; a public dataset, credentials only if Kaggle asks:
+                                            KAGGLE_USERNAME and KAGGLE_KEY, or ~/.kaggle/kaggle.json)
+  * by hand: download the archive from the dataset's Kaggle page, unzip it into data/ so that
+    data/COVID-19_Radiography_Dataset/COVID/images/COVID-1.png exists.
+  * in a Kaggle notebook: Add Input → search "{KAGGLE_HANDLE.split('/')[1]}" (found under /kaggle/input).
+Without it, the course runs on generated phantom radiographs."""
+
+
+def active_dataset(profile: config.Profile | None = None, download: bool | None = None) -> DatasetLayout:
+    """The dataset this run uses: the real one if it can be found (or, with `download`, fetched), else the
+    profile's phantom set (generated once).
+
+    `download` defaults to True on Colab and Kaggle: the public dataset comes through kagglehub; if that fails,
+    the reason is printed and phantoms stand in.
+    """
+    profile = profile or config.active_profile()
+    real = find_real_dataset()
+    if real is not None:
+        return real
+    if download if download is not None else (config.in_colab() or config.in_kaggle()):
+        try:
+            return find_dataset(download_dataset())
+        except DatasetError as exc:
+            print(f"Using generated phantoms instead of the real dataset: {config.first_line(exc)}")
+    return phantom_dataset(profile)
+
+
+def find_real_dataset(data_dir=None, classes=CLASSES) -> DatasetLayout | None:
+    """The real dataset placed under data/, or attached to a Kaggle notebook under /kaggle/input (generated
+    phantoms excluded), or None if there is none.
+
+    A half-placed dataset (some classes missing) is an error, not a silent switch to phantoms.
+    """
+    places = [Path(data_dir or config.DATA_DIR)] + ([] if data_dir else [config.KAGGLE_INPUT])
+    for place in places:
+        if not place.is_dir():
+            continue
+        try:
+            return find_dataset(place, classes=classes, exclude=(config.PHANTOM_DIR,), skip_phantoms=True)
+        except DatasetError as exc:
+            if not str(exc).startswith("unknown layout"):
+                raise
+    return None
+
+
+def download_dataset(dest=None) -> Path:
+    """Download the dataset through kagglehub into `dest` (default data/kaggle) and return its folder.
+
+    Raises DatasetError with instructions for placing the data by hand when there is no network or Kaggle
+    refuses. Credentials are left to kagglehub and never printed.
+    """
+    dest = Path(dest or config.DATA_DIR / "kaggle")
+    options = {}
+    if "output_dir" in inspect.signature(kagglehub.dataset_download).parameters:
+        options["output_dir"] = str(dest)  # newer kagglehub: straight into data/, found by the course
+    try:
+        path = Path(kagglehub.dataset_download(KAGGLE_HANDLE, **options))
+    except Exception as exc:  # noqa: BLE001 - network, credentials, consent: kagglehub raises many kinds
+        raise DatasetError(f"could not download {KAGGLE_HANDLE} through kagglehub ({type(exc).__name__}: "
+                           f"{config.first_line(exc)}).\n{MANUAL_INSTRUCTIONS}") from None
+    return find_dataset(path).root
+
+
+def phantom_dataset(profile: config.Profile | None = None) -> DatasetLayout:
+    """The profile's phantom set (generated once), whether or not the real dataset is present."""
+    profile = profile or config.active_profile()
+    folder = config.PHANTOM_DIR / f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
+    return find_dataset(ensure_phantoms(folder, per_class=profile.phantom_per_class, size=profile.phantom_size))
+
+
+def shortcut_dataset(profile: config.Profile | None = None, shortcut_class: str = "COVID",
+                     shortcut_rate: float = 1.0) -> DatasetLayout:
+    """The profile's phantom set again, but with a corner marker on `shortcut_class` images (all of them, or
+    the share `shortcut_rate`): a planted shortcut, to see whether a model (and its maps) take the marker."""
+    profile = profile or config.active_profile()
+    name = f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class-shortcut-{shortcut_class}"
+    name += "" if shortcut_rate == 1.0 else f"-{shortcut_rate:g}"
+    root = ensure_phantoms(config.PHANTOM_DIR / name.replace(" ", "_"), per_class=profile.phantom_per_class,
+                           size=profile.phantom_size, shortcut_class=shortcut_class, shortcut_rate=shortcut_rate)
+    return find_dataset(root)
+
+
+def has_lung_masks(layout: DatasetLayout) -> bool:
+    return bool(layout.mask_dirs)
+
+
+def data_statement(layout: DatasetLayout, profile: config.Profile | None = None) -> str:
+    """Plain sentences on which images a notebook is looking at, and what that leaves out."""
+    profile = profile or config.active_profile()
+    if layout.is_phantom:
+        return (f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "
+                "every count, figure and accuracy below describes the phantoms only.")
+    lines = [f"This run uses the real COVID-19 Radiography Database found at {layout.root}."]
+    if profile.real_per_class:
+        lines.append(f"Profile '{profile.name}': training and testing use {profile.real_per_class} images per class "
+                     "sampled from it (a CPU would take hours over all of them); exploration uses every image. "
+                     "Set CXR_REAL_PER_CLASS=0 to use all, or run on a GPU (full profile).")
+    if not has_lung_masks(layout):
+        lines.append("This copy has no lung masks (no masks/ folders, as in older releases): the measures that "
+                     "need them (lung overlays, energy inside the lungs, the lung-blackout control) are skipped.")
+    return "\n".join(lines)
+
+
+def dataset_tag(layout: DatasetLayout) -> str:
+    """A short name for a dataset folder, so runs of different datasets never mix."""
+    if layout.is_phantom:
+        manifest = json.loads((layout.root / MANIFEST_NAME).read_text())
+        tag = "phantom-{size}px-{per_class}x-seed{seed}".format(**manifest)
+        if manifest["shortcut_class"]:
+            rate = manifest.get("shortcut_rate", 1.0)
+            tag += f"-shortcut-{manifest['shortcut_class']}" + ("" if rate == 1.0 else f"-{rate:g}")
+        return tag.replace(" ", "_")
+    return "dataset-" + hashlib.blake2b(str(layout.root.resolve()).encode(), digest_size=4).hexdigest()

@@ -1,0 +1,59 @@
+"""The package's shape: one concern per module, imports at the top, no import cycle, no long function."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
+MODULES = {path.stem: ast.parse(path.read_text()) for path in sorted(PACKAGE.glob("*.py"))}
+# Imports that must stay inside a function: an optional extra (KerasHub), and TensorFlow imported with its start-up
+# lines held back (helpers/__init__.py).
+DEFERRED = {("models", "keras_hub"), ("__init__", "tensorflow")}
+
+
+def helpers_imported_by(tree) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("helpers."):
+                found.add(node.module.split(".")[1])
+            elif node.module == "helpers":
+                found.update(alias.name for alias in node.names if alias.name in MODULES)
+    return found
+
+
+def test_no_import_cycle_among_helpers_modules():
+    graph = {name: helpers_imported_by(tree) - {name} for name, tree in MODULES.items()}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
+
+    cycles = sorted(name for name in graph if reaches(name, name))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_sit_at_the_top_of_the_module(name):
+    inside = []
+    for function in ast.walk(MODULES[name]):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                    inside += [m for m in modules if (name, m.split(".")[0]) not in DEFERRED]
+    assert inside == [], f"helpers/{name}.py imports inside functions: {inside}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_function_is_longer_than_80_lines(name):
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(MODULES[name])
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert long == []
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in MODULES if not name.startswith("_") and name not in layout]
+    assert missing == []
