@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -487,6 +488,7 @@ def class_folders(rows: pd.DataFrame, folder) -> Path:
     """`folder`/<class>/<n>.png links to exactly these images: the layout `keras.utils.image_dataset_from_directory`
     reads (the Kaggle layout also holds masks/, which it would otherwise read as images). Returns `folder`."""
     folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)  # links of an earlier call, to other images
     for i, row in enumerate(rows.itertuples()):
         target = folder / row.label / f"{i:06d}{Path(row.path).suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)

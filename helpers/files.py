@@ -27,6 +27,14 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
+def remove_leftovers(folder) -> int:
+    """Delete the temporary files that writers killed mid-write left in `folder`; returns how many."""
+    found = list(Path(folder).glob(".partial-*")) if Path(folder).is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
 def write_text(path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

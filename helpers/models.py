@@ -18,7 +18,9 @@ import pandas as pd
 from helpers.config import first_line
 
 HEADS = ("paper_a", "linear")
-BACKBONES = ("resnet50", "resnet18")
+# "toy": two small convolutions with BatchNorm, a stand-in that trains in seconds: for tests of the machinery
+# (resuming, checkpoints, interruptions), never for results.
+BACKBONES = ("resnet50", "resnet18", "toy")
 # KerasHub's ResNet18 (the "resnet_18_imagenet" preset has 11,186,112 parameters; this matches it).
 RESNET18_ARCHITECTURE = {
     "input_conv_filters": [64], "input_conv_kernel_sizes": [7], "stackwise_num_filters": [64, 128, 256, 512],
@@ -41,6 +43,8 @@ def load_backbone(weights: str, image_size: int, backbone: str = "resnet50"):
         raise ValueError(f"backbone must be one of {BACKBONES}; found {backbone!r}")
     if backbone == "resnet18":
         return _load_resnet18(weights, image_size)
+    if backbone == "toy":
+        return _toy_backbone(image_size, weights), str(weights or "none"), None
     shape = (image_size, image_size, 3)
     if weights in (None, "none"):
         return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", None
@@ -82,6 +86,19 @@ def weights_or_none(requested: str = "imagenet") -> str | None:
         warn_random_init(reason)
         return None
     return "imagenet"
+
+
+def _toy_backbone(image_size: int, weights):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for i, filters in enumerate((8, 16), start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"toy{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"toy{i}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"toy{i}_out")(x)
+    model = keras.Model(inputs, x, name="toy")
+    if weights not in (None, "none"):
+        model.load_weights(str(Path(weights).expanduser()))
+    return model
 
 
 def _load_resnet18(weights: str, image_size: int):
@@ -157,7 +174,7 @@ def backbone_layers(model) -> list:
 def parameter_table(model) -> pd.DataFrame:
     """Parameters in the form of Paper A's Table 1: the backbone as one row, then each head layer."""
     backbone = backbone_layers(model)
-    backbone_name = "ResNet18" if model.name.startswith("resnet18") else "ResNet50"
+    backbone_name = {"resnet18": "ResNet18", "toy": "Toy"}.get(model.name.split("_")[0], "ResNet50")
     rows = [{"layer": f"{backbone_name} (no top)", "output shape": str(model.get_layer("gap").input.shape),
              "parameters": sum(layer.count_params() for layer in backbone)}]
     for name in HEAD_LAYERS:

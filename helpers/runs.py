@@ -228,7 +228,8 @@ def course_run_folder(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame
     """Where the course keeps a run: one per dataset, profile, recipe (contents, not only its name), split and
     repeat, so that a changed recipe or a changed split never lands in an old run's folder."""
     profile = profile or config.active_profile()
-    key = hashlib.blake2b(json.dumps([recipe.to_dict(), fingerprint(split)], sort_keys=True).encode(),
+    own = split[split["repeat"] == repeat]  # other repeats of a sub-sample split do not change this run
+    key = hashlib.blake2b(json.dumps([recipe.to_dict(), fingerprint(own)], sort_keys=True).encode(),
                           digest_size=4).hexdigest()
     task = len(classes_of(split))
     name = f"{recipe.name}_task{task}" + (f"_repeat{repeat}" if split["repeat"].nunique() > 1 else "") + f"-{key}"

@@ -97,12 +97,17 @@ def plan_settings(recipe: Recipe, split: pd.DataFrame, classes, data_root, *, re
                          f"it has repeats {sorted(split['repeat'].unique())}")
     return {
         "recipe": recipe.to_dict(), "classes": list(classes), "data_root": str(Path(data_root).resolve()),
-        "split_fingerprint": fingerprint(split), "repeat": int(repeat), "image_size": image_size,
+        "split_fingerprint": _repeat_fingerprint(split, repeat), "repeat": int(repeat), "image_size": image_size,
         "epochs": positive("epochs", epochs, min(recipe.epochs, profile.epochs)),
         "batch_size": positive("batch_size", batch_size, min(recipe.batch_size, profile.batch_size)),
         "weights_requested": weights or profile.weights, "seed": int(seed),
         "monitored_on": "val" if (part["split"] == "val").any() else "test",
     }
+
+
+def _repeat_fingerprint(split: pd.DataFrame, repeat: int) -> str:
+    """What a run trains and tests on: the rows of its own repeat (other repeats of the split do not matter)."""
+    return fingerprint(split[split["repeat"] == repeat])
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -162,8 +167,8 @@ def _existing_run(run_dir: Path, settings: dict, log):
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
     split_file = run_dir / "split.csv"
-    if not split_file.exists() or fingerprint(load_split(split_file, settings["data_root"])) != \
-            previous["split_fingerprint"]:
+    if not split_file.exists() or _repeat_fingerprint(load_split(split_file, settings["data_root"]),
+                                                      settings["repeat"]) != previous["split_fingerprint"]:
         log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
         return None
     return previous
@@ -173,6 +178,8 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, st
     """(model, state): the checkpoint of the last finished epoch (or the one before, if that one is unreadable),
     or a newly built model and state None."""
     checkpoints = run_dir / "checkpoints"
+    for folder in (run_dir, checkpoints):  # half-written files of a process that was killed
+        files.remove_leftovers(folder)
     with strategy.scope():
         for state in _saved_states(checkpoints) if previous is not None else []:
             try:

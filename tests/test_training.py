@@ -11,6 +11,7 @@ import pytest
 
 from helpers import config
 from helpers.cli import main
+from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
 from helpers.runs import Run, RunNotFoundError
 from helpers.training import RunSettingsError, device_policy, time_to_accuracy
@@ -76,7 +77,7 @@ def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_wha
 
 
 def test_a_modified_recipe_reloads_from_its_folder_without_any_registry(phantom_root, tmp_path):
-    no_dropout = dataclasses.replace(PAPER_A, name="paper_a_no_dropout", dropout=0.0, early_stopping=False)
+    no_dropout = dataclasses.replace(PAPER_A, name="paper_a_no_dropout", dropout=0.0, backbone="toy")
     train_tiny(tmp_path / "run", phantom_root, no_dropout, epochs=1)
     assert Run(tmp_path / "run").recipe == no_dropout
 
@@ -115,24 +116,25 @@ def test_predict_cli_prints_a_table_and_json_and_warns_about_non_radiographs(res
 
 def test_predict_needs_a_training_run(tmp_path, capsys):
     with pytest.raises(RunNotFoundError, match="is not a training run"):
-        Run(tmp_path).settings
+        _ = Run(tmp_path).settings
     assert main(["predict", "x.png", "--run", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_root, tmp_path):
-    donor = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    donor, _, _ = load_backbone("none", 32, backbone="toy")
     weights = tmp_path / "notop.weights.h5"
     donor.save_weights(weights)
     run = tmp_path / "improved"
-    settings = train_tiny(run, phantom_root, IMPROVED, epochs=2, weights=str(weights))
+    settings = train_tiny(run, phantom_root, dataclasses.replace(IMPROVED, backbone="toy"), epochs=2,
+                          weights=str(weights))
     assert settings["pretrained"] and (settings["warmup_epochs"], settings["main_epochs"]) == (1, 1)
     assert settings["class_weights"] is not None and settings["recipe"]["flip"] is True
     assert set(settings["scores"]) == {"val"}, "a pretrained backbone keeps its BatchNorm statistics"
     model = keras.models.load_model(run / "model.keras")
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bn and not any(layer.trainable for layer in bn)
-    assert model.get_layer("conv1_conv").trainable
+    assert model.get_layer("toy1_conv").trainable
 
 
 def test_train_cli_end_to_end(phantom_root, tmp_path, capsys):
@@ -146,7 +148,8 @@ def test_train_cli_end_to_end(phantom_root, tmp_path, capsys):
 def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test_part(phantom_root, tmp_path):
     run = tmp_path / "paper_b"
     split = phantom_split(phantom_root, "paper_b", task=3)
-    settings = train_tiny(run, phantom_root, PAPER_B, task=3, split=split, epochs=2, repeat=2)
+    settings = train_tiny(run, phantom_root, dataclasses.replace(PAPER_B, backbone="toy"), task=3, split=split,
+                          epochs=2, repeat=2)
     assert settings["monitored_on"] == "test" and settings["recipe"]["select_best"] is False
     assert settings["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
     history = Run(run).history()

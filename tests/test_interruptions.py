@@ -1,0 +1,163 @@
+"""Nothing lost, nothing stale: a training process killed (SIGKILL, by PID) at chosen moments, including while a
+checkpoint is being written, resumes to a complete run with every epoch once; a corrupt newest checkpoint falls
+back to the one before; a stray split left by a failed command is never reused.
+
+The runs use the toy backbone (seconds per run): what is tested is the run folder's bookkeeping, not ResNet50.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import config
+from helpers.recipes import PAPER_A
+from helpers.runs import Run
+from tests.conftest import phantom_split, train_tiny
+
+TOY = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy", early_stopping=False)
+REPO = Path(__file__).resolve().parent.parent
+
+CHILD = textwrap.dedent("""
+    import dataclasses, os, sys, time
+    from pathlib import Path
+    import keras
+    from helpers import files
+    from helpers.data import CLASSES, find_dataset, scan_dataset
+    from helpers.recipes import PAPER_A
+    from helpers.splits import make_split
+    from helpers.training import train
+
+    root, run, pause, marker = sys.argv[1:5]
+    what, epoch = pause.split(":")
+
+    def stop_here():
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(600)  # the test kills us here
+
+    real_replace = os.replace
+    def replace(src, dst):
+        name = Path(dst).name
+        if (what == "state" and name == "state.json" or what == "history" and name == "history.csv") and \\
+                len(list((Path(run) / "checkpoints").glob(f"epoch-{int(epoch):03d}.keras"))):
+            stop_here()
+        real_replace(src, dst)
+    os.replace = replace
+
+    real_save = keras.Model.save
+    def save(self, path, *args, **kwargs):
+        real_save(self, path, *args, **kwargs)
+        if what == "checkpoint" and Path(path).name.endswith(f"epoch-{int(epoch):03d}.keras"):
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])  # half written, as at the moment of the kill
+            stop_here()
+    keras.Model.save = save
+
+    layout = find_dataset(root)
+    split = make_split(scan_dataset(layout).index, mode="paper_a", task=4)
+    split["path"] = [str(layout.root / p) for p in split["relpath"]]
+    toy = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy", early_stopping=False)
+    train(run, split, toy, CLASSES, layout.root, epochs=3, image_size=32, batch_size=8, weights="none",
+          log=lambda *_: None)
+""")
+
+
+def kill_training_at(phantom_root, run: Path, pause: str, tmp_path: Path) -> None:
+    """Start a training child, wait until it reaches `pause` ("checkpoint:2": while epoch 2's checkpoint is
+    written; "state:2": after it, before the state that points at it; "history:2": before history.csv), kill it."""
+    marker = tmp_path / f"reached-{pause.replace(':', '-')}"
+    env = {**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs"), "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(phantom_root), str(run), pause, str(marker)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if child.poll() is not None:
+                raise AssertionError(f"the child ended before {pause}: {child.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, f"the child never reached {pause}"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
+
+
+@pytest.mark.parametrize("pause", ["checkpoint:2", "state:2", "history:2"])
+def test_a_kill_at_any_moment_of_saving_an_epoch_loses_nothing_and_repeats_nothing(phantom_root, tmp_path, pause):
+    run = tmp_path / "run"
+    kill_training_at(phantom_root, run, pause, tmp_path)
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == (2 if pause == "history:2" else 1), "the state names the last complete epoch"
+    settings = train_tiny(run, phantom_root, TOY, epochs=3)
+    history = Run(run).history()
+    assert settings["finished"] and list(history["epoch"]) == [0, 1, 2], "each epoch once"
+    assert not list(run.glob(".partial-*")) and not (run / "checkpoints").exists()
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(phantom_root, tmp_path):
+    run = tmp_path / "run"
+    kill_training_at(phantom_root, run, "history:3", tmp_path)  # epochs 1-3 saved, not yet finished
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    newest = run / "checkpoints" / state["checkpoint"]
+    newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a disk that filled up under another program
+    logs = []
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, log=logs.append)
+    assert any("could not be read" in line and "trying the one before" in line for line in logs)
+    assert any(line.startswith(f"Resuming {run} after epoch 2") for line in logs)
+    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+
+
+def test_a_stray_split_left_by_a_failed_command_is_never_reused(phantom_root, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stray = phantom_split(phantom_root, seed=0)
+    stray.to_csv(run / "split.csv", index=False)  # written, then the command failed before settings.json
+    wanted = phantom_split(phantom_root, seed=3)
+    logs = []
+    settings = train_tiny(run, phantom_root, TOY, epochs=1, seed=3, split=wanted, log=logs.append)
+    assert any("holds no complete run" in line for line in logs)
+    saved = pd.read_csv(run / "split.csv")
+    assert sorted(saved.loc[saved["split"] == "test", "relpath"]) == sorted(
+        wanted.loc[wanted["split"] == "test", "relpath"])
+    assert settings["seed"] == 3
+
+
+def test_an_epoch_never_hangs_on_a_file_corrupted_after_the_scan(phantom_root, tmp_path):
+    """Once, an unreadable file reached tf.data mid-epoch and the process hung in about 3 runs of 8; now the
+    process ends, naming the file."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(phantom_root, copy)
+    bad = copy / "COVID" / "images" / "COVID-4.png"
+    good = bad.read_bytes()
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from tests.test_interruptions import TOY
+        from tests.conftest import phantom_split, train_tiny
+        split = phantom_split({str(copy)!r})
+        Path({str(bad)!r}).write_bytes(b"\\x89PNG broken")  # same name, after the split was made
+        train_tiny({str(tmp_path / 'run')!r}, {str(copy)!r}, TOY, epochs=1, split=split)
+    """)
+    for _ in range(3):
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        bad.write_bytes(good)
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs")})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"Left out 1 image(s) that could not be read: {bad} (" in done.stderr
