@@ -24,7 +24,7 @@ test: $(INSTALLED)
 	CXR_FAST=1 $(VENV_PYTHON) -m pytest
 
 lint: $(INSTALLED)
-	$(VENV_PYTHON) -m ruff check helpers tests benchmarks
+	$(VENV_PYTHON) -m ruff check helpers tests benchmarks experiments tools
 
 clean-outputs:
 	rm -rf outputs data/phantoms

@@ -41,7 +41,7 @@ def main() -> None:
     policy = device_policy(visible_gpus())  # as training runs: on a GPU, mixed precision and XLA
     keras.utils.set_random_seed(0)
     with apply_device_policy(policy).scope():
-        model, _, _ = build_model("cam", len(CLASSES), size, weights="none")
+        model, _, _ = build_model("linear", len(CLASSES), size, weights="none")
         model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
     print(f"device policy: {policy.reason}")
     feeds = {"course pipeline (PNG files)": pipeline, "tensors in memory": in_memory}

@@ -77,6 +77,7 @@ class Profile:
     phantom_size: int  # pixel size of generated phantoms (the real dataset is 299)
     sample_per_class: int  # images per class behind exploratory statistics (mean images, histograms)
     subsample_per_class: int  # Paper B's balanced sub-samples, images per class (0: the paper's 900 in all)
+    subsample_repeats: int  # how many of them (the paper's 3; fewer only to keep the test suite short)
     real_per_class: int  # real images per class that training and testing use (0: all of them)
     weights: str  # "imagenet" or "none"
     reason: str = ""
@@ -95,14 +96,14 @@ class Profile:
 # demo runs on a CPU: ResNet50 on all ~15,000 real training images at 128 px would take hours on 2 cores,
 # so it trains on a sample of the real data (real_per_class), and says so wherever it shows a number.
 _PROFILES = {
-    "fast": Profile("fast", image_size=64, epochs=1, batch_size=16, phantom_per_class=12,
-                    phantom_size=96, sample_per_class=12, subsample_per_class=12, real_per_class=12,
+    "fast": Profile("fast", image_size=64, epochs=1, batch_size=16, phantom_per_class=12, phantom_size=96,
+                    sample_per_class=12, subsample_per_class=12, subsample_repeats=2, real_per_class=12,
                     weights="none"),
-    "demo": Profile("demo", image_size=128, epochs=4, batch_size=32, phantom_per_class=150,
-                    phantom_size=299, sample_per_class=200, subsample_per_class=60, real_per_class=150,
+    "demo": Profile("demo", image_size=128, epochs=4, batch_size=32, phantom_per_class=150, phantom_size=299,
+                    sample_per_class=200, subsample_per_class=60, subsample_repeats=3, real_per_class=150,
                     weights="imagenet"),
-    "full": Profile("full", image_size=224, epochs=100, batch_size=32, phantom_per_class=250,
-                    phantom_size=299, sample_per_class=1000, subsample_per_class=0, real_per_class=0,
+    "full": Profile("full", image_size=224, epochs=100, batch_size=32, phantom_per_class=250, phantom_size=299,
+                    sample_per_class=1000, subsample_per_class=0, subsample_repeats=3, real_per_class=0,
                     weights="imagenet"),
 }
 
@@ -115,6 +116,7 @@ _OVERRIDES = {
     "CXR_PHANTOM_SIZE": "phantom_size",
     "CXR_SAMPLE_PER_CLASS": "sample_per_class",
     "CXR_SUBSAMPLE_PER_CLASS": "subsample_per_class",
+    "CXR_SUBSAMPLE_REPEATS": "subsample_repeats",
     "CXR_REAL_PER_CLASS": "real_per_class",
     "CXR_WEIGHTS": "weights",
 }

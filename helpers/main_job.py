@@ -36,17 +36,21 @@ def execute_notebook(source: Path, target: Path, timeout: int = 3600, expected: 
     """Run one notebook top to bottom with the current Python's kernel, printing each code cell as it starts;
     the executed copy is written to `target` (also when a cell fails). Returns the seconds taken."""
     notebook = nbformat.read(source, as_version=4)
-    code = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+    code = [i for i, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and "solution" not in cell.metadata.get("tags", [])]
     started = time.perf_counter()
     estimate = f" of ~{_clock(expected)}" if expected else ""
 
     def on_cell_start(cell, cell_index):
         first = next((line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")), "")
+        if cell_index not in code:
+            return
         log(f"  [{source.name[:2]} · cell {code.index(cell_index) + 1}/{len(code)} · "
             f"{_clock(time.perf_counter() - started)}{estimate}] {first[:90]}")
 
+    # Exercise solutions are left for the learner (the test command runs them): the main job runs the lessons.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", on_cell_start=on_cell_start,
-                            resources={"metadata": {"path": str(source.parent)}})
+                            skip_cells_with_tag="solution", resources={"metadata": {"path": str(source.parent)}})
     try:
         client.execute()
     finally:

@@ -8,6 +8,8 @@ that a figure on a slide cannot be mistaken for another kind.
 
 from __future__ import annotations
 
+import contextlib
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -23,18 +25,28 @@ _CAPTION = {"text": ""}
 
 
 def set_caption(layout=None, *runs) -> str:
-    """The footer of every following figure: which images (a DatasetLayout) and which models (runs) it shows."""
+    """The footer of every following figure: which images it shows (a DatasetLayout) and which models (runs: their
+    backbone's weights and what they were trained on)."""
     parts = []
     if layout is not None:
-        parts.append("generated PHANTOM radiographs" if layout.is_phantom else "real radiographs "
-                     "(COVID-19 Radiography Database)")
-    weights = {("ImageNet-pretrained" if run.settings["pretrained"] else "RANDOM-INIT (not pretrained)")
-               for run in runs}
-    if weights:
-        parts.append(" and ".join(sorted(weights)) + " backbone")
+        parts.append("images: generated PHANTOM radiographs" if layout.is_phantom else
+                     "images: real radiographs (COVID-19 Radiography Database)")
+    models = {("ImageNet-pretrained" if run.settings["pretrained"] else "RANDOM-INIT (not pretrained)") +
+              " backbone trained on " + ("PHANTOMS" if run.on_phantoms else "real radiographs") for run in runs}
+    parts += sorted(models)
     parts.append(f"profile {config.active_profile().name}")
     _CAPTION["text"] = " · ".join(parts)
     return _CAPTION["text"]
+
+
+@contextlib.contextmanager
+def caption(layout=None, *runs):
+    """`set_caption` for the figures made inside a `with` block; the previous caption comes back after it."""
+    before = _CAPTION["text"]
+    try:
+        yield set_caption(layout, *runs)
+    finally:
+        _CAPTION["text"] = before
 
 
 def _finish(fig, save_as, tight=True):
@@ -296,14 +308,15 @@ def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
     return _finish(fig, save_as)
 
 
-def accuracy_over_time(histories: dict, threshold: float = 0.95, column: str = "val_accuracy", save_as=None):
-    """Accuracy against wall-clock training time, one line per run, with the threshold line
-    (Paper B's time-to-95% figures)."""
+def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None):
+    """Balanced accuracy on held-out images against training time (evaluation not counted), one line per run
+    ({name: `Run.held_out_curve()`}), with the threshold line: Paper B's time-to-95% figures."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for name, history in histories.items():
-        ax.plot(history["elapsed_seconds"], history[column], marker="o", label=name)
+    for name, curve in curves.items():
+        ax.plot(curve["train_seconds"], curve["balanced_accuracy"], marker="o", label=name)
     ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label=f"{threshold:.0%}")
-    ax.set(xlabel="training time (s)", ylabel="accuracy on the monitored images", ylim=(0, 1.02))
+    ax.set(xlabel="training time (s), evaluation not counted", ylabel="balanced accuracy, held-out images",
+           ylim=(0, 1.02))
     ax.legend(fontsize=8)
     return _finish(fig, save_as)
 

@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import config
-from helpers.data import CLASSES, BadImageError, DatasetLayout, ScanResult, load_grayscale
+from helpers.data import CLASSES, MANIFEST_NAME, BadImageError, DatasetLayout, ScanResult, load_grayscale
 from helpers.datasets import dataset_tag
 from helpers.pipeline import build_dataset, to_model_input, unreadable_files
 from helpers.recipes import Recipe
@@ -76,6 +76,11 @@ class Run:
         return self.settings["monitored_on"]
 
     @property
+    def on_phantoms(self) -> bool:
+        """Whether the run was trained on generated phantoms (its figures say so)."""
+        return (Path(self.settings["data_root"]) / MANIFEST_NAME).exists()
+
+    @property
     def score(self) -> dict:
         """Loss and accuracy of the final model on the part the run watched (after BatchNorm re-estimation for a
         random-init backbone); `settings["scores"]` has each, named after its part."""
@@ -92,6 +97,14 @@ class Run:
 
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.folder / "history.csv")
+
+    def held_out_curve(self) -> pd.DataFrame:
+        """Per epoch: training seconds so far (evaluation not counted) and balanced accuracy on the held-out part the
+        run watched (validation, or a sub-sample's test part): curves of runs watched on differently sized or
+        differently balanced parts compare like with like. Before any BatchNorm re-estimation (see `score`)."""
+        history = self.history()
+        return pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"],
+                             "balanced_accuracy": history[f"{self.monitored_on}_balanced_accuracy"]})
 
     def split(self) -> pd.DataFrame:
         return load_split(self.folder / "split.csv", self.settings["data_root"])
@@ -246,20 +259,20 @@ def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, re
     return Run(folder)
 
 
-def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, log=print):
+def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, threshold: float = 0.95, log=print):
     """Paper B's random sub-sample cross-validation: one run per repeat of `split`, each tested on its own 10%.
 
-    Returns the runs and one row per repeat: the accuracy at the last epoch and the training seconds until the
-    curve first reached 95% (both on the same curve: balanced accuracy on the held-out part, before any BatchNorm
-    re-estimation), and for random-init backbones the accuracy after re-estimation beside them.
+    Returns the runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
+    last epoch and the training seconds until it first reached `threshold`; for random-init backbones also the
+    accuracy after BatchNorm re-estimation, which the curve does not include.
     """
     found, rows = [], []
     for repeat in sorted(split["repeat"].unique()):
         run = train_or_load(layout, recipe, split, repeat=int(repeat), log=log)
-        history, column = run.history(), f"{run.monitored_on}_balanced_accuracy"
-        row = {"repeat": int(repeat), "accuracy (last epoch)": float(history[column].iloc[-1]),
-               "epochs": run.settings["epochs_run"], "training seconds": run.settings["train_seconds"],
-               "seconds to 95%": time_to_accuracy(history, 0.95, column)}
+        curve = run.held_out_curve()
+        row = {"repeat": int(repeat), "balanced accuracy, last epoch": float(curve["balanced_accuracy"].iloc[-1]),
+               f"training seconds to {threshold:.0%}": time_to_accuracy(curve, threshold, "balanced_accuracy"),
+               "training seconds": run.settings["train_seconds"]}
         if not run.settings["pretrained"]:
             row["accuracy after BatchNorm re-estimation"] = run.score["accuracy"]
         found.append(run)

@@ -170,7 +170,8 @@ def split_plan(scan: ScanResult, mode: str = "paper_a", task: int = 4,
         distinct = scan.index[scan.index["label"].isin(task_classes(task))].drop_duplicates("content_hash")
         wanted = profile.subsample_per_class or 900 // len(task_classes(task))
         # a small dataset (e.g. phantoms) gives what it has
-        return {"n_per_class": min(wanted, int(distinct["label"].value_counts().min()))}
+        return {"n_per_class": min(wanted, int(distinct["label"].value_counts().min())),
+                "repeats": profile.subsample_repeats}
     if mode == "paper_a" and profile.real_per_class and not scan.layout.is_phantom:
         return {"per_class": profile.real_per_class}
     return {}
@@ -215,6 +216,6 @@ def saved_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: in
     if "per_class" in plan:
         index = sample_distinct(index[index["label"].isin(task_classes(task))], plan["per_class"], seed)
     split = make_split(index, mode=mode, task=task, seed=seed,
-                       **({"n_per_class": plan["n_per_class"]} if "n_per_class" in plan else {}))
+                       **{k: v for k, v in plan.items() if k in ("n_per_class", "repeats")})
     save_split(split, path)
     return load_split(path, scan.layout.root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -101,18 +102,22 @@ def train_tiny(run, root, recipe=PAPER_A, task: int = 4, split=None, **options):
     return train(run, split, recipe, task_classes(task), find_dataset(root).root, **{**TINY, **options})
 
 
+# Paper A's recipe on the toy backbone: the run folder's machinery in seconds (the notebooks train ResNet50).
+TOY_PAPER_A = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy")
+
+
 @pytest.fixture(scope="session")
 def resumed_run(tmp_path_factory, phantom_root):
-    """A tiny paper_a run interrupted after its 2nd epoch (of 3), then resumed by the same call:
+    """A tiny paper_a run (toy backbone) interrupted after its 2nd epoch (of 3), then resumed by the same call:
     (run folder, settings, history at the interruption, epochs run after resuming)."""
     run = tmp_path_factory.mktemp("run") / "paper_a"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "OUTPUT_DIR", tmp_path_factory.mktemp("outputs"))
         with pytest.raises(Interrupted):
-            train_tiny(run, phantom_root, epochs=3, callbacks=[InterruptAfter(1)])
+            train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[InterruptAfter(1)])
         interrupted_history = Run(run).history()
         recorder = RecordEpochs()
-        settings = train_tiny(run, phantom_root, epochs=3, callbacks=[recorder])
+        settings = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[recorder])
     return run, settings, interrupted_history, recorder.epochs
 
 

@@ -103,7 +103,7 @@ def test_main_job_without_notebooks_checks_data_and_saves_splits(workspace, monk
         assert report["phantom"] and report["classes"] == {c: FAST.phantom_per_class for c in CLASSES}
         summary = json.loads((out / "run_summary.json").read_text())
         assert len(summary["splits"]) == len(main_job.COURSE_SPLITS)
-        assert any(name.startswith("paper_b_task3_seed0_12-n-per-class-") for name in summary["splits"])
+        assert any(name.startswith("paper_b_task3_seed0_12-n-per-class_2-repeats-") for name in summary["splits"])
         assert "No notebooks yet" in capsys.readouterr().out
     finally:
         config.active_profile.cache_clear()

@@ -160,3 +160,25 @@ def test_a_model_that_learned_something_is_far_from_independent():
     matrix = np.array([[90, 5, 5], [10, 80, 10], [5, 5, 90]])
     check = evaluation.independence_check(matrix)
     assert check["kappa"] > 0.7 and check["p_value"] < 1e-6
+
+
+def test_a_class_never_predicted_leaves_the_independence_test_well_defined():
+    matrix = np.array([[5, 0, 3], [2, 0, 6], [1, 0, 4]])  # nobody was called the middle class
+    check = evaluation.independence_check(matrix)
+    assert check["dof"] == 2 and 0 <= check["p_value"] <= 1
+    assert np.array(check["expected_if_independent"])[:, 1].sum() == 0
+    single = evaluation.independence_check(np.array([[4, 0], [3, 0]]))
+    assert (single["dof"], single["p_value"]) == (0, 1.0)
+
+
+def test_the_bootstrap_gives_scipys_percentile_interval_for_the_same_seed():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 3, 150)
+    probabilities = one_hot_probabilities(np.where(rng.uniform(size=150) < 0.7, y_true, (y_true + 1) % 3))
+    ours = evaluation.bootstrap_ci(y_true, probabilities, CLASSES3, n_resamples=500, seed=11)["accuracy"]
+    theirs = bootstrap((y_true, probabilities.argmax(axis=1)), lambda a, b: np.mean(a == b), paired=True,
+                       vectorized=False, n_resamples=500, method="percentile",
+                       random_state=np.random.default_rng(11)).confidence_interval
+    np.testing.assert_allclose(ours, [theirs.low, theirs.high])

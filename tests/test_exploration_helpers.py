@@ -62,16 +62,18 @@ def test_without_lung_masks_the_overlays_say_so_and_the_notebook_goes_on(scan, c
 
 def test_figures_carry_what_they_show(scan, figure_dir, phantom_root, make_tree):
     class FakeRun:
-        def __init__(self, pretrained):
-            self.settings = {"pretrained": pretrained}
+        def __init__(self, pretrained, on_phantoms):
+            self.settings, self.on_phantoms = {"pretrained": pretrained}, on_phantoms
 
     try:
-        caption = plots.set_caption(find_dataset(phantom_root), FakeRun(False))
-        assert "PHANTOM" in caption and "RANDOM-INIT" in caption
+        caption = plots.set_caption(find_dataset(phantom_root), FakeRun(False, True))
+        assert caption.startswith("images: generated PHANTOM radiographs · RANDOM-INIT (not pretrained) backbone "
+                                  "trained on PHANTOMS · profile ")
         figure = plots.class_counts(data.class_balance(scan.index), save_as="captioned")
         assert caption in [t.get_text() for t in figure.texts]
-        caption = plots.set_caption(find_dataset(make_tree()), FakeRun(True))
-        assert "real radiographs" in caption and "ImageNet-pretrained" in caption
+        with plots.caption(find_dataset(make_tree()), FakeRun(True, False)) as real:
+            assert "images: real radiographs" in real and "ImageNet-pretrained backbone trained on real" in real
+        assert plots._CAPTION["text"] == caption, "the caption before the block comes back"
     finally:
         plots._CAPTION["text"] = ""
 

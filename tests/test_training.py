@@ -15,7 +15,7 @@ from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
 from helpers.runs import Run, RunNotFoundError
 from helpers.training import RunSettingsError, device_policy, time_to_accuracy
-from tests.conftest import phantom_split, train_tiny
+from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
     assert (run / "model.keras").stat().st_size < 150e6, "saved without the optimizer state (~100 MB, not ~300)"
     assert not (run / "checkpoints").exists(), "resume checkpoints are removed once finished"
     saved = json.loads((run / "settings.json").read_text())
-    assert saved["recipe"] == PAPER_A.to_dict(), "the recipe in full, not only its name"
+    assert saved["recipe"] == TOY_PAPER_A.to_dict(), "the recipe in full, not only its name"
     assert saved["weights_used"] == "none" and saved["pretrained"] is False
     assert saved["profile"] == "fast" and saved["image_size"] == 32
     assert saved["device_policy"]["mixed_precision"] is False
@@ -68,12 +68,12 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
 def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_what_differs(resumed_run,
                                                                                           phantom_root):
     run, settings, _, _ = resumed_run
-    again = train_tiny(run, phantom_root, epochs=3)
+    again = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3)
     assert again["train_seconds"] == settings["train_seconds"]
     with pytest.raises(RunSettingsError, match=r"what differs: recipe: .*seed: 0 → 3"):
         train_tiny(run, phantom_root, IMPROVED, epochs=3, seed=3)
     with pytest.raises(RunSettingsError, match=r"what differs: split_fingerprint: '\w+' → '\w+'"):
-        train_tiny(run, phantom_root, epochs=3, split=phantom_split(phantom_root, seed=5))
+        train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, split=phantom_split(phantom_root, seed=5))
 
 
 def test_a_modified_recipe_reloads_from_its_folder_without_any_registry(phantom_root, tmp_path):
@@ -189,7 +189,7 @@ def test_cli_refuses_zero_and_negative_numbers_in_one_line(phantom_root, tmp_pat
 
 
 def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root, tmp_path, capsys):
-    """Paper A's head has no linear CAM, so this exercises Grad-CAM (at an earlier block, too)."""
+    """Paper A's head has no linear CAM, so this exercises Grad-CAM (at an earlier layer, too)."""
     run, _, _, _ = resumed_run
     images = [str(phantom_root / c / "images" / f"{c}-1.png") for c in ("COVID", "Normal")]
     out = tmp_path / "maps"
@@ -200,8 +200,7 @@ def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root,
     assert main(["predict", images[0], "--run", str(run), "--cam", str(out), "--cam-method", "cam"]) == 2
     assert "CAM needs a linear head" in capsys.readouterr().err
     assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "fine"),
-                 "--cam-layer", "conv3_block3_out"]) == 0
+                 "--cam-layer", "toy1_out"]) == 0
     assert "1 overlay(s) written" in capsys.readouterr().out
-    assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "blind"),
-                 "--cam-layer", "conv4_block6_out"]) == 2
-    assert "can affect the output" in capsys.readouterr().err
+    assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "x"), "--cam-layer", "conv9"]) == 2
+    assert capsys.readouterr().err.startswith("error: No such layer: conv9")
