@@ -127,7 +127,7 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     recipe = {**PAPER_A.to_dict(), "normalisation": normalisation}
     (folder / "settings.json").write_text(json.dumps({
         "recipe": recipe, "classes": list(classes), "image_size": image_size, "repeat": 0, "batch_size": 8,
-        "monitored_on": "val", "finished": True}))
+        "monitored_on": "val", "pretrained": False, "data_root": str(folder), "finished": True}))
     run = Run(folder)
     run.__dict__["model"] = model  # what `Run.model` would load
     return run
