@@ -19,9 +19,10 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(VENV_PYTHON) -m helpers run
 
-# The tests, in the fast profile: unit tests and every notebook through nbval.
+# The tests, in the fast profile: unit tests and every notebook through nbval. Two workers: the notebooks run in
+# order in one (tests/conftest.py), the unit tests in the other; GPUs are hidden so that every machine tests alike.
 test: $(INSTALLED)
-	CXR_FAST=1 $(VENV_PYTHON) -m pytest
+	CXR_FAST=1 CUDA_VISIBLE_DEVICES= $(VENV_PYTHON) -m pytest -n 2 --dist loadgroup
 
 lint: $(INSTALLED)
 	$(VENV_PYTHON) -m ruff check helpers tests benchmarks experiments tools

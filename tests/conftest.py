@@ -131,3 +131,11 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     run = Run(folder)
     run.__dict__["model"] = model  # what `Run.model` would load
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist, the notebooks run in one worker, in order: 04 and 05 reuse the runs 03 trained (in the same
+    outputs/ folder), and two workers would train them at once. Unit tests spread over the other workers."""
+    for item in items:
+        if item.nodeid.startswith("notebooks/"):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
