@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import helpers  # noqa: F401, I001 - first: it imports TensorFlow with its start-up lines held back
 import keras
 import numpy as np
 import pytest
@@ -133,9 +134,14 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     return run
 
 
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist, the notebooks run in one worker, in order: 04 and 05 reuse the runs 03 trained (in the same
-    outputs/ folder), and two workers would train them at once. Unit tests spread over the other workers."""
-    for item in items:
-        if item.nodeid.startswith("notebooks/"):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`make test` runs two workers), every notebook runs in one worker, in order: 04 and 05 reuse
+    the runs 03 trained in the same outputs/ folder, and nbval needs a notebook's cells in one kernel. Each test
+    module is a unit of its own, spread over the workers."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "notebooks" if nodeid.startswith("notebooks/") else super()._split_scope(nodeid)
+
+    return NotebooksTogether(config, log)

@@ -63,7 +63,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_makefile_test_target_selects_the_fast_profile():
     result = subprocess.run(["make", "-n", "-W", "pyproject.toml", "test"], cwd=REPO,
                             capture_output=True, text=True, check=True)
-    assert "CXR_FAST=1" in result.stdout and "pytest" in result.stdout and "--dist loadgroup" in result.stdout
+    assert "CXR_FAST=1" in result.stdout and "pytest" in result.stdout and "-n 2" in result.stdout
     assert "-m venv .venv" in result.stdout or ".venv/bin/python" in result.stdout
 
 
