@@ -6,7 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import helpers  # noqa: F401, I001 - first: it imports TensorFlow with its start-up lines held back
+# isort: off
+import helpers  # noqa: F401 - first: it imports TensorFlow with its start-up lines held back
+# isort: on
 import keras
 import numpy as np
 import pytest
