@@ -111,8 +111,14 @@ def _repeat_fingerprint(split: pd.DataFrame, repeat: int) -> str:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """The identity settings two runs disagree on, each as "name: old → new"."""
-    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in IDENTITY if old.get(key) != new.get(key)]
+    """The identity settings two runs disagree on, each as "name: old → new" (the split in words: its fingerprint
+    is a hash that tells a reader nothing)."""
+    return [SPLIT_CHANGED if key == "split_fingerprint" else f"{key}: {old.get(key)!r} → {new.get(key)!r}"
+            for key in IDENTITY if old.get(key) != new.get(key)]
+
+
+SPLIT_CHANGED = ("the split: its images differ from those the run was trained on (files added, removed or changed "
+                 "since, or another split mode, task or seed)")
 
 
 # --------------------------------------------------------------------------- training
@@ -256,7 +262,7 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, po
         if progress.epochs_done < last:  # stopped early
             break
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
-        model.load_weights(run_dir / "checkpoints" / "best.weights.h5")
+        model.load_weights(run_dir / "checkpoints" / best_weights_name(progress.best_epoch))
         log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")
     return model
 
@@ -362,15 +368,16 @@ class _Progress:
     def epoch_finished(self, model, epoch: int, logs: dict) -> None:
         row = {"epoch": epoch}
         for key, value in logs.items():  # Keras calls the monitored part "val" even when it is the test part
-            name = self._monitored(key[4:]) if key.startswith("val_") else key
+            name = (self._monitored(key[4:]) if key.startswith("val_") else key if key in _Timing.KEYS
+                    else f"train_{key}")
             row[name] = round(float(value), 6)
         checkpoints = self.run_dir / "checkpoints"
         name = f"epoch-{epoch + 1:03d}.keras"
         with files.atomic_path(checkpoints / name) as tmp:
             model.save(tmp)
         loss = row.get(self._monitored("loss"), np.inf)
-        if self.recipe.select_best and loss < self.best_loss:
-            with files.atomic_path(checkpoints / "best.weights.h5") as tmp:
+        if self.recipe.select_best and loss < self.best_loss:  # named after its epoch: a state never names
+            with files.atomic_path(checkpoints / best_weights_name(epoch + 1)) as tmp:  # weights it did not see
                 model.save_weights(tmp)
             self.best_loss, self.best_epoch = loss, epoch + 1
         self.rows.append(row)
@@ -383,6 +390,14 @@ class _Progress:
         for old in checkpoints.glob("epoch-*.keras"):  # this epoch's and the previous one's stay
             if old.name not in keep:
                 old.unlink(missing_ok=True)
+        best_kept = {best_weights_name(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")}
+        for old in checkpoints.glob("best-epoch-*.weights.h5"):  # the best of this state and of the one before
+            if old.name not in best_kept:
+                old.unlink(missing_ok=True)
+
+
+def best_weights_name(epoch: int) -> str:
+    return f"best-epoch-{epoch:03d}.weights.h5"
 
 
 def _write_history(run_dir: Path, rows: list) -> None:
@@ -397,6 +412,8 @@ class _Timing(keras.callbacks.Callback):
     """Adds to each epoch's logs the seconds since the run began (across resumes) and the seconds spent
     training, without evaluation: Paper B's time-to-accuracy curves compare runs whose monitored parts differ
     in size, so only training time is comparable."""
+
+    KEYS = ("elapsed_seconds", "train_seconds")
 
     def __init__(self, progress: _Progress):
         super().__init__()

@@ -108,6 +108,25 @@ def test_a_kill_at_any_moment_of_saving_an_epoch_loses_nothing_and_repeats_nothi
     assert not list(run.glob(".partial-*")) and not (run / "checkpoints").exists()
 
 
+def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root, tmp_path):
+    """Killed after epoch 2's files, before the state that knows them: the best weights the state names are epoch 1's
+    (once, one `best.weights.h5` held the forgotten epoch 2, and a resumed run kept them as "epoch 1")."""
+    import keras
+    import numpy as np
+
+    from helpers.training import best_weights_name
+
+    run = tmp_path / "run"
+    kill_training_at(phantom_root, run, "state:2", tmp_path)
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 1 and state["best_epoch"] == 1
+    model = keras.models.load_model(run / "checkpoints" / state["checkpoint"])
+    epoch_1 = model.get_weights()
+    model.load_weights(run / "checkpoints" / best_weights_name(state["best_epoch"]))
+    assert all(np.array_equal(a, b) for a, b in zip(epoch_1, model.get_weights()))
+    assert train_tiny(run, phantom_root, TOY, epochs=3)["finished"]
+
+
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(phantom_root, tmp_path):
     run = tmp_path / "run"
     kill_training_at(phantom_root, run, "history:3", tmp_path)  # epochs 1-3 saved, not yet finished
