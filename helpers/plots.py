@@ -225,12 +225,17 @@ def throughput(results: pd.DataFrame, save_as=None):
 
 
 def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int = 0, save_as=None):
-    """Accuracy and loss per epoch, training and validation, side by side (as Paper A's Figure 1)."""
+    """Accuracy and loss per epoch, training and the watched part, side by side (as Paper A's Figure 1).
+
+    The watched part is the validation split, or the test part for Paper B's sub-sample runs (which have no other);
+    the history's column names say which, and so does the legend.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     epochs = history["epoch"] + 1
+    watched = "val" if "val_loss" in history else "test"
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.plot(epochs, history[metric], marker="o", label="training")
-        ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.plot(epochs, history[f"train_{metric}"], marker="o", label="training")
+        ax.plot(epochs, history[f"{watched}_{metric}"], marker="o", label="validation" if watched == "val" else "test")
         if warmup_epochs:
             ax.axvline(warmup_epochs + 0.5, color="grey", linestyle=":", label="end of warm-up")
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())

@@ -60,7 +60,8 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
     assert saved["device_policy"]["mixed_precision"] is False
     assert "re-estimated" in saved["batchnorm"] and saved["batchnorm_reestimation_batches"] > 0
     assert set(saved["scores"]) == {"val", "val_before_batchnorm_reestimation"}, "scores named after their part"
-    assert {"val_accuracy", "val_balanced_accuracy", "train_seconds"} <= set(Run(run).history().columns)
+    named_after_part = {"train_loss", "train_accuracy", "val_accuracy", "val_balanced_accuracy", "train_seconds"}
+    assert named_after_part <= set(Run(run).history().columns)
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val", "test"}
 
@@ -72,7 +73,7 @@ def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_wha
     assert again["train_seconds"] == settings["train_seconds"]
     with pytest.raises(RunSettingsError, match=r"what differs: recipe: .*seed: 0 → 3"):
         train_tiny(run, phantom_root, IMPROVED, epochs=3, seed=3)
-    with pytest.raises(RunSettingsError, match=r"what differs: split_fingerprint: '\w+' → '\w+'"):
+    with pytest.raises(RunSettingsError, match=r"what differs: the split: its images differ from those the run was "):
         train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, split=phantom_split(phantom_root, seed=5))
 
 
