@@ -163,13 +163,16 @@ def generate_phantoms(
     if shortcut_class is not None and shortcut_class not in classes:
         raise ValueError(f"shortcut_class must be one of {classes}; found {shortcut_class!r}")
     root = Path(out) / DATASET_FOLDER
-    if root.exists():
-        shutil.rmtree(root)
+    if root.exists() and not (root / MANIFEST_NAME).exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and was not made by this generator (it has no {MANIFEST_NAME}); it "
+                              "may be the real dataset: choose another folder for phantoms")
+    building = root.with_name(f".{DATASET_FOLDER}.partial")  # renamed into place when complete: an interrupted
+    shutil.rmtree(building, ignore_errors=True)  # generation never leaves a set that looks finished
     records = []
     for class_index, cls in enumerate(CLASSES):
         if cls not in classes:
             continue
-        folders = {kind: root / cls / kind for kind in ("images", "masks", "lesion_masks")}
+        folders = {kind: building / cls / kind for kind in ("images", "masks", "lesion_masks")}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         for n in range(1, per_class + 1):
@@ -182,9 +185,11 @@ def generate_phantoms(
             _save_png(lesion.astype(np.uint8) * 255, folders["lesion_masks"] / name)
             records.append({"relpath": f"{cls}/images/{name}", "label": cls,
                             "lesion_fraction": round(float(lesion.mean()), 6), "marker": bool(marker)})
-    pd.DataFrame(records).to_csv(root / METADATA_NAME, index=False)
+    pd.DataFrame(records).to_csv(building / METADATA_NAME, index=False)
     manifest = _manifest(per_class, size, seed, shortcut_class, shortcut_rate, classes)
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    (building / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(root, ignore_errors=True)  # an older phantom set (checked above)
+    building.rename(root)
     return root
 
 

@@ -83,6 +83,33 @@ def test_ensure_phantoms_reuses_a_matching_set_and_regenerates_otherwise(tmp_pat
     assert (root / "COVID" / "images" / "COVID-3.png").exists()
 
 
+def test_the_generator_never_overwrites_a_dataset_it_did_not_make(tmp_path, capsys):
+    real = tmp_path / "COVID-19_Radiography_Dataset" / "COVID" / "images"
+    real.mkdir(parents=True)
+    (real / "COVID-1.png").write_bytes(b"a real radiograph")
+    assert main(["data", "synth", str(tmp_path), "--per-class", "2", "--size", "40"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "was not made by this generator" in message and len(message.splitlines()) == 1
+    assert (real / "COVID-1.png").read_bytes() == b"a real radiograph"
+
+
+def test_an_interrupted_generation_leaves_no_set_that_looks_finished(tmp_path, monkeypatch):
+    from helpers import synthetic
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_save_png", interrupted)
+    try:
+        generate_phantoms(tmp_path, per_class=2, size=40)
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "COVID-19_Radiography_Dataset").exists()
+    monkeypatch.undo()
+    root = ensure_phantoms(tmp_path, per_class=2, size=40)  # the leftover is cleared, the set made whole
+    assert len(list(root.rglob("images/*.png"))) == 8 and not list(tmp_path.glob(".*partial"))
+
+
 def test_synth_cli(tmp_path, capsys):
     assert main(["data", "synth", str(tmp_path), "--per-class", "2", "--size", "40", "--seed", "1"]) == 0
     assert "Wrote 2 phantom radiographs per class" in capsys.readouterr().out
