@@ -31,8 +31,12 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # the main job is often piped into a log file: each line as it happens
+
+
 def execute_notebook(source: Path, target: Path, timeout: int = 3600, expected: float | None = None,
-                     log=print) -> float:
+                     log=_print) -> float:
     """Run one notebook top to bottom with the current Python's kernel, printing each code cell as it starts;
     the executed copy is written to `target` (also when a cell fails). Returns the seconds taken."""
     notebook = nbformat.read(source, as_version=4)
@@ -49,8 +53,9 @@ def execute_notebook(source: Path, target: Path, timeout: int = 3600, expected: 
             f"{_clock(time.perf_counter() - started)}{estimate}] {first[:90]}")
 
     # Exercise solutions are left for the learner (the test command runs them): the main job runs the lessons.
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", on_cell_start=on_cell_start,
+    client = _EchoingClient(notebook, timeout=timeout, kernel_name="python3", on_cell_start=on_cell_start,
                             skip_cells_with_tag="solution", resources={"metadata": {"path": str(source.parent)}})
+    client.echo = log
     try:
         client.execute()
     finally:
@@ -59,7 +64,25 @@ def execute_notebook(source: Path, target: Path, timeout: int = 3600, expected: 
     return time.perf_counter() - started
 
 
-def run_course(log=print) -> dict:
+class _EchoingClient(NotebookClient):
+    """Also prints each finished line a cell writes (Keras' line per epoch, a bar's last state), so that a cell
+    that trains for minutes is watched, not silent. Lines redrawn in place (after a carriage return) show once."""
+
+    echo = print
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "stream":
+            pending = self.__dict__.setdefault("pending", {})  # per stream: a line's start, its end yet to come
+            name = msg["content"].get("name", "stdout")
+            *lines, pending[name] = (pending.get(name, "") + msg["content"].get("text", "")).split("\n")
+            for line in lines:
+                shown = line.rsplit("\r", 1)[-1].strip()
+                if shown:
+                    self.echo(f"      {shown[:150]}")
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def run_course(log=_print) -> dict:
     """The main job: pick the data, check it, save the splits, then execute every notebook in order.
 
     Executed notebooks land in outputs/notebooks/; a failing notebook stops the run (and is saved
@@ -77,6 +100,8 @@ def run_course(log=print) -> dict:
     files.write_json(out / "data_check.json", scan.to_dict())
 
     previous = (files.read_json(out / "run_summary.json") or {}).get("notebooks", {})
+    timings = out / "notebook_seconds.json"  # each notebook's last time, kept even when a later one fails
+    previous = {**previous, **(files.read_json(timings) or {})}
     summary = {"profile": profile.name, "profile_reason": profile.reason, "data_root": str(layout.root),
                "phantom": layout.is_phantom, "splits": {}, "notebooks": {}}
     for mode, task in COURSE_SPLITS:
@@ -96,6 +121,7 @@ def run_course(log=print) -> dict:
         log(f"Executing {source.name} …")
         seconds = execute_notebook(source, target, expected=previous.get(source.name), log=log)
         summary["notebooks"][source.name] = round(seconds, 1)
+        files.write_json(timings, {**previous, **summary["notebooks"]})
         log(f"  done in {_clock(seconds)} → {target}")
     if not found:
         log("No notebooks yet: the main job prepared and checked the data only.")

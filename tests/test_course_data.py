@@ -112,7 +112,8 @@ def test_main_job_without_notebooks_checks_data_and_saves_splits(workspace, monk
 def test_main_job_executes_notebooks_in_order_and_shows_each_cell(workspace, monkeypatch):
     import nbformat
 
-    for name, code in (("01_first.ipynb", "x = 1"), ("02_second.ipynb", "assert 1 + 1 == 2")):
+    for name, code in (("01_first.ipynb", "print('epoch 1\\r', end=''); print('\\repoch 1 done')"),
+                       ("02_second.ipynb", "assert 1 + 1 == 2")):
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nbformat.write(notebook, workspace / "notebooks" / name)
     monkeypatch.setenv("CXR_FAST", "1")
@@ -124,8 +125,20 @@ def test_main_job_executes_notebooks_in_order_and_shows_each_cell(workspace, mon
         executed = nbformat.read(workspace / "outputs" / "notebooks" / "02_second.ipynb", as_version=4)
         assert executed.cells[0].execution_count == 1
         assert any(line.startswith("  [02 · cell 1/1 · ") and line.endswith("assert 1 + 1 == 2") for line in lines)
+        assert [line.strip() for line in lines if "epoch 1" in line and "cell" not in line] == ["epoch 1 done"], \
+            "what a cell prints is echoed once per finished line"
         main_job.run_course(log=lines.append)  # a second run estimates from the first
         assert any("the last run took" in line for line in lines)
+        failing = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('broken')")])
+        nbformat.write(failing, workspace / "notebooks" / "02_second.ipynb")
+        (workspace / "outputs" / "run_summary.json").unlink()
+        with pytest.raises(Exception, match="broken"):
+            main_job.run_course(log=lines.append)
+        lines.clear()
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 2")]),
+                       workspace / "notebooks" / "02_second.ipynb")
+        main_job.run_course(log=lines.append)  # the failed run still left the first notebook's time
+        assert any("[01 · cell 1/1 · 0s of ~" in line for line in lines)
     finally:
         config.active_profile.cache_clear()
 
