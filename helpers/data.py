@@ -383,8 +383,15 @@ def _inspect_or_reason(path: Path):
         return None, str(exc)
 
 
-def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bool = False) -> ScanResult:
-    """Decode every candidate file once and build the index; bad files are skipped with a reason."""
+PROGRESS_FROM = 500  # images: a scan this large shows a progress bar unless told otherwise (a few seconds or more)
+
+
+def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bool | None = None) -> ScanResult:
+    """Decode every candidate file once and build the index; bad files are skipped with a reason.
+
+    `progress=None` shows a bar for scans of `PROGRESS_FROM` images or more: the real dataset's first scan takes
+    minutes on a fresh VM.
+    """
     jobs = []  # (class, path)
     ignored = 0
     for cls in layout.classes:
@@ -394,8 +401,8 @@ def scan_dataset(layout: DatasetLayout, workers: int | None = None, progress: bo
 
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes with the GIL released
-        results = list(_maybe_progress(pool.map(_inspect_or_reason, [p for _, p in jobs]),
-                                       len(jobs), progress))
+        results = list(_maybe_progress(pool.map(_inspect_or_reason, [p for _, p in jobs]), len(jobs),
+                                       len(jobs) >= PROGRESS_FROM if progress is None else progress))
 
     rows, skipped = [], []
     for (cls, path), (info, reason) in zip(jobs, results):
@@ -437,7 +444,7 @@ def listing_signature(layout: DatasetLayout) -> str:
     return digest.hexdigest()
 
 
-def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool = False) -> ScanResult:
+def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool | None = None) -> ScanResult:
     """`scan_dataset`, reused from a cache file while no file under the dataset has changed.
 
     The full dataset takes a while to decode, and every notebook needs the same index. The cache is keyed by the

@@ -22,6 +22,9 @@ def atomic_path(path):
     tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
     try:
         yield tmp
+        if tmp.exists():  # the data reach the disk before the name does: a VM that dies, not only a process
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
