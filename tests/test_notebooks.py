@@ -108,7 +108,7 @@ def test_notebook_says_which_data_it_uses(path):
     ("03_transfer_learning_resnet50.ipynb", ["ResNet50(", "GlobalAveragePooling2D", "Dense(1024", "Dropout(0.5",
                                              ".trainable = False", ".compile(", ".fit("]),
     ("04_evaluation.ipynb", ["confusion_matrix(", "chi2_contingency(", "image_dataset_from_directory("]),
-    ("05_class_activation_maps.ipynb", ["GradientTape", "np.einsum(", "tape.gradient("]),
+    ("05_class_activation_maps.ipynb", ["GradientTape", "np.einsum(", "tape.gradient(", "float32_copy("]),
     ("02_preprocessing.ipynb", ["tf.data.Dataset", ".cache()", ".shuffle(", "random_flip_left_right",
                                 "preprocess_input", ".prefetch("]),
 ])
