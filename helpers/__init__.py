@@ -1,20 +1,23 @@
 """The small library behind the COVID-19 chest X-ray course notebooks: plumbing, so the notebooks can show
 the ideas.
 
-One module per concern:
+One module per concern, each importing only those above it:
   config      run profiles (fast, demo, full), paths, and the machine (CPU/GPU, Colab, Kaggle)
-  data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
-  datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
-  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
-  splits      seeded, duplicate-aware splits, saved under a key of what they were made from
-  pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
-  models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
+  files       atomic writes: a file is whole or absent
   recipes     training recipes (Paper A, improved, Paper B) as data
+  data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
+  models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
+  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
+  plots       figures, each captioned with the images and models it shows
+  pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
+  splits      seeded, duplicate-aware splits, saved under a key of what they were made from
+  datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
   training    training a recipe on a split into a run folder: resumable, atomic, device-aware
   runs        a trained run folder as an object (settings, model, history, its split), and the course's runs
-  evaluation  metrics with intervals, calibration, paired tests, image-editing controls, Paper A's Figure 2
   cam         class activation maps and Grad-CAM, and how well they localise
-  plots       figures · timing: honest timing helpers · main_job: `make run` · cli: `python -m helpers`
+  evaluation  metrics with intervals, calibration, paired tests, image-editing controls, Paper A's Figure 2
+  timing      honest timing of input pipelines
+  main_job    `make run` · cli: `python -m helpers`
 """
 
 import os

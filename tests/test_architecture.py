@@ -57,3 +57,16 @@ def test_the_readme_layout_names_every_module():
     layout = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in MODULES if not name.startswith("_") and name not in layout]
     assert missing == []
+
+
+def test_the_readme_lists_the_modules_in_dependency_order():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("\nhelpers/ ", 1)[1].split("\nnotebooks/", 1)[0]
+    listed = []
+    for line in block.splitlines():
+        if line.startswith("   ") and not line.startswith("    "):
+            listed += [name.strip() for name in line.strip().split("  ")[0].split("·")]
+    assert sorted(listed) == sorted(name for name in MODULES if not name.startswith("_"))
+    below = {name: set(listed[i + 1:]) for i, name in enumerate(listed)}
+    upward = {name: sorted(helpers_imported_by(MODULES[name]) & below[name]) for name in listed}
+    assert {name: found for name, found in upward.items() if found} == {}, "a module imports one listed below it"
