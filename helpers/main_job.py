@@ -5,6 +5,7 @@ the previous run, so that a long run is never silent.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from helpers.datasets import active_dataset, data_statement
 from helpers.splits import saved_split, saved_split_path
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Keras' progress bar colours, meaningless in a log file
 # Splits the main job prepares, so every notebook and CLI command finds them already made.
 COURSE_SPLITS = (("paper_a", 4), ("paper_b", 3), ("paper_b", 2))
 
@@ -54,7 +56,8 @@ def execute_notebook(source: Path, target: Path, timeout: int = 3600, expected: 
 
     # Exercise solutions are left for the learner (the test command runs them): the main job runs the lessons.
     client = _EchoingClient(notebook, timeout=timeout, kernel_name="python3", on_cell_start=on_cell_start,
-                            skip_cells_with_tag="solution", resources={"metadata": {"path": str(source.parent)}})
+                            skip_cells_with_tag="solution", resources={"metadata": {"path": str(source.parent)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # not the kernel's TCP notice
     client.echo = log
     try:
         client.execute()
@@ -76,7 +79,7 @@ class _EchoingClient(NotebookClient):
             name = msg["content"].get("name", "stdout")
             *lines, pending[name] = (pending.get(name, "") + msg["content"].get("text", "")).split("\n")
             for line in lines:
-                shown = line.rsplit("\r", 1)[-1].strip()
+                shown = ANSI_CODES.sub("", line.rsplit("\r", 1)[-1]).strip()
                 if shown:
                     self.echo(f"      {shown[:150]}")
         return super().output(outs, msg, display_id, cell_index)

@@ -112,7 +112,7 @@ def test_main_job_without_notebooks_checks_data_and_saves_splits(workspace, monk
 def test_main_job_executes_notebooks_in_order_and_shows_each_cell(workspace, monkeypatch):
     import nbformat
 
-    for name, code in (("01_first.ipynb", "print('epoch 1\\r', end=''); print('\\repoch 1 done')"),
+    for name, code in (("01_first.ipynb", "print('epoch 1\\r', end=''); print('\\r\\x1b[1mepoch 1 done\\x1b[0m')"),
                        ("02_second.ipynb", "assert 1 + 1 == 2")):
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         nbformat.write(notebook, workspace / "notebooks" / name)
