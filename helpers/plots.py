@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
@@ -239,6 +240,7 @@ def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int =
         if warmup_epochs:
             ax.axvline(warmup_epochs + 0.5, color="grey", linestyle=":", label="end of warm-up")
         ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.legend(fontsize=8)
     axes[0].set_ylim(0, 1.02)
     return _finish(fig, save_as)
