@@ -18,7 +18,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from helpers.data import BadImageError, load_grayscale
+from helpers.data import PROGRESS_FROM, BadImageError, load_grayscale
 
 NORMALISATIONS = ("resnet50", "rescale", "imagenet_torch")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -172,7 +172,7 @@ def _drop_flag(image, label, ok):
 def _fill_cache(ds, paths, progress: bool) -> int:
     """Read a cached dataset once (decoding every file into the cache); report unreadable files; count the rest."""
     batches = ds.batch(256).prefetch(2)
-    if progress:
+    if progress and len(paths) >= PROGRESS_FROM:  # a bar for seconds of work, not for a blink
         batches = tqdm(batches, total=-(-len(paths) // 256), desc="decoding images", unit="batch", leave=False)
     usable = sum(int(tf.reduce_sum(tf.cast(ok, tf.int32))) for _, _, ok in batches)
     bad = unreadable_files(paths)
