@@ -2,11 +2,12 @@
 the ideas.
 
 One module per concern, each importing only those above it:
-  config      run profiles (fast, demo, full), paths, and the machine (CPU/GPU, Colab, Kaggle)
+  config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
   files       atomic writes: a file is whole or absent
   recipes     training recipes (Paper A, improved, Paper B) as data
   data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
   models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
+  distribute  one training over several devices or machines (tf.distribute), and what Keras 3 needs for it
   synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
   plots       figures, each captioned with the images and models it shows
   pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
@@ -55,6 +56,23 @@ def _import_tensorflow_quietly() -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
+def _split_cpu_when_asked() -> None:
+    """CXR_LOGICAL_DEVICES=N: the CPU as N logical devices, so that the course takes its several-GPU path
+    (MirroredStrategy) without GPUs, for tests and for a learner who wants to see data parallelism. It must happen
+    before TensorFlow runs anything, hence here; `config.device_policy` reports a bad value or a late request."""
+    import tensorflow as tf
+
+    raw = os.environ.get("CXR_LOGICAL_DEVICES", "").strip()
+    if not raw.isdigit() or int(raw) < 2 or tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(raw))
+    except RuntimeError:  # TensorFlow already running in this process: the report says how many devices it has
+        pass
+
+
 _import_tensorflow_quietly()
+_split_cpu_when_asked()
 
 __version__ = "0.2.0"

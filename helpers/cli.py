@@ -20,7 +20,9 @@ import argparse
 import json
 import sys
 
-from helpers import config
+import tensorflow as tf
+
+from helpers import config, distribute
 from helpers.cam import FINER_LAYERS, write_overlays
 from helpers.data import (
     CLASSES,
@@ -46,7 +48,8 @@ from helpers.synthetic import generate_phantoms
 from helpers.training import RunSettingsError, train
 
 # What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.
-EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, ValueError, ImportError, OSError)
+EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.StrategyError, ValueError, ImportError,
+                   OSError)
 
 
 def _cmd_profile(args) -> int:
@@ -108,12 +111,15 @@ def _cmd_model(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    distribute.strategy_for(config.device_policy())  # before anything else runs TensorFlow (several workers)
     recipe = get_recipe(args.recipe)
     layout = find_dataset(args.data, classes=task_classes(args.task))
     split = saved_split(scan_cached(layout), mode=args.split, task=args.task, seed=args.seed)
     settings = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
                      epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
                      weights=args.weights, seed=args.seed)
+    if not settings.get("finished"):  # a worker other than the chief: the chief reports the run
+        return 0
     part = settings["monitored_on"]
     score = settings["scores"][part]
     print(f"Trained {recipe.name} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) for "
@@ -315,6 +321,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished epochs are kept; run the same command again to continue", file=sys.stderr)
         return 130
+    except tf.errors.UnavailableError as exc:  # several workers: one of them stopped (its machine lost, killed)
+        print(f"error: a worker of the cluster stopped ({config.first_line(exc, 160)}); finished epochs are kept: "
+              "start every worker again to continue", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

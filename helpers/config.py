@@ -124,13 +124,6 @@ _MAY_BE_ZERO = {"subsample_per_class", "real_per_class"}  # 0 means "all" / "the
 WEIGHT_CHOICES = ("imagenet", "none")
 
 
-@lru_cache(maxsize=1)
-def visible_gpus() -> tuple[str, ...]:
-    """The names of the GPUs TensorFlow sees (none on a CPU runtime)."""
-    return tuple(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-                 for gpu in tf.config.list_physical_devices("GPU"))
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -189,15 +182,172 @@ def active_profile() -> Profile:
     return choose_profile()
 
 
+# --------------------------------------------------------------------------- the machine and its device policy
+
+
+@lru_cache(maxsize=1)
+def visible_gpus() -> tuple[str, ...]:
+    """The names of the GPUs TensorFlow sees (none on a CPU runtime)."""
+    return tuple(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+                 for gpu in tf.config.list_physical_devices("GPU"))
+
+
+def logical_cpus() -> int:
+    """How many logical devices the CPU is split into (1 unless CXR_LOGICAL_DEVICES split it at start-up).
+    Asks TensorFlow without starting it, so that a multi-worker strategy can still be created afterwards."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    return len(tf.config.get_logical_device_configuration(cpu) or [None])
+
+
+def requested_logical_devices(env=None) -> int:
+    """CXR_LOGICAL_DEVICES as a number (1 when unset)."""
+    env = os.environ if env is None else env
+    raw = env.get("CXR_LOGICAL_DEVICES", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"CXR_LOGICAL_DEVICES must be a whole number ≥ 1 (the CPU's logical devices); found {raw!r}")
+    return int(raw)
+
+
+def cluster(env=None) -> tuple[int, int]:
+    """(workers, this process's index) from TF_CONFIG, as tf.distribute reads it; (1, 0) without one.
+    The chief is the task of type "chief", or worker 0 when the cluster names no chief."""
+    env = os.environ if env is None else env
+    raw = env.get("TF_CONFIG", "").strip()
+    if not raw:
+        return 1, 0
+    try:
+        spec = json.loads(raw)
+        jobs, task = spec.get("cluster", {}), spec.get("task", {})
+        workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
+        index = 0 if task.get("type") == "chief" else int(task.get("index", 0)) + len(jobs.get("chief", []))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f"TF_CONFIG must be JSON like {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, "
+                         f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; found {raw[:120]!r} ({exc})") from None
+    return max(workers, 1), index
+
+
+def is_chief(env=None) -> bool:
+    """Whether this process writes the run folder: the only process, or the chief of a multi-worker cluster."""
+    return cluster(env)[1] == 0
+
+
+def tpu_runtime(env=None) -> str | None:
+    """What says this is a TPU runtime (Colab, Kaggle, a Cloud TPU VM), or None."""
+    env = os.environ if env is None else env
+    for var in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"):
+        if env.get(var, "").strip():
+            return f"{var}={env[var].strip()}"
+    return "TensorFlow sees a TPU" if tf.config.list_physical_devices("TPU") else None
+
+
+TPU_UNSUPPORTED = ("TPUs are not supported by this course (it trains with Keras' fit on GPUs or the CPU, and "
+                   "TPUStrategy needs another input pipeline): it runs on the CPU here; choose a GPU runtime instead")
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePolicy:
+    """How a training run uses this machine: the devices it runs one replica on each, the processes (workers) taking
+    part, the tf.distribute strategy, and the numeric settings. `reason` says why, in words."""
+
+    devices: tuple[str, ...]
+    workers: int
+    strategy: str  # "default" (one device), "mirrored" (several on this machine) or "multi_worker"
+    mixed_precision: bool
+    xla: bool
+    reason: str
+
+    @property
+    def replicas(self) -> int:
+        """Copies of the model that each take a share of every batch."""
+        return len(self.devices) * self.workers
+
+    @property
+    def dtype_policy(self) -> str:
+        return "mixed_float16" if self.mixed_precision else "float32"
+
+    def global_batch(self, per_replica: int) -> int:
+        """The batch one training step takes: each replica gets the recipe's batch (tf.distribute's convention; it
+        also keeps BatchNorm's batch statistics, which every replica computes on its own share, those of the recipe)."""
+        return per_replica * self.replicas
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "devices": list(self.devices), "replicas": self.replicas,
+                "dtype_policy": self.dtype_policy}
+
+
+def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
+    """The device policy for this machine, or for the one described (`gpus`: GPU names; `cpus`: logical CPU devices;
+    `workers`: processes in the cluster; `env`: the environment).
+
+    One GPU: mixed_float16 and XLA. Several GPUs: MirroredStrategy with mixed_float16, without XLA (Keras compiles a
+    step over all devices as one function, and XLA cannot compile one whose variables live on several devices;
+    Keras itself turns XLA off under tf.distribute). The CPU: float32 (float16 convolutions are emulated there, tens
+    of times slower), and MirroredStrategy over its logical devices if CXR_LOGICAL_DEVICES split it. Several workers
+    (TF_CONFIG): MultiWorkerMirroredStrategy. CXR_MIXED_PRECISION=0|1 and CXR_XLA=0|1 override the numerics.
+    """
+    env = os.environ if env is None else env
+    gpus = tuple(visible_gpus() if gpus is None else gpus)
+    requested = requested_logical_devices(env)
+    cpus = (logical_cpus() if cpus is None else cpus) if not gpus else 0
+    workers = cluster(env)[0] if workers is None else workers
+    notes = []
+    if gpus:
+        devices = gpus
+        what = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({_counted(gpus)})"
+        if requested > 1:
+            notes.append("CXR_LOGICAL_DEVICES ignored: GPUs are visible")
+    else:
+        devices = tuple(f"CPU:{i}" for i in range(cpus))
+        what = (f"{cpus} logical CPU devices (CXR_LOGICAL_DEVICES={requested})" if cpus > 1
+                else "the CPU (no GPU visible)")
+        if requested > 1 and requested != cpus:
+            notes.append(f"CXR_LOGICAL_DEVICES={requested} came after TensorFlow started, which has {cpus}: set it "
+                         "before importing helpers (restart the kernel)")
+        if tpu_runtime(env):
+            notes.append(TPU_UNSUPPORTED)
+    several = len(devices) * workers > 1
+    strategy = "multi_worker" if workers > 1 else "mirrored" if several else "default"
+    mixed = _switch(env, "CXR_MIXED_PRECISION", bool(gpus), notes)
+    xla = _switch(env, "CXR_XLA", bool(gpus) and not several, notes)
+    if xla and several:
+        raise ValueError("CXR_XLA=1 cannot apply to several devices: Keras compiles one step over all of them, and XLA "
+                         "cannot compile a function whose variables live on several devices; unset CXR_XLA")
+    parts = [what + (f" × {workers} workers (TF_CONFIG)" if workers > 1 else ""),
+             {"default": "one device", "mirrored": f"MirroredStrategy, {len(devices) * workers} replicas",
+              "multi_worker": f"MultiWorkerMirroredStrategy, {len(devices) * workers} replicas"}[strategy],
+             "mixed_float16" if mixed else "float32",
+             "XLA" if xla else "no XLA" + (" (not with several devices)" if several else "")]
+    return DevicePolicy(devices, workers, strategy, mixed, xla, "; ".join(parts + notes))
+
+
+def _counted(names) -> str:
+    """("Tesla T4", "Tesla T4") → "Tesla T4 ×2"."""
+    unique = list(dict.fromkeys(names))
+    return ", ".join(f"{name} ×{names.count(name)}" if names.count(name) > 1 else name for name in unique)
+
+
+def _switch(env, var: str, default: bool, notes: list) -> bool:
+    raw = env.get(var, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"{var} must be 0 or 1; found {env[var]!r}")
+    notes.append(f"{var}={env[var].strip()}")
+    return _truthy(raw)
+
+
 def device_report(profile: Profile | None = None) -> str:
     """What this run computes on and with which sizes: the report every notebook opens with."""
     profile = profile or active_profile()
     gpus = visible_gpus()
+    policy = device_policy()
     lines = [
         f"Python {platform.python_version()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
         f" · on {platform_name()}",
-        f"Devices: {', '.join(gpus)}" if gpus else "Devices: CPU only (no GPU visible)",
-        f"Mixed precision: {keras.mixed_precision.global_policy().name}",
+        f"Devices: {_counted(gpus)}" if gpus else "Devices: CPU only (no GPU visible)",
+        f"Training device policy: {policy.reason}",
         profile.describe(),
         f"Outputs (runs, caches, figures): {OUTPUT_DIR}",
     ]
@@ -207,9 +357,12 @@ def device_report(profile: Profile | None = None) -> str:
 
 
 def _cpu_advice() -> str:
+    if tpu_runtime():
+        return "A TPU runtime: " + TPU_UNSUPPORTED + "."
     if in_colab():
         return ("No GPU: on Colab choose Runtime → Change runtime type → T4 GPU, then run the notebook again "
                 "(training is 20-50× faster, and the full profile uses the whole dataset).")
     if in_kaggle():
-        return "No GPU: in the notebook's Settings, set Accelerator to a GPU (e.g. GPU T4 x2), then run again."
+        return ("No GPU: in the notebook's Settings, set Accelerator to a GPU, then run again. With GPU T4 x2 the "
+                "course trains on both (MirroredStrategy, mixed_float16, each GPU taking the recipe's batch).")
     return "No GPU: the demo profile keeps every run to minutes on a CPU; see the README for GPU installs."

@@ -27,6 +27,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 # (benchmarks/input_pipeline.py); fixed, every epoch runs at the higher rate and the first is unchanged.
 FIXED_PARALLELISM = tf.data.Options()
 FIXED_PARALLELISM.autotune.enabled = False
+# Several workers (MultiWorkerMirroredStrategy) each take their share of every batch: the pipeline reads no files
+# tf.data could split between them (PIL decodes in a numpy_function), so say so rather than let it try and warn.
+FIXED_PARALLELISM.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 # keras.applications.resnet50.preprocess_input ("caffe" mode): RGB→BGR, then these means subtracted.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 # PyTorch/timm-style ImageNet statistics (RGB, on 0..1), used by KerasHub's ResNet18 weights.
@@ -107,6 +110,7 @@ def build_dataset(
     seed: int = 0,
     cache: bool | str = True,
     progress: bool = False,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)).
 
@@ -117,6 +121,10 @@ def build_dataset(
     with a progress bar if `progress`): files that cannot be decoded are left out and named at once, and the
     dataset knows its length, so Keras' progress bars have an end. Without a cache, an unreadable file stays in
     as a blank image, named in `unreadable_files()`, for the caller to drop (as `Run.predict_part` does).
+
+    Training on several `replicas` (tf.distribute), every batch must split evenly over them: `batch_size` is then
+    the global batch (a multiple of `replicas`), and each epoch leaves out the last `usable % replicas` images of its
+    shuffled order (fewer than `replicas`, different ones every epoch) so that its last batch splits evenly too.
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
@@ -146,6 +154,8 @@ def build_dataset(
         # A new order every epoch, from `seed`. A resumed run starts this sequence again (epoch k after a resume
         # sees epoch 0's order): it equals an uninterrupted run in the weights it keeps, not in every draw.
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        if replicas > 1:
+            ds = ds.take(_evenly_split(usable if cache else len(paths), batch_size, replicas))
 
     def finish(images, label):
         return to_model_input(images, normalisation), tf.one_hot(label, n_classes)
@@ -159,6 +169,16 @@ def build_dataset(
     else:
         ds = ds.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(FIXED_PARALLELISM)
+
+
+def _evenly_split(images: int, batch_size: int, replicas: int) -> int:
+    """How many of `images` an epoch on `replicas` devices uses: the largest multiple of `replicas`."""
+    if batch_size % replicas:
+        raise ValueError(f"a batch for {replicas} replicas must be a multiple of {replicas}; found {batch_size}")
+    if images < replicas:
+        raise ValueError(f"training on {replicas} devices needs at least {replicas} usable training images; "
+                         f"found {images}")
+    return images - images % replicas
 
 
 def _is_usable(image, label, ok):
@@ -184,10 +204,11 @@ def _fill_cache(ds, paths, progress: bool) -> int:
 
 def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *, repeat: int = 0,
                         flip: bool = False, normalisation: str = "resnet50", seed: int = 0,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, replicas: int = 1) -> dict:
     """{"train", "val", "test"} → dataset for one repeat of a split made by `helpers.splits`.
 
-    Labels are indices into `classes` (the task's class order); only the train part is shuffled and flipped.
+    Labels are indices into `classes` (the task's class order); only the train part is shuffled and flipped, and only
+    its batches split evenly over `replicas` (evaluation runs on one device: `helpers.distribute`).
     """
     class_id = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(split["label"]) - set(class_id))
@@ -202,5 +223,6 @@ def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *
         out[name] = build_dataset(
             rows["path"], rows["label"].map(class_id), len(classes), image_size, batch_size,
             training=name == "train", flip=flip, normalisation=normalisation, seed=seed, progress=progress,
+            replicas=replicas if name == "train" else 1,
         )
     return out

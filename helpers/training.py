@@ -18,7 +18,6 @@ with its own compile, after which BatchNorm re-estimation runs outside any fit.
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import shutil
 import time
@@ -30,38 +29,10 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from helpers import config, files, models
+from helpers import config, distribute, files, models
 from helpers.pipeline import build_dataset, datasets_from_split, unreadable_files
 from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 from helpers.splits import fingerprint, load_split, save_split
-
-# --------------------------------------------------------------------------- device policy
-
-
-@dataclasses.dataclass(frozen=True)
-class DevicePolicy:
-    mixed_precision: bool
-    xla: bool
-    distribute: str  # "none" or "mirrored"
-    reason: str
-
-
-def device_policy(gpu_names) -> DevicePolicy:
-    """What to switch on for these visible GPUs: nothing on CPU; mixed precision and XLA on a GPU;
-    also MirroredStrategy across several GPUs."""
-    gpus = list(gpu_names)
-    if not gpus:
-        return DevicePolicy(False, False, "none", "no GPU: float32, no XLA")
-    if len(gpus) == 1:
-        return DevicePolicy(True, True, "none", f"1 GPU ({gpus[0]}): mixed_float16 and XLA")
-    return DevicePolicy(True, True, "mirrored", f"{len(gpus)} GPUs: mixed_float16, XLA, MirroredStrategy")
-
-
-def apply_device_policy(policy: DevicePolicy):
-    """Set the global dtype policy and return the distribution strategy to build models under."""
-    keras.mixed_precision.set_global_policy("mixed_float16" if policy.mixed_precision else "float32")
-    return tf.distribute.MirroredStrategy() if policy.distribute == "mirrored" else tf.distribute.get_strategy()
-
 
 # --------------------------------------------------------------------------- what a run is
 
@@ -132,6 +103,10 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     Sizes default to the recipe's, shrunk to the active profile's; weights to the profile's ("imagenet", or
     "none" in the fast profile). Without validation images (Paper B's sub-samples) the test part is watched
     during training but nothing is selected on it: the recipe must keep its last epoch.
+
+    The machine's device policy (`config.device_policy`) decides the numerics and the devices: on several, each
+    replica takes `batch_size` images a step (`helpers.distribute`). Among several workers (TF_CONFIG) only the chief
+    writes `run_dir`; the others read it to resume, and return their settings unfinished.
     """
     run_dir = Path(run_dir)
     settings = plan_settings(recipe, split, classes, data_root, repeat=repeat, epochs=epochs,
@@ -139,19 +114,28 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     if settings["monitored_on"] == "test" and recipe.select_best:
         raise ValueError(f"recipe {recipe.name} selects its best epoch on validation images, and this split has "
                          "none; use a split with a validation part, or a recipe that keeps its last epoch")
+    policy = config.device_policy()
+    settings["global_batch_size"] = policy.global_batch(settings["batch_size"])
     previous = _existing_run(run_dir, settings, log)
     if previous is not None and previous.get("finished"):
         log(f"{run_dir} is already trained; nothing to do.")
         return previous
+    log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = {policy.replicas} "
+                                             f"replicas × {settings['batch_size']}" if policy.replicas > 1 else ""))
+    strategy = distribute.strategy_for(policy)  # first: a multi-worker strategy must precede any other TensorFlow op
     keras.utils.set_random_seed(seed)
-    policy = device_policy(config.visible_gpus())
-    strategy = apply_device_policy(policy)
-    data = datasets_from_split(split, classes, settings["image_size"], settings["batch_size"], repeat=repeat,
-                               flip=recipe.flip, normalisation=recipe.normalisation, seed=seed, progress=True)
-    model, state = _build_or_resume(run_dir, settings, previous, recipe, strategy, policy, log)
-    settings = _record_start(run_dir, split, settings, recipe, model, policy)
-    model = _fit_phases(model, data, settings, recipe, state, strategy, policy, callbacks, run_dir, log)
-    return _finish(run_dir, model, data, split, settings, recipe, log)
+    writes = config.is_chief()
+    with distribute.global_dtype_policy(policy.dtype_policy):
+        data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
+                                   repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
+                                   progress=True, replicas=policy.replicas)
+        model, state = _build_or_resume(run_dir, settings, previous, recipe, strategy, policy, writes, log)
+        settings = _record_start(run_dir, split, settings, recipe, policy, writes)
+        model = _fit_phases(model, data, settings, recipe, state, strategy, policy, callbacks, run_dir, writes, log)
+        if not writes:
+            log(f"Worker {config.cluster()[1]} done; the chief writes {run_dir}.")
+            return settings
+        return _finish(run_dir, model, data, split, settings, recipe, log)
 
 
 def _existing_run(run_dir: Path, settings: dict, log):
@@ -172,6 +156,12 @@ def _existing_run(run_dir: Path, settings: dict, log):
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
+    started_with = previous.get("global_batch_size", previous["batch_size"])  # runs before several devices: one
+    if not previous.get("finished") and started_with != settings["global_batch_size"]:
+        raise RunSettingsError(
+            f"{run_dir} was training with a global batch of {started_with} ({previous['batch_size']} per device), and "
+            f"this machine would continue it with {settings['global_batch_size']}: resume it on as many devices as "
+            "it started on, or train into another folder")
     split_file = run_dir / "split.csv"
     if not split_file.exists() or _repeat_fingerprint(load_split(split_file, settings["data_root"]),
                                                       settings["repeat"]) != previous["split_fingerprint"]:
@@ -180,11 +170,11 @@ def _existing_run(run_dir: Path, settings: dict, log):
     return previous
 
 
-def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, strategy, policy, log):
+def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, strategy, policy, writes: bool, log):
     """(model, state): the checkpoint of the last finished epoch (or the one before, if that one is unreadable),
-    or a newly built model and state None."""
+    or a newly built model and state None. Only the writer of the run folder tidies it."""
     checkpoints = run_dir / "checkpoints"
-    for folder in (run_dir, checkpoints):  # half-written files of a process that was killed
+    for folder in (run_dir, checkpoints) if writes else ():  # half-written files of a process that was killed
         files.remove_leftovers(folder)
     with strategy.scope():
         for state in _saved_states(checkpoints) if previous is not None else []:
@@ -195,19 +185,22 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, st
                     "trying the one before.")
                 continue
             model.jit_compile = policy.xla  # the saved compile settings would leave it to "auto"
+            distribute.allow_multi_worker_fit(model, strategy)
             settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
             log(f"Resuming {run_dir} after epoch {state['epochs_done']}.")
             return model, state
         if previous is not None:
             log(f"No readable checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        (run_dir / "history.csv").unlink(missing_ok=True)
+        if writes:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            (run_dir / "history.csv").unlink(missing_ok=True)
         model, weights_used, fallback = models.build_model(
             recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
             recipe.dropout, backbone=recipe.backbone)
     settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
     if weights_used == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
+    distribute.allow_multi_worker_fit(model, strategy)
     return model, None
 
 
@@ -220,7 +213,7 @@ def _saved_states(checkpoints: Path) -> list[dict]:
     return [s for s in (state, (state or {}).get("previous")) if s]
 
 
-def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, model, policy) -> dict:
+def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, policy, writes: bool) -> dict:
     """Write the split, then the settings (in that order: settings.json marks a folder as a complete run)."""
     pretrained = settings["weights_used"] != "none"
     warmup, main = split_epochs(recipe, settings["epochs"], pretrained)
@@ -233,19 +226,27 @@ def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Re
                       else "trainable" if pretrained
                       else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data after training"),
         "profile": config.active_profile().name, "profile_reason": config.active_profile().reason,
-        "devices": list(config.visible_gpus()) or ["CPU"], "device_policy": dataclasses.asdict(policy),
+        "device_policy": policy.to_dict(),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
         "finished": False,
     }
-    save_split(split, run_dir / "split.csv")
-    files.write_json(run_dir / "settings.json", settings)
+    if writes:
+        save_split(split, run_dir / "split.csv")
+        files.write_json(run_dir / "settings.json", settings)
     return settings
 
 
-def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, policy, callbacks, run_dir, log):
+def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, policy, callbacks, run_dir, writes, log):
     """The warm-up (backbone frozen) and the main phase, each continued from `state` where it was left."""
     warmup, main = settings["warmup_epochs"], settings["main_epochs"]
-    progress = _Progress(run_dir, settings, recipe, state, log)
+    progress = _Progress(run_dir, settings, recipe, state, writes, log)
+    watched = data[settings["monitored_on"]]
+    validation = []  # on several replicas, a one-device copy validates (helpers.distribute)
+    if strategy.num_replicas_in_sync > 1:
+        twin = distribute.one_device_copy(model)
+        twin.compile(loss="categorical_crossentropy",
+                     metrics=["accuracy", BalancedAccuracy(len(settings["classes"]))])
+        validation = [distribute.ValidateOnOneDevice(twin, watched, strategy, progress.stop_training_clock)]
     for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
         done = progress.epochs_done
         if last <= first or done >= last:
@@ -255,10 +256,10 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, po
                 _configure_phase(model, recipe, phase, settings["pretrained"], policy, len(settings["classes"]))
         log(f"{phase}: epochs {done + 1}–{last} of {warmup + main}")
         progress.phase = phase
-        model.fit(data["train"], validation_data=data[settings["monitored_on"]], initial_epoch=done, epochs=last,
+        model.fit(data["train"], validation_data=None if validation else watched, initial_epoch=done, epochs=last,
                   class_weight=_as_class_weight(settings["class_weights"], settings["classes"]),
                   verbose="auto", shuffle=False,  # the tf.data pipeline shuffles
-                  callbacks=[*progress.callbacks(phase), *callbacks])
+                  callbacks=[*validation, *progress.callbacks(phase), *callbacks])
         if progress.epochs_done < last:  # stopped early
             break
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
@@ -269,7 +270,10 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, po
 
 def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, log) -> dict:
     """Score the final model on the monitored part (before and after BatchNorm re-estimation for random-init
-    backbones), save it for inference, mark the run finished, and remove the resume checkpoints."""
+    backbones), save it for inference, mark the run finished, and remove the resume checkpoints. A model trained on
+    several devices is first copied to one: what is scored is what is saved, each image counted once."""
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        model = distribute.one_device_copy(model)
     monitored = settings["monitored_on"]
     scores = {}
     if not settings["pretrained"]:
@@ -310,7 +314,7 @@ def evaluate(model, dataset) -> dict:
     return {"loss": round(float(results["loss"]), 4), "accuracy": round(float(results["accuracy"]), 4)}
 
 
-def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy: DevicePolicy,
+def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy: config.DevicePolicy,
                      n_classes: int) -> None:
     if phase == "warmup":
         models.set_backbone_trainable(model, False)
@@ -342,21 +346,24 @@ class _Progress:
     """What a run has done so far (epochs, history rows, the best epoch, early stopping's count), restored from
     a saved state and saved again, atomically, after every epoch."""
 
-    def __init__(self, run_dir: Path, settings: dict, recipe: Recipe, state, log):
-        self.run_dir, self.settings, self.recipe, self.log = run_dir, settings, recipe, log
+    def __init__(self, run_dir: Path, settings: dict, recipe: Recipe, state, writes: bool, log):
+        self.run_dir, self.settings, self.recipe, self.writes, self.log = run_dir, settings, recipe, writes, log
         self.state = state or {}
         self.rows = list(self.state.get("history", []))
         self.best_loss = self.state.get("best_val_loss", np.inf)
         self.best_epoch = self.state.get("best_epoch")
         self.phase = self.state.get("phase")
-        _write_history(run_dir, self.rows)  # drops any row of an epoch the state does not know
+        self.timing = None
+        if writes:
+            _write_history(run_dir, self.rows)  # drops any row of an epoch the state does not know
 
     @property
     def epochs_done(self) -> int:
         return len(self.rows)
 
     def callbacks(self, phase: str) -> list:
-        found = [_Timing(self), _SaveEpoch(self)]
+        self.timing = _Timing(self)
+        found = [self.timing, _SaveEpoch(self)]
         if phase == "main" and self.recipe.early_stopping:
             main_rows = self.rows[self.settings["warmup_epochs"]:]
             found.append(_ResumableEarlyStopping(self.recipe.patience, main_rows, self._monitored("loss")))
@@ -365,17 +372,27 @@ class _Progress:
     def _monitored(self, metric: str) -> str:
         return f"{self.settings['monitored_on']}_{metric}"
 
+    def stop_training_clock(self) -> None:
+        """The epoch's training is over (validation begins): for validation that Keras does not run itself."""
+        if self.timing is not None:
+            self.timing.training_done()
+
     def epoch_finished(self, model, epoch: int, logs: dict) -> None:
         row = {"epoch": epoch}
         for key, value in logs.items():  # Keras calls the monitored part "val" even when it is the test part
             name = (self._monitored(key[4:]) if key.startswith("val_") else key if key in _Timing.KEYS
                     else f"train_{key}")
             row[name] = round(float(value), 6)
+        loss = row.get(self._monitored("loss"), np.inf)
+        if not self.writes:  # another worker writes the run folder: only keep count
+            if self.recipe.select_best and loss < self.best_loss:
+                self.best_loss, self.best_epoch = loss, epoch + 1
+            self.rows.append(row)
+            return
         checkpoints = self.run_dir / "checkpoints"
         name = f"epoch-{epoch + 1:03d}.keras"
         with files.atomic_path(checkpoints / name) as tmp:
             model.save(tmp)
-        loss = row.get(self._monitored("loss"), np.inf)
         if self.recipe.select_best and loss < self.best_loss:  # named after its epoch: a state never names
             with files.atomic_path(checkpoints / best_weights_name(epoch + 1)) as tmp:  # weights it did not see
                 model.save_weights(tmp)
@@ -428,8 +445,11 @@ class _Timing(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started, self.epoch_trained = time.perf_counter(), None
 
-    def on_test_begin(self, logs=None):
-        if self.epoch_trained is None:  # validation after the epoch's training batches
+    def on_test_begin(self, logs=None):  # Keras' own validation, after the epoch's training batches
+        self.training_done()
+
+    def training_done(self) -> None:
+        if self.epoch_trained is None:
             self.epoch_trained = time.perf_counter() - self.epoch_started
 
     def on_epoch_end(self, epoch, logs=None):

@@ -14,21 +14,13 @@ from helpers.cli import main
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
 from helpers.runs import Run, RunNotFoundError
-from helpers.training import RunSettingsError, device_policy, time_to_accuracy
+from helpers.training import RunSettingsError, time_to_accuracy
 from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
 
 
 @pytest.fixture(autouse=True)
 def isolated_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
-
-
-def test_device_policy_is_a_function_of_the_visible_gpus():
-    cpu = device_policy([])
-    assert (cpu.mixed_precision, cpu.xla, cpu.distribute) == (False, False, "none")
-    one = device_policy(["Tesla T4"])
-    assert (one.mixed_precision, one.xla, one.distribute) == (True, True, "none")
-    assert device_policy(["A100", "A100"]).distribute == "mirrored"
 
 
 @pytest.mark.parametrize("recipe, epochs, pretrained, expected", [
@@ -57,7 +49,8 @@ def test_run_folder_records_what_was_actually_used(resumed_run):
     assert saved["recipe"] == TOY_PAPER_A.to_dict(), "the recipe in full, not only its name"
     assert saved["weights_used"] == "none" and saved["pretrained"] is False
     assert saved["profile"] == "fast" and saved["image_size"] == 32
-    assert saved["device_policy"]["mixed_precision"] is False
+    assert saved["device_policy"]["mixed_precision"] is False and saved["device_policy"]["replicas"] == 1
+    assert saved["global_batch_size"] == saved["batch_size"]
     assert "re-estimated" in saved["batchnorm"] and saved["batchnorm_reestimation_batches"] > 0
     assert set(saved["scores"]) == {"val", "val_before_batchnorm_reestimation"}, "scores named after their part"
     named_after_part = {"train_loss", "train_accuracy", "val_accuracy", "val_balanced_accuracy", "train_seconds"}
