@@ -16,7 +16,8 @@ from PIL import Image
 
 from helpers import config
 from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
-from helpers.recipes import PAPER_A
+from helpers.models import load_backbone
+from helpers.recipes import IMPROVED, PAPER_A
 from helpers.runs import Run
 from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
@@ -107,6 +108,15 @@ def train_tiny(run, root, recipe=PAPER_A, task: int = 4, split=None, **options):
 
 # Paper A's recipe on the toy backbone: the run folder's machinery in seconds (the notebooks train ResNet50).
 TOY_PAPER_A = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy")
+# The improved recipe on the toy backbone: with a weights file (`toy_weights`) it warms up, then fine-tunes.
+TOY_IMPROVED = dataclasses.replace(IMPROVED, name="improved_toy", backbone="toy")
+
+
+def toy_weights(path: Path, image_size: int = 32) -> Path:
+    """A weights file for the toy backbone: "pretrained" weights, so that a run warms up before fine-tuning."""
+    if not path.exists():
+        load_backbone("none", image_size, backbone="toy")[0].save_weights(path)
+    return path
 
 
 @pytest.fixture(scope="session")
