@@ -3,8 +3,12 @@ from tensors already in memory (the input pipeline's upper bound: no decoding, n
 
 The pipeline must never be the bottleneck: target at least 0.95 of the in-memory rate. Both feeds train
 the same compiled model, alternately, after a warm-up epoch each (graph tracing; the pipeline's cache).
+It trains under the course's device policy (`helpers.config.device_policy`), so it measures what training does on
+this machine: on GPUs mixed precision, XLA on one, MirroredStrategy on several (each taking the batch); on a CPU
+split with CXR_LOGICAL_DEVICES=N, MirroredStrategy over N logical devices.
 
     python benchmarks/training.py [--quick]
+    CXR_LOGICAL_DEVICES=2 python benchmarks/training.py [--quick]
 """
 
 from __future__ import annotations
@@ -24,23 +28,29 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
+    import helpers  # noqa: F401 - first: it splits the CPU into logical devices if CXR_LOGICAL_DEVICES asks
+    from helpers.config import device_policy
     from helpers.data import CLASSES
+    from helpers.distribute import global_dtype_policy, strategy_for
     from helpers.models import build_model
     from helpers.pipeline import build_dataset, to_model_input
     from helpers.runs import read_images
-    from helpers.training import apply_device_policy, device_policy, visible_gpus
 
+    policy = device_policy()  # as training runs
+    strategy = strategy_for(policy)
+    batch = policy.global_batch(batch)  # each replica takes the batch, as in training
     index = phantom_index(per_class, folder=args.data)
     labels = index["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
-    pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True)
-    pixels, _ = read_images(index["path"], size)
+    pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True,
+                             replicas=policy.replicas)
+    used = len(index) - len(index) % policy.replicas  # what an epoch of the pipeline uses
+    pixels, _ = read_images(index["path"][:used], size)
     inputs = to_model_input(pixels[..., np.newaxis], "resnet50")  # float32 RGB, held in memory
-    in_memory = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels, len(CLASSES)))).batch(batch)
+    in_memory = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels[:used], len(CLASSES)))).batch(batch)
     in_memory = in_memory.cache().prefetch(tf.data.AUTOTUNE)
 
-    policy = device_policy(visible_gpus())  # as training runs: on a GPU, mixed precision and XLA
     keras.utils.set_random_seed(0)
-    with apply_device_policy(policy).scope():
+    with global_dtype_policy(policy.dtype_policy), strategy.scope():
         model, _, _ = build_model("linear", len(CLASSES), size, weights="none")
         model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
     print(f"device policy: {policy.reason}")
@@ -52,14 +62,15 @@ def main() -> None:
         for name, feed in feeds.items():
             started = time.perf_counter()
             model.fit(feed, epochs=1, verbose=0, shuffle=False)
-            rates[name].append(len(index) / (time.perf_counter() - started))
-    print(f"ResNet50 training, {len(index)} images at {size} px, batch {batch}, {rounds} timed epochs per feed")
+            rates[name].append(used / (time.perf_counter() - started))
+    print(f"ResNet50 training, {used} images at {size} px, batch {batch} ({policy.replicas} replica(s)), {rounds} "
+          "timed epochs per feed")
     for name, values in rates.items():
         print(f"  {name:<28} {median(values):8.1f} img/s   (epochs: {', '.join(f'{v:.1f}' for v in values)})")
     ratio = median(rates["course pipeline (PNG files)"]) / median(rates["tensors in memory"])
     print(f"pipeline / in memory: {ratio:.3f} (target ≥ {TARGET}: {'met' if ratio >= TARGET else 'MISSED'})")
     report("training", {
-        "quick": args.quick, "images": len(index), "image_size": size, "batch_size": batch,
+        "quick": args.quick, "images": used, "image_size": size, "batch_size": batch, "replicas": policy.replicas,
         "pipeline_img_s": round(median(rates["course pipeline (PNG files)"]), 2),
         "in_memory_img_s": round(median(rates["tensors in memory"]), 2),
         "ratio": round(ratio, 3), "target": TARGET, "target_met": bool(ratio >= TARGET), "policy": policy.reason,

@@ -1,6 +1,6 @@
 """Command line: `python -m helpers …` calls the same functions as the notebooks.
 
-  python -m helpers profile [--json]
+  python -m helpers profile [--json]          (the run profile and the device policy)
   python -m helpers data check ROOT [--json] [--task 4|3|2]
   python -m helpers data synth OUT --per-class N --size S --seed K [--shortcut CLASS]
   python -m helpers data split ROOT --mode paper_a|paper_b --task 4|3|2 --out CSV
@@ -53,8 +53,11 @@ EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.
 
 
 def _cmd_profile(args) -> int:
-    profile = config.choose_profile()
-    print(profile.to_json() if args.json else profile.describe())
+    profile, policy = config.choose_profile(), config.device_policy()
+    if args.json:
+        print(json.dumps({**json.loads(profile.to_json()), "device_policy": policy.to_dict()}))
+    else:
+        print(f"{profile.describe()}\ntraining device policy: {policy.reason}")
     return 0
 
 
@@ -208,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    profile = commands.add_parser("profile", help="print the active run profile and why it was chosen")
+    profile = commands.add_parser("profile", help="print the active run profile and device policy, and why")
     profile.add_argument("--json", action="store_true")
     profile.set_defaults(func=_cmd_profile)
 

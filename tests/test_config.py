@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from helpers import config
 from helpers.cli import main
 from helpers.config import choose_profile
 
@@ -72,3 +73,6 @@ def test_profile_cli_prints_the_active_profile(capsys, monkeypatch):
     assert main(["profile", "--json"]) == 0
     profile = json.loads(capsys.readouterr().out)
     assert profile["name"] == "fast" and "CXR_FAST=1" in profile["reason"]
+    assert profile["device_policy"] == config.device_policy().to_dict()
+    assert main(["profile"]) == 0
+    assert capsys.readouterr().out.endswith(f"training device policy: {config.device_policy().reason}\n")

@@ -213,9 +213,10 @@ def test_a_mixed_precision_xla_run_saves_a_model_that_evaluates_predicts_and_map
     assert evaluate(mixed, val)["accuracy"] == evaluate(twin, val)["accuracy"]
     assert abs(evaluate(mixed, val)["loss"] - evaluate(twin, val)["loss"]) < 0.01
     assert abs(settings["scores"]["val"]["loss"] - evaluate(twin, val)["loss"]) < 0.01
-    maps_mixed, _ = cam.explain(mixed, images, "cam")
-    maps_twin, _ = cam.explain(twin, images, "cam")
-    np.testing.assert_allclose(maps_mixed, maps_twin, atol=0.05)
+    for method in ("cam", "gradcam"):
+        maps_mixed, _ = cam.explain(mixed, images, method)
+        maps_twin, _ = cam.explain(twin, images, method)
+        np.testing.assert_allclose(maps_mixed, maps_twin, atol=0.05)
 
 
 # --------------------------------------------------------------------------- several devices
