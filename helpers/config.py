@@ -14,6 +14,7 @@ import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -210,27 +211,37 @@ def requested_logical_devices(env=None) -> int:
     return int(raw)
 
 
-def cluster(env=None) -> tuple[int, int]:
-    """(workers, this process's index) from TF_CONFIG, as tf.distribute reads it; (1, 0) without one.
-    The chief is the task of type "chief", or worker 0 when the cluster names no chief."""
+class Cluster(NamedTuple):
+    workers: int  # processes training together (1: this one alone)
+    index: int  # this process's place among them; 0 is the chief
+
+
+def cluster(env=None) -> Cluster:
+    """The training cluster TF_CONFIG describes, as tf.distribute reads it; one worker without it. The chief is the
+    task of type "chief", or worker 0 when the cluster names no chief. Evaluator and parameter-server tasks are
+    refused: the course trains with MultiWorkerMirroredStrategy, whose tasks are all workers."""
     env = os.environ if env is None else env
     raw = env.get("TF_CONFIG", "").strip()
     if not raw:
-        return 1, 0
+        return Cluster(1, 0)
     try:
         spec = json.loads(raw)
         jobs, task = spec.get("cluster", {}), spec.get("task", {})
-        workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
-        index = 0 if task.get("type") == "chief" else int(task.get("index", 0)) + len(jobs.get("chief", []))
+        chiefs, kind = len(jobs.get("chief", [])), task.get("type")
+        workers = chiefs + len(jobs.get("worker", []))
+        index = 0 if kind == "chief" else int(task.get("index", 0)) + chiefs
     except (ValueError, AttributeError, TypeError) as exc:
         raise ValueError(f"TF_CONFIG must be JSON like {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, "
                          f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; found {raw[:120]!r} ({exc})") from None
-    return max(workers, 1), index
+    if kind not in ("chief", "worker"):
+        raise ValueError(f"TF_CONFIG's task type must be \"worker\" or \"chief\" (MultiWorkerMirroredStrategy); "
+                         f"found {kind!r}")
+    return Cluster(max(workers, 1), index)
 
 
 def is_chief(env=None) -> bool:
     """Whether this process writes the run folder: the only process, or the chief of a multi-worker cluster."""
-    return cluster(env)[1] == 0
+    return cluster(env).index == 0
 
 
 def tpu_runtime(env=None) -> str | None:
@@ -251,7 +262,8 @@ class DevicePolicy:
     """How a training run uses this machine: the devices it runs one replica on each, the processes (workers) taking
     part, the tf.distribute strategy, and the numeric settings. `reason` says why, in words."""
 
-    devices: tuple[str, ...]
+    kind: str  # "GPU" or "CPU": the kind of device each replica runs on
+    devices: tuple[str, ...]  # this machine's: GPU names, or "CPU:0", "CPU:1", … (logical CPU devices)
     workers: int
     strategy: str  # "default" (one device), "mirrored" (several on this machine) or "multi_worker"
     mixed_precision: bool
@@ -290,21 +302,26 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
     env = os.environ if env is None else env
     gpus = tuple(visible_gpus() if gpus is None else gpus)
     requested = requested_logical_devices(env)
-    cpus = (logical_cpus() if cpus is None else cpus) if not gpus else 0
-    workers = cluster(env)[0] if workers is None else workers
+    workers = cluster(env).workers if workers is None else workers
     notes = []
     if gpus:
-        devices = gpus
+        kind, devices = "GPU", gpus
         what = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({_counted(gpus)})"
         if requested > 1:
             notes.append("CXR_LOGICAL_DEVICES ignored: GPUs are visible")
     else:
-        devices = tuple(f"CPU:{i}" for i in range(cpus))
-        what = (f"{cpus} logical CPU devices (CXR_LOGICAL_DEVICES={requested})" if cpus > 1
-                else "the CPU (no GPU visible)")
-        if requested > 1 and requested != cpus:
+        if cpus is None:
+            cpus = logical_cpus()
+        if workers > 1:  # MultiWorkerMirroredStrategy takes one CPU device per worker
+            cpus = 1
+            if requested > 1:
+                notes.append("CXR_LOGICAL_DEVICES ignored: with several workers each trains on one CPU device")
+        elif requested > 1 and requested != cpus:
             notes.append(f"CXR_LOGICAL_DEVICES={requested} came after TensorFlow started, which has {cpus}: set it "
                          "before importing helpers (restart the kernel)")
+        kind, devices = "CPU", tuple(f"CPU:{i}" for i in range(cpus))
+        what = (f"{cpus} logical CPU devices (CXR_LOGICAL_DEVICES={requested})" if cpus > 1
+                else "the CPU (no GPU visible)")
         if tpu_runtime(env):
             notes.append(TPU_UNSUPPORTED)
     several = len(devices) * workers > 1
@@ -319,7 +336,7 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
               "multi_worker": f"MultiWorkerMirroredStrategy, {len(devices) * workers} replicas"}[strategy],
              "mixed_float16" if mixed else "float32",
              "XLA" if xla else "no XLA" + (" (not with several devices)" if several else "")]
-    return DevicePolicy(devices, workers, strategy, mixed, xla, "; ".join(parts + notes))
+    return DevicePolicy(kind, devices, workers, strategy, mixed, xla, "; ".join(parts + notes))
 
 
 def _counted(names) -> str:
@@ -342,12 +359,15 @@ def device_report(profile: Profile | None = None) -> str:
     """What this run computes on and with which sizes: the report every notebook opens with."""
     profile = profile or active_profile()
     gpus = visible_gpus()
-    policy = device_policy()
+    try:
+        policy = device_policy().reason
+    except ValueError as exc:  # a mistyped variable: say so here, not only when training starts
+        policy = f"cannot be chosen: {exc}"
     lines = [
         f"Python {platform.python_version()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
         f" · on {platform_name()}",
         f"Devices: {_counted(gpus)}" if gpus else "Devices: CPU only (no GPU visible)",
-        f"Training device policy: {policy.reason}",
+        f"Training device policy: {policy}",
         profile.describe(),
         f"Outputs (runs, caches, figures): {OUTPUT_DIR}",
     ]

@@ -8,23 +8,24 @@
   fails on a first batch that does not (it averages the batch over replicas to learn its shapes,
   keras-team/keras#19246), and a replica left without images crashes in BatchNorm.
 - Evaluation never runs under the strategy: a copy of the model on one device (`one_device_copy`) validates every
-  epoch and scores, re-estimates and saves the final model, so that every image counts exactly once and a run scores
-  what its saved model scores anywhere.
+  epoch (`ValidateOnOneDevice`) and scores, re-estimates and saves the final model, so that every image counts
+  exactly once and a run scores what its saved model scores anywhere.
 - BatchNorm's moving statistics: Keras 3 creates them without an aggregation, so every replica keeps its own,
   updated from its own share of each batch. They are averaged over the replicas after every epoch
-  (`average_batchnorm_statistics`), before the epoch is validated and saved.
+  (`AverageBatchNormStatistics`), before the epoch is validated and saved.
+- Several workers must agree: on where a resumed run stands (`check_workers_agree`), on every epoch's validation
+  figures (so that early stopping stops all of them at once), and on the end (`wait_for_every_worker`).
 - Multi-worker training needs two fixes of Keras 3's own (`allow_multi_worker_fit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import types
 
 import keras
 import tensorflow as tf
-from keras.src import tree
-from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
 from helpers.config import DevicePolicy
 
@@ -32,19 +33,19 @@ _STRATEGIES: dict = {}
 
 
 class StrategyError(Exception):
-    """The strategy a device policy asks for cannot be made in this process."""
+    """The strategy a device policy asks for cannot be made or kept in step in this process."""
 
 
 def strategy_for(policy: DevicePolicy):
     """The tf.distribute strategy of `policy`, made once per process (a multi-worker one must be made before
     TensorFlow runs anything else)."""
-    key = (policy.strategy, policy.devices, policy.workers)
+    key = (policy.strategy, policy.kind, policy.devices, policy.workers)
     if key not in _STRATEGIES:
         _STRATEGIES[key] = _make_strategy(policy)
     strategy = _STRATEGIES[key]
     if strategy.num_replicas_in_sync != policy.replicas:
         raise StrategyError(f"the device policy asks for {policy.replicas} replicas, but tf.distribute made "
-                           f"{strategy.num_replicas_in_sync}: {policy.reason}")
+                            f"{strategy.num_replicas_in_sync}: {policy.reason}")
     return strategy
 
 
@@ -54,11 +55,15 @@ def _make_strategy(policy: DevicePolicy):
             return tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as exc:
             raise StrategyError("multi-worker training (TF_CONFIG) must start before TensorFlow runs anything in this "
-                               f"process; train with `python -m helpers train` ({exc})") from None
+                                f"process; train with `python -m helpers train` ({exc})") from None
     if policy.strategy == "mirrored":
-        kind = "CPU" if policy.devices[0].startswith("CPU") else "GPU"
-        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices(kind)])
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices(policy.kind)])
     return tf.distribute.get_strategy()
+
+
+def several_workers(strategy) -> bool:
+    """Whether `strategy` spans several workers (the course makes a multi-worker strategy only for two or more)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 @contextlib.contextmanager
@@ -82,17 +87,28 @@ def one_device_copy(model):
     return copy
 
 
-def _batchnorm_statistics(model) -> list:
-    return [variable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-            for variable in (layer.moving_mean, layer.moving_variance)]
+# --------------------------------------------------------------------------- keeping replicas and workers in step
 
 
-def average_batchnorm_statistics(model, strategy) -> int:
-    """Give every replica the mean of the replicas' BatchNorm moving statistics (an all-reduce; across workers too).
-    Returns the number of variables averaged (0 on one device)."""
-    variables = _batchnorm_statistics(model)
+def _all_reduce(strategy, values, op: str):
+    """`values` (a list of tensors, the same shapes on every replica) reduced over all replicas, on every one."""
+    def on_each_replica():
+        return tf.distribute.get_replica_context().all_reduce(op, [tf.identity(value) for value in values])
+
+    reduced = tf.function(lambda: strategy.run(on_each_replica))()
+    return strategy.experimental_local_results(reduced)[0]
+
+
+def batchnorm_averager(model, strategy):
+    """A function that gives every replica the mean of the replicas' BatchNorm moving means and variances (an
+    all-reduce, across workers too); None on one replica or without BatchNorm. The mean of the variances leaves out
+    how far the replicas' means lie apart, which Keras 2 also did (it averaged them on reading).
+
+    Traced once: call it after every epoch."""
+    variables = [variable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+                 for variable in (layer.moving_mean, layer.moving_variance)]
     if strategy.num_replicas_in_sync == 1 or not variables:
-        return 0
+        return None
 
     def on_each_replica():
         context = tf.distribute.get_replica_context()
@@ -100,15 +116,29 @@ def average_batchnorm_statistics(model, strategy) -> int:
         for variable, mean in zip(variables, means):
             variable.assign(mean)
 
-    tf.function(lambda: strategy.run(on_each_replica))()
-    return len(variables)
+    return tf.function(lambda: strategy.run(on_each_replica))
+
+
+class AverageBatchNormStatistics(keras.callbacks.Callback):
+    """After every epoch, every replica gets the mean of the replicas' BatchNorm statistics (`batchnorm_averager`).
+    Put it before the callbacks that validate or save the epoch."""
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy, self.average = strategy, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.average is None:
+            self.average = batchnorm_averager(self.model, self.strategy) or (lambda: None)
+        self.average()
 
 
 class ValidateOnOneDevice(keras.callbacks.Callback):
-    """Validation for a model trained under a strategy of several replicas: after each epoch, the replicas' BatchNorm
-    statistics are averaged and a one-device copy with the epoch's weights evaluates `dataset`, adding its results to
-    the epoch's logs as Keras' own validation would (val_loss, val_accuracy, …). Put it first among the callbacks,
-    so that those after it (checkpoints, early stopping, the progress bar) see them.
+    """Validation for a model trained under a strategy of several replicas: after each epoch, a one-device copy with
+    the epoch's weights evaluates `dataset`, and its results join the epoch's logs as Keras' own validation would put
+    them (val_loss, val_accuracy, …). Several workers average their figures, so that all see the same numbers and
+    early stopping stops them at the same epoch. Put it after `AverageBatchNormStatistics` and before the callbacks
+    that save the epoch or stop early.
 
     `twin` is the compiled one-device copy; `before_evaluation` is called first (e.g. to stop a training clock)."""
 
@@ -118,36 +148,73 @@ class ValidateOnOneDevice(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.before_evaluation()
-        average_batchnorm_statistics(self.model, self.strategy)
         self.twin.set_weights(self.model.get_weights())
         results = self.twin.evaluate(self.dataset, verbose=0, return_dict=True)
+        if several_workers(self.strategy):
+            agreed = _all_reduce(self.strategy, [tf.constant(float(v)) for v in results.values()], "MEAN")
+            results = dict(zip(results, agreed))
         if logs is not None:
             logs.update({f"val_{name}": float(value) for name, value in results.items()})
 
 
+def check_workers_agree(strategy, epochs_done: int) -> None:
+    """Refuse to train when the workers would resume a run from different epochs (they each read the run folder:
+    it must be the same folder, on storage every worker sees). Call it before any variable is made: workers that
+    build different models (one fresh, one from a checkpoint) fail in tf.distribute's own start-up, obscurely.
+    No-op on one machine."""
+    if not several_workers(strategy):
+        return
+    def on_each_replica():
+        return tf.distribute.get_replica_context().all_gather(tf.constant([epochs_done], tf.int64), axis=0)
+
+    gathered = tf.function(lambda: strategy.run(on_each_replica))()
+    every = strategy.experimental_local_results(gathered)[0].numpy()
+    low, high = int(every.min()), int(every.max())
+    if low != high:
+        raise StrategyError(f"the workers would resume this run from different epochs ({low} and {high}): every worker "
+                            "must read the same run folder, on a disk they all see")
+
+
+def wait_for_every_worker(strategy) -> None:
+    """A last all-reduce: no worker leaves before the chief has scored and saved the run (a worker that is gone looks
+    lost to the others). No-op on one machine."""
+    if several_workers(strategy):
+        _all_reduce(strategy, [tf.constant(0.0)], "SUM")
+
+
+# --------------------------------------------------------------------------- Keras 3 under several workers
+
+
 def allow_multi_worker_fit(model, strategy) -> None:
     """Two Keras 3 defects stop `fit` under MultiWorkerMirroredStrategy in its first step (keras-team/keras#20585,
-    open as of Keras 3.15; tensorflow/tensorflow#72388). Both are fixed here for this model, and only when several
-    workers train, so nothing changes on one machine:
+    open as of Keras 3.15; tensorflow/tensorflow#72388). Both are fixed here, and only when several workers train:
 
     1. Before the first step Keras averages a whole input batch over the replicas to learn its shapes; across
        workers that average cannot be taken ("Attempt to convert a value (PerReplica…)"). One replica's batch has
-       the shapes it needs.
+       the shapes it needs. Fixed for `model`.
     2. It then averages each step's scalar logs along an axis they do not have ("Invalid reduction dimension 0").
-       A plain mean over the replicas is what it means.
+       A plain mean over the replicas is what it means. Fixed in Keras' trainer module, for this process; the fix
+       changes nothing for a strategy on one machine.
+
+    Keras' private modules are imported here, not when the course starts, so that a Keras release that moved them
+    fails only multi-worker training, with this message, and nothing else.
     """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not several_workers(strategy):
         return
+    try:
+        keras_tf_trainer = importlib.import_module("keras.src.backend.tensorflow.trainer")
+    except ImportError:
+        keras_tf_trainer = None
     missing = [name for name in ("_maybe_symbolic_build", "_symbolic_build", "_distribute_strategy")
                if not hasattr(model, name)]
     missing += [name for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker")
                 if not hasattr(keras_tf_trainer, name)]
     if missing:
         raise StrategyError(f"Keras {keras.__version__} changed the internals that multi-worker training works around "
-                           f"({', '.join(missing)}); train on one machine, or with the Keras version the course tests")
+                            f"({', '.join(missing)}); train on one machine, or with the Keras version the course tests")
     model._maybe_symbolic_build = types.MethodType(_build_from_one_replica, model)
     if not getattr(keras_tf_trainer.reduce_per_replica, "fixed_for_multi_worker", False):
-        keras_tf_trainer.reduce_per_replica = _reduce_per_replica_fixed(keras_tf_trainer.reduce_per_replica)
+        keras_tf_trainer.reduce_per_replica = _reduce_per_replica_fixed(keras_tf_trainer)
 
 
 def _build_from_one_replica(self, iterator=None, data_batch=None):
@@ -156,7 +223,7 @@ def _build_from_one_replica(self, iterator=None, data_batch=None):
     strategy = self.distribute_strategy
     if iterator is not None:
         for _, _, batches in iterator:
-            data_batch = tree.map_structure(
+            data_batch = tf.nest.map_structure(
                 lambda value: strategy.experimental_local_results(value)[0]
                 if isinstance(value, tf.distribute.DistributedValues) else value, next(batches))
             break
@@ -164,10 +231,12 @@ def _build_from_one_replica(self, iterator=None, data_batch=None):
         self._symbolic_build(data_batch=data_batch)
 
 
-def _reduce_per_replica_fixed(original):
+def _reduce_per_replica_fixed(keras_tf_trainer):
+    original = keras_tf_trainer.reduce_per_replica
+
     def reduce_per_replica(values, strategy, reduction):
         if reduction == "auto" and keras_tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+            return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
         return original(values, strategy, reduction)
 
     reduce_per_replica.fixed_for_multi_worker = True

@@ -18,6 +18,7 @@ with its own compile, after which BatchNorm re-estimation runs outside any fit.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import shutil
 import time
@@ -35,6 +36,16 @@ from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 from helpers.splits import fingerprint, load_split, save_split
 
 # --------------------------------------------------------------------------- what a run is
+
+
+@dataclasses.dataclass(frozen=True)
+class _Devices:
+    """Where a run trains: the machine's device policy, its tf.distribute strategy, and whether this process writes
+    the run folder (the chief of several workers, or the only process)."""
+
+    policy: config.DevicePolicy
+    strategy: object
+    writes: bool
 
 
 class RunSettingsError(Exception):
@@ -122,20 +133,24 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         return previous
     log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = {policy.replicas} "
                                              f"replicas × {settings['batch_size']}" if policy.replicas > 1 else ""))
-    strategy = distribute.strategy_for(policy)  # first: a multi-worker strategy must precede any other TensorFlow op
+    # First: a multi-worker strategy must be made before any other TensorFlow operation.
+    devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
+    saved = _saved_states(run_dir / "checkpoints") if previous is not None else []
+    distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)  # before any variable
     keras.utils.set_random_seed(seed)
-    writes = config.is_chief()
     with distribute.global_dtype_policy(policy.dtype_policy):
         data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
                                    repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
                                    progress=True, replicas=policy.replicas)
-        model, state = _build_or_resume(run_dir, settings, previous, recipe, strategy, policy, writes, log)
-        settings = _record_start(run_dir, split, settings, recipe, policy, writes)
-        model = _fit_phases(model, data, settings, recipe, state, strategy, policy, callbacks, run_dir, writes, log)
-        if not writes:
-            log(f"Worker {config.cluster()[1]} done; the chief writes {run_dir}.")
-            return settings
-        return _finish(run_dir, model, data, split, settings, recipe, log)
+        model, state = _build_or_resume(run_dir, settings, previous, recipe, devices, log)
+        settings = _record_start(run_dir, split, settings, recipe, devices)
+        model = _fit_phases(model, data, settings, recipe, state, devices, callbacks, run_dir, log)
+        if devices.writes:
+            settings = _finish(run_dir, model, data, split, settings, recipe, log)
+        else:
+            log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
+    distribute.wait_for_every_worker(devices.strategy)
+    return settings
 
 
 def _existing_run(run_dir: Path, settings: dict, log):
@@ -156,27 +171,27 @@ def _existing_run(run_dir: Path, settings: dict, log):
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
+    split_file = run_dir / "split.csv"
+    if not split_file.exists() or _repeat_fingerprint(load_split(split_file, settings["data_root"]),
+                                                      settings["repeat"]) != previous["split_fingerprint"]:
+        log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
+        return None
     started_with = previous.get("global_batch_size", previous["batch_size"])  # runs before several devices: one
     if not previous.get("finished") and started_with != settings["global_batch_size"]:
         raise RunSettingsError(
             f"{run_dir} was training with a global batch of {started_with} ({previous['batch_size']} per device), and "
             f"this machine would continue it with {settings['global_batch_size']}: resume it on as many devices as "
             "it started on, or train into another folder")
-    split_file = run_dir / "split.csv"
-    if not split_file.exists() or _repeat_fingerprint(load_split(split_file, settings["data_root"]),
-                                                      settings["repeat"]) != previous["split_fingerprint"]:
-        log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
-        return None
     return previous
 
 
-def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, strategy, policy, writes: bool, log):
+def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, devices: _Devices, log):
     """(model, state): the checkpoint of the last finished epoch (or the one before, if that one is unreadable),
     or a newly built model and state None. Only the writer of the run folder tidies it."""
     checkpoints = run_dir / "checkpoints"
-    for folder in (run_dir, checkpoints) if writes else ():  # half-written files of a process that was killed
+    for folder in (run_dir, checkpoints) if devices.writes else ():  # half-written files of a killed process
         files.remove_leftovers(folder)
-    with strategy.scope():
+    with devices.strategy.scope():
         for state in _saved_states(checkpoints) if previous is not None else []:
             try:
                 model = keras.models.load_model(checkpoints / state["checkpoint"])
@@ -184,14 +199,14 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, st
                 log(f"Checkpoint {state['checkpoint']} could not be read ({config.first_line(exc)}); "
                     "trying the one before.")
                 continue
-            model.jit_compile = policy.xla  # the saved compile settings would leave it to "auto"
-            distribute.allow_multi_worker_fit(model, strategy)
+            model.jit_compile = devices.policy.xla  # the saved compile settings would leave it to "auto"
+            distribute.allow_multi_worker_fit(model, devices.strategy)
             settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
             log(f"Resuming {run_dir} after epoch {state['epochs_done']}.")
             return model, state
         if previous is not None:
             log(f"No readable checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
-        if writes:
+        if devices.writes:
             shutil.rmtree(checkpoints, ignore_errors=True)
             (run_dir / "history.csv").unlink(missing_ok=True)
         model, weights_used, fallback = models.build_model(
@@ -200,7 +215,7 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, st
     settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
     if weights_used == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
-    distribute.allow_multi_worker_fit(model, strategy)
+    distribute.allow_multi_worker_fit(model, devices.strategy)
     return model, None
 
 
@@ -213,7 +228,7 @@ def _saved_states(checkpoints: Path) -> list[dict]:
     return [s for s in (state, (state or {}).get("previous")) if s]
 
 
-def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, policy, writes: bool) -> dict:
+def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, devices: _Devices) -> dict:
     """Write the split, then the settings (in that order: settings.json marks a folder as a complete run)."""
     pretrained = settings["weights_used"] != "none"
     warmup, main = split_epochs(recipe, settings["epochs"], pretrained)
@@ -226,34 +241,36 @@ def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Re
                       else "trainable" if pretrained
                       else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data after training"),
         "profile": config.active_profile().name, "profile_reason": config.active_profile().reason,
-        "device_policy": policy.to_dict(),
+        "device_policy": devices.policy.to_dict(),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
         "finished": False,
     }
-    if writes:
+    if devices.writes:
         save_split(split, run_dir / "split.csv")
         files.write_json(run_dir / "settings.json", settings)
     return settings
 
 
-def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, policy, callbacks, run_dir, writes, log):
+def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _Devices, callbacks, run_dir, log):
     """The warm-up (backbone frozen) and the main phase, each continued from `state` where it was left."""
     warmup, main = settings["warmup_epochs"], settings["main_epochs"]
-    progress = _Progress(run_dir, settings, recipe, state, writes, log)
+    progress = _Progress(run_dir, settings, recipe, state, devices.writes, log)
     watched = data[settings["monitored_on"]]
-    validation = []  # on several replicas, a one-device copy validates (helpers.distribute)
-    if strategy.num_replicas_in_sync > 1:
+    validation = []  # on several replicas: their BatchNorm statistics averaged, a one-device copy validating
+    if devices.policy.replicas > 1:
         twin = distribute.one_device_copy(model)
         twin.compile(loss="categorical_crossentropy",
                      metrics=["accuracy", BalancedAccuracy(len(settings["classes"]))])
-        validation = [distribute.ValidateOnOneDevice(twin, watched, strategy, progress.stop_training_clock)]
+        validation = [distribute.AverageBatchNormStatistics(devices.strategy),
+                      distribute.ValidateOnOneDevice(twin, watched, devices.strategy, progress.stop_training_clock)]
     for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
         done = progress.epochs_done
         if last <= first or done >= last:
             continue
         if not (state is not None and state["phase"] == phase and done > first):
-            with strategy.scope():  # a phase begins (or the state is of the other phase): set it up
-                _configure_phase(model, recipe, phase, settings["pretrained"], policy, len(settings["classes"]))
+            with devices.strategy.scope():  # a phase begins (or the state is of the other phase): set it up
+                _configure_phase(model, recipe, phase, settings["pretrained"], devices.policy,
+                                 len(settings["classes"]))
         log(f"{phase}: epochs {done + 1}–{last} of {warmup + main}")
         progress.phase = phase
         model.fit(data["train"], validation_data=None if validation else watched, initial_epoch=done, epochs=last,
@@ -262,6 +279,8 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, strategy, po
                   callbacks=[*validation, *progress.callbacks(phase), *callbacks])
         if progress.epochs_done < last:  # stopped early
             break
+    if not devices.writes:  # another worker: the chief keeps the best epoch
+        return model
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
         model.load_weights(run_dir / "checkpoints" / best_weights_name(progress.best_epoch))
         log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")

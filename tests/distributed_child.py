@@ -5,16 +5,19 @@ cluster (TF_CONFIG) must be set before TensorFlow starts, so each such run is a 
     python -m tests.distributed_child batchnorm
 
 `train` trains RECIPE (a toy-backbone recipe of tests.conftest, or a course recipe) on a paper_a split of the phantom
-set ROOT through `runs.train_or_load`-style calls, then loads the finished run as the notebooks do and predicts its
-test part. It prints one JSON line last: the settings, its log, the test predictions, and every file it wrote.
+set ROOT with `training.train`, as the command line does, then loads the finished run as the notebooks do and predicts
+its test part. It prints one JSON line last: the settings, its log, the test predictions, every file it created, moved
+or deleted, and every weights file it loaded.
 With --pause-after K it stops after epoch K (once its files are written) and waits there to be killed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,23 +51,46 @@ class PauseAfter(keras.callbacks.Callback):
             time.sleep(600)
 
 
-def record_writes() -> list:
-    """Every file this process moves into place (files.atomic_path renames each one), in order."""
-    written = []
-    real_replace = os.replace
+def record_changes() -> list:
+    """Every file or folder this process creates, renames into place or deletes, in order ("replace PATH", …)."""
+    changes = []
 
-    def replace(source, target):
-        written.append(str(target))
-        real_replace(source, target)
+    def recording(module, name):
+        real = getattr(module, name)
 
-    os.replace = replace
-    return written
+        def wrapper(path, *args, **kwargs):
+            target = args[0] if name in ("replace", "rename") else path  # where a rename lands
+            changes.append(f"{name} {target}")
+            return real(path, *args, **kwargs)
+
+        setattr(module, name, wrapper)
+
+    for name in ("replace", "rename", "unlink", "remove", "mkdir", "rmdir"):
+        recording(os, name)
+    recording(shutil, "rmtree")
+    return changes
+
+
+def record_weight_loads() -> list:
+    """Every weights file this process loads into a model (best epochs), in order."""
+    loaded = []
+    real_load_weights = keras.Model.load_weights
+
+    def load_weights(self, path, *args, **kwargs):
+        loaded.append(str(path))
+        return real_load_weights(self, path, *args, **kwargs)
+
+    keras.Model.load_weights = load_weights
+    return loaded
 
 
 def train_child(args) -> dict:
-    written = record_writes()
+    changes, loaded = record_changes(), record_weight_loads()
     strategy = distribute.strategy_for(config.device_policy())  # as the CLI: before any other TensorFlow op
     recipe = TOY_RECIPES.get(args.recipe) or RECIPES[args.recipe]
+    if args.learning_rate:  # one rate for every phase: a large one makes the validation loss go up and down
+        recipe = dataclasses.replace(recipe, warmup_learning_rate=args.learning_rate, learning_rate=args.learning_rate,
+                                     scratch_learning_rate=args.learning_rate)
     split = phantom_split(args.root)
     callbacks = [PauseAfter(args.pause_after, Path(args.marker))] if args.pause_after else []
     logs = []
@@ -76,7 +102,8 @@ def train_child(args) -> dict:
     settings = train(args.run, split, recipe, task_classes(4), find_dataset(args.root).root, epochs=args.epochs,
                      image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
                      callbacks=callbacks, log=log)
-    result = {"settings": settings, "replicas": strategy.num_replicas_in_sync, "written": written, "logs": logs}
+    result = {"settings": settings, "replicas": strategy.num_replicas_in_sync, "changes": changes, "logs": logs,
+              "loaded_weights": loaded}
     if settings.get("finished"):
         test = Run(args.run).predict_part("test", verbose=0)  # a run loaded as the notebooks load it
         result["test_relpaths"] = test["relpath"].tolist()
@@ -85,7 +112,8 @@ def train_child(args) -> dict:
 
 
 def batchnorm_child(args) -> dict:
-    """Keras 3 keeps BatchNorm's moving statistics per replica; after averaging, every replica holds their mean."""
+    """Keras 3 keeps BatchNorm's moving statistics per replica; after averaging, every replica holds their mean
+    (moving means here: the variances' mean is not the variance of the whole batch)."""
     strategy = distribute.strategy_for(config.device_policy())
     with strategy.scope():
         model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.BatchNormalization()])
@@ -98,8 +126,10 @@ def batchnorm_child(args) -> dict:
                 strategy.experimental_local_results(model.layers[0].moving_mean.value)]
 
     before = per_replica()
-    averaged = distribute.average_batchnorm_statistics(model, strategy)
-    return {"before": before, "after": per_replica(), "averaged": averaged}
+    average = distribute.batchnorm_averager(model, strategy)
+    if average is not None:
+        average()
+    return {"before": before, "after": per_replica(), "averaged": average is not None}
 
 
 def main() -> None:
@@ -113,6 +143,7 @@ def main() -> None:
     training.add_argument("--image-size", type=int, default=32)
     training.add_argument("--batch-size", type=int, default=8)
     training.add_argument("--weights", default="none")
+    training.add_argument("--learning-rate", type=float, default=0.0)
     training.add_argument("--pause-after", type=int, default=0)
     training.add_argument("--marker", default="")
     roles.add_parser("batchnorm")

@@ -90,6 +90,9 @@ def test_the_policy_says_why_and_refuses_what_cannot_work():
         config.device_policy([], 1, 1, {"CXR_MIXED_PRECISION": "maybe"})
     tpu = config.device_policy([], 1, 1, {"COLAB_TPU_ADDR": "10.0.0.2:8470"})
     assert tpu.strategy == "default" and "TPUs are not supported" in tpu.reason
+    workers = config.device_policy([], 2, 2, {"CXR_LOGICAL_DEVICES": "2"})
+    assert workers.replicas == 2 and "CXR_LOGICAL_DEVICES ignored: with several workers" in workers.reason
+    assert (t4x2.kind, t4x2.devices, late.kind, late.devices) == ("GPU", ("Tesla T4",) * 2, "CPU", ("CPU:0",))
 
 
 def test_the_device_report_says_what_training_will_use(monkeypatch):
@@ -99,6 +102,9 @@ def test_the_device_report_says_what_training_will_use(monkeypatch):
     assert "With GPU T4 x2 the course trains on both (MirroredStrategy, mixed_float16" in config.device_report()
     monkeypatch.setenv("TPU_NAME", "local")
     assert "A TPU runtime: TPUs are not supported by this course" in config.device_report()
+    monkeypatch.setenv("CXR_XLA", "sometimes")
+    assert "Training device policy: cannot be chosen: CXR_XLA must be 0 or 1; found 'sometimes'" in \
+        config.device_report(), "a notebook's first cell reports a mistyped variable instead of failing"
 
 
 def test_the_chief_of_a_cluster_is_read_from_tf_config():
@@ -113,6 +119,8 @@ def test_the_chief_of_a_cluster_is_read_from_tf_config():
     assert not config.is_chief(tf_config({"type": "worker", "index": 0}, chief=True))
     with pytest.raises(ValueError, match="TF_CONFIG must be JSON like"):
         config.cluster({"TF_CONFIG": "{not json"})
+    with pytest.raises(ValueError, match=r"task type must be \"worker\" or \"chief\".*found 'evaluator'"):
+        config.cluster(tf_config({"type": "evaluator", "index": 0}))
 
 
 def test_the_command_line_says_in_one_line_what_is_wrong_with_the_devices(tmp_path, monkeypatch, capsys):
@@ -260,9 +268,9 @@ def state_epochs(run: Path) -> int:
 def test_batchnorm_statistics_are_averaged_over_the_replicas():
     alone = result_of(child("batchnorm"))
     two = result_of(child("batchnorm", env={"CXR_LOGICAL_DEVICES": "2"}))
-    assert alone["averaged"] == 0 and two["averaged"] == 2
+    assert not alone["averaged"] and two["averaged"]
     assert two["before"][0] != pytest.approx(two["before"][1]), "Keras 3 keeps them per replica"
-    assert two["after"] == pytest.approx([alone["after"][0]] * 2), "their mean: what one device computes"
+    assert two["after"] == pytest.approx([alone["after"][0]] * 2), "the mean of the moving means: one device's"
 
 
 @pytest.mark.slow
@@ -351,10 +359,11 @@ def test_two_workers_train_one_run_the_chief_alone_writes_it_and_it_resumes_afte
     phantom_root, run, marker = odd_phantoms, tmp_path / "run", tmp_path / "paused"
     weights = toy_weights(tmp_path / "toy.weights.h5")
 
-    def workers(*extra):
+    def workers(*extra, other_folder=run):
         hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
-        return [child("train", phantom_root, run, "improved_toy", "--epochs", 3, "--batch-size", 16, "--weights",
-                      weights, *(extra if index == 1 else ()), env={
+        return [child("train", phantom_root, other_folder if index else run, "improved_toy", "--epochs", 3,
+                      "--batch-size", 16, "--weights", weights, "--learning-rate", 0.1,  # a best epoch before the last
+                      *(extra if index == 1 else ()), env={
                           "CXR_OUTPUT_DIR": str(tmp_path / f"outputs-{index}"),
                           "TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
                                                    "task": {"type": "worker", "index": index}})})
@@ -365,6 +374,9 @@ def test_two_workers_train_one_run_the_chief_alone_writes_it_and_it_resumes_afte
     _, stopped = chief.communicate(timeout=240)
     assert chief.returncode != 0 and "UnavailableError" in stopped, "the chief stops when it loses a worker"
     assert state_epochs(run) == 2
+    for process in workers(other_folder=tmp_path / "not-shared"):  # worker 1 sees no run: it would start afresh
+        _, refused = process.communicate(timeout=240)
+        assert process.returncode and "the workers would resume this run from different epochs (0 and 2)" in refused
     chief, other = (result_of(process) for process in workers())
 
     settings = chief["settings"]
@@ -372,8 +384,10 @@ def test_two_workers_train_one_run_the_chief_alone_writes_it_and_it_resumes_afte
     assert settings["device_policy"]["strategy"] == "multi_worker" and settings["device_policy"]["workers"] == 2
     assert chief["replicas"] == other["replicas"] == 2
     assert all(f"Resuming {run} after epoch 2." in worker["logs"] for worker in (chief, other))
-    assert [path for path in other["written"] if path.startswith(str(run))] == [], "only the chief writes the run"
-    assert any(path.endswith("model.keras") for path in chief["written"])
+    assert [change for change in other["changes"] if str(run) in change] == [], "only the chief changes the run"
+    assert any(line.startswith("Kept epoch 1,") for line in chief["logs"]), "the chief keeps an earlier epoch…"
+    assert other["loaded_weights"] == [], "…which the others never read: the chief may have removed it already"
+    assert f"replace {run / 'model.keras'}" in chief["changes"] and f"rmtree {run / 'checkpoints'}" in chief["changes"]
     history = Run(run).history()
     assert list(history["epoch"]) == [0, 1, 2], "resumed after epoch 2: every epoch once"
     saved = load_split(run / "split.csv", settings["data_root"])
