@@ -90,13 +90,22 @@ def one_device_copy(model):
 # --------------------------------------------------------------------------- keeping replicas and workers in step
 
 
+def _on_every_replica(strategy, step):
+    """`step` run on every replica (where collectives such as all_reduce are allowed), as one traced function; call
+    the result to run it, and get the first local replica's result."""
+    traced = tf.function(lambda: strategy.run(step))
+
+    def run():
+        results = traced()
+        return None if results is None else strategy.experimental_local_results(results)[0]
+
+    return run
+
+
 def _all_reduce(strategy, values, op: str):
     """`values` (a list of tensors, the same shapes on every replica) reduced over all replicas, on every one."""
-    def on_each_replica():
-        return tf.distribute.get_replica_context().all_reduce(op, [tf.identity(value) for value in values])
-
-    reduced = tf.function(lambda: strategy.run(on_each_replica))()
-    return strategy.experimental_local_results(reduced)[0]
+    return _on_every_replica(strategy, lambda: tf.distribute.get_replica_context().all_reduce(
+        op, [tf.identity(value) for value in values]))()
 
 
 def batchnorm_averager(model, strategy):
@@ -116,7 +125,7 @@ def batchnorm_averager(model, strategy):
         for variable, mean in zip(variables, means):
             variable.assign(mean)
 
-    return tf.function(lambda: strategy.run(on_each_replica))
+    return _on_every_replica(strategy, on_each_replica)
 
 
 class AverageBatchNormStatistics(keras.callbacks.Callback):
@@ -164,11 +173,8 @@ def check_workers_agree(strategy, epochs_done: int) -> None:
     No-op on one machine."""
     if not several_workers(strategy):
         return
-    def on_each_replica():
-        return tf.distribute.get_replica_context().all_gather(tf.constant([epochs_done], tf.int64), axis=0)
-
-    gathered = tf.function(lambda: strategy.run(on_each_replica))()
-    every = strategy.experimental_local_results(gathered)[0].numpy()
+    every = _on_every_replica(strategy, lambda: tf.distribute.get_replica_context().all_gather(
+        tf.constant([epochs_done], tf.int64), axis=0))().numpy()
     low, high = int(every.min()), int(every.max())
     if low != high:
         raise StrategyError(f"the workers would resume this run from different epochs ({low} and {high}): every worker "

@@ -142,7 +142,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
                                    repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
                                    progress=True, replicas=policy.replicas)
-        model, state = _build_or_resume(run_dir, settings, previous, recipe, devices, log)
+        model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
         settings = _record_start(run_dir, split, settings, recipe, devices)
         model = _fit_phases(model, data, settings, recipe, state, devices, callbacks, run_dir, log)
         if devices.writes:
@@ -185,14 +185,14 @@ def _existing_run(run_dir: Path, settings: dict, log):
     return previous
 
 
-def _build_or_resume(run_dir: Path, settings: dict, previous, recipe: Recipe, devices: _Devices, log):
-    """(model, state): the checkpoint of the last finished epoch (or the one before, if that one is unreadable),
-    or a newly built model and state None. Only the writer of the run folder tidies it."""
+def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recipe: Recipe, devices: _Devices, log):
+    """(model, state): the checkpoint of the last finished epoch in `saved` (or the one before, if that one is
+    unreadable), or a newly built model and state None. Only the writer of the run folder tidies it."""
     checkpoints = run_dir / "checkpoints"
     for folder in (run_dir, checkpoints) if devices.writes else ():  # half-written files of a killed process
         files.remove_leftovers(folder)
     with devices.strategy.scope():
-        for state in _saved_states(checkpoints) if previous is not None else []:
+        for state in saved:
             try:
                 model = keras.models.load_model(checkpoints / state["checkpoint"])
             except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, whatever Keras calls it
@@ -259,8 +259,7 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
     validation = []  # on several replicas: their BatchNorm statistics averaged, a one-device copy validating
     if devices.policy.replicas > 1:
         twin = distribute.one_device_copy(model)
-        twin.compile(loss="categorical_crossentropy",
-                     metrics=["accuracy", BalancedAccuracy(len(settings["classes"]))])
+        twin.compile(loss="categorical_crossentropy", metrics=_metrics(len(settings["classes"])))
         validation = [distribute.AverageBatchNormStatistics(devices.strategy),
                       distribute.ValidateOnOneDevice(twin, watched, devices.strategy, progress.stop_training_clock)]
     for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
@@ -343,7 +342,12 @@ def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy
         models.set_backbone_trainable(model, True, batchnorm_trainable=False if freeze_bn else True)
         rate = recipe.learning_rate if pretrained else recipe.scratch_learning_rate
     model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
-                  metrics=["accuracy", BalancedAccuracy(n_classes)], jit_compile=policy.xla)
+                  metrics=_metrics(n_classes), jit_compile=policy.xla)
+
+
+def _metrics(n_classes: int) -> list:
+    """What every epoch reports, in training and validation alike."""
+    return ["accuracy", BalancedAccuracy(n_classes)]
 
 
 def _class_weights(split: pd.DataFrame, classes, repeat: int = 0) -> dict:
