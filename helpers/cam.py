@@ -263,8 +263,10 @@ def localisation_table(run, rows: pd.DataFrame, method: str = "auto", layer: str
 
     `rows` needs path and label, and uses mask_path (lungs) and lesion_mask_path (phantoms) where
     present. Measures: the pointing game and energy share inside the lesion (NaN without a lesion),
-    the energy share inside the lungs, inside any extra `regions` (name → boolean mask), and each
-    area's share of the image: the chance level a map with no idea of the anatomy would score.
+    the energy share inside the lungs and inside any extra `regions` (name → boolean mask), and each
+    area's share: the lesion's of the lungs (where a lesion can be: the chance of "does it find the lesion")
+    and every region's of the image (the chance of "does it look there"). A map with no positive evidence for
+    the true class (`empty_map`) points at nothing: it scores 0, never NaN, so every image stays in the averages.
     """
     run = as_run(run)
     unknown = sorted(set(rows["label"]) - set(run.classes))
@@ -293,8 +295,9 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
         maps, probabilities = _grad_cam(run.model, inputs, target, layer)
         maps = normalise(maps, MAP_SCALING)
     chosen = np.clip(upsample(maps, size), 0.0, 1.0)
+    empty = ~(chosen > 0).any(axis=(1, 2))
     measured = {"predicted": [run.classes[i] for i in probabilities.argmax(axis=1)],
-                "confidence": probabilities.max(axis=1)}
+                "confidence": probabilities.max(axis=1), "empty_map": empty}
     masks = {name: (read_masks(chunk[column], size), chunk[column].notna().to_numpy())
              for name, column in (("lungs", "mask_path"), ("lesion", "lesion_mask_path")) if column in chunk}
     masks.update({name: (np.broadcast_to(mask, chosen.shape), np.ones(len(chunk), bool))
@@ -303,27 +306,55 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
         if mask is None:  # a missing mask is never guessed: its measures are NaN
             continue
         scored = present & mask.any(axis=(1, 2))
-        measured[f"{name}_energy"] = np.where(scored, energy_inside(chosen, mask), np.nan)
+        energy = np.nan_to_num(energy_inside(chosen, mask), nan=0.0)  # an empty map has no energy anywhere
+        measured[f"{name}_energy"] = np.where(scored, energy, np.nan)
         measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)
         if name == "lesion":
-            measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask), np.nan)
+            measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask) & ~empty, np.nan)
+            lungs = masks.get("lungs", (None, None))[0]
+            if lungs is not None:  # a random point inside the lungs hits the lesion this often
+                lung_area = lungs.sum(axis=(1, 2))
+                share = (mask & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
+                measured["lesion_share_of_lungs"] = np.where(scored & (lung_area > 0), share, np.nan)
     return pd.DataFrame(measured, index=chunk.index)
 
 
+LESION_CHANCE = "chance: lesion's share of lungs"
+
+
+def region_chance(region: str) -> str:
+    """The summary's column of a region's chance level: its share of the image."""
+    possessive = "'" if region.endswith("s") else "'s"
+    return f"chance: {region}{possessive} share of image"
+
+
 def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per class and overall: accuracy and each localisation measure beside its chance level."""
+    """Per class and overall: accuracy, each localisation measure beside the chance level of its own question,
+    and how many maps had no positive evidence at all.
+
+    "Does the map find the lesion?" (pointing game, energy in lesion) is judged against the lesion's share of the
+    *lungs*, where lesions lie: a map that only finds the lungs scores that much. "Does it look at the lungs (or a
+    region)?" is judged against their share of the image. Each average is over the images that have the mask:
+    a measure and its chance level always over the same images.
+    """
     columns = {"correct": "accuracy"}
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         if name == "lesion":
-            columns.update({"pointing_game": "pointing game", "lesion_area": "chance (lesion area)",
-                            "lesion_energy": "energy in lesion"})
+            chance = "lesion_share_of_lungs" if "lesion_share_of_lungs" in table else "lesion_area"
+            columns.update({"pointing_game": "pointing game", "lesion_energy": "energy in lesion",
+                            chance: LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"})
         else:
-            columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": f"area of {name}"})
+            columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": region_chance(name)})
     numbers = table[["label", *columns]].assign(correct=table["correct"].astype(float))
-    if "lesion_area" in numbers:  # chance of the pointing game: only images that have a lesion count
-        numbers["lesion_area"] = numbers["lesion_area"].where(numbers["lesion_energy"].notna())
+    for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
+        scored = numbers[f"{name}_energy"].notna()
+        for column in [c for c in numbers if c.startswith(f"{name}_") or (name == "lesion" and c in (
+                "pointing_game", "lesion_share_of_lungs"))]:
+            numbers[column] = numbers[column].where(scored)  # a measure and its chance over the same images
     summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
     summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
+    empty = table["empty_map"].astype(int) if "empty_map" in table else pd.Series(0, index=table.index)
+    summary.insert(2, "maps with no evidence", [*empty.groupby(table["label"]).sum(), int(empty.sum())])
     return summary.rename(columns=columns)
 
 
@@ -370,27 +401,37 @@ def _free_name(out_dir: Path, stem: str, used: set) -> Path:
 
 
 def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
-    """The summary's "all" row in plain sentences, each measure beside its chance level, and a verdict."""
+    """The summary's "all" row in plain sentences, each measure beside the chance level of its question, and a
+    verdict on lesion finding judged against the lesion's share of the lungs."""
     row = summary.loc["all"]
     lines = [f"{name}: accuracy {row['accuracy']:.0%} on {int(row['images'])} images."]
+    if row.get("maps with no evidence", 0) > 0:
+        lines.append(f"{int(row['maps with no evidence'])} of {int(row['images'])} maps have no positive evidence "
+                     "for the true class anywhere: they point at nothing and score 0 below.")
     verdict = None
     if "pointing game" in row and not np.isnan(row["pointing game"]):
-        hit, chance = row["pointing game"], row["chance (lesion area)"]
+        chance_column = next(c for c in summary.columns if c.startswith("chance: lesion"))
+        hit, chance = row["pointing game"], row[chance_column]
+        where = "the lungs" if chance_column == LESION_CHANCE else "the image"
         ratio = hit / chance if chance > 0 else np.nan
-        lines.append(f"The peak fell inside the lesion in {hit:.0%} of the images that have one; "
-                     f"a random point would hit it {chance:.1%} of the time ({ratio:.1f}× chance).")
-        lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, "
-                     f"which covers {chance:.1%} of the image.")
+        lines.append(f"Does the map find the lesion? Its peak fell inside the lesion in {hit:.0%} of the images that "
+                     f"have one; a random point in {where} (where lesions lie) would hit it {chance:.1%} of the time "
+                     f"({ratio:.1f}× chance).")
+        lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, which covers "
+                     f"{chance:.1%} of {where}.")
         verdict = "chance" if not ratio >= 2 else "most" if hit >= 0.5 else "some"
-    for region in [c[len("area of "):] for c in summary.columns if c.startswith("area of ")]:
-        lines.append(f"{row[f'energy in {region}']:.0%} of the energy lies inside the {region}, "
-                     f"which take up {row[f'area of {region}']:.1%} of the image.")
+    for region in [c[len("energy in "):] for c in summary.columns if c.startswith("energy in ")]:
+        if region == "lesion":
+            continue
+        energy, area = row[f"energy in {region}"], row[region_chance(region)]
+        lines.append(f"Does it look at the {region}? {energy:.0%} of the energy lies inside, which take up "
+                     f"{area:.1%} of the image ({energy / area:.1f}× chance)." if area > 0 else "")
     lines.append({
         None: "",
-        "most": "Verdict: the maps point at the findings, well above chance, in most images.",
-        "some": "Verdict: better than chance, yet the peak misses the lesion in most images: read these maps as "
-                "a rough region, not as a lesion finder.",
-        "chance": "Verdict: the maps do NOT localise the findings better than about chance; a good accuracy "
-                  "does not make them an explanation.",
+        "most": "Verdict: the maps point at the findings in most images, well above chance in the lungs.",
+        "some": "Verdict: better than chance in the lungs, yet the peak misses the lesion in most images: read these "
+                "maps as a rough region, not as a lesion finder.",
+        "chance": "Verdict: the maps do NOT find the findings better than a point chosen at random in the lungs; a "
+                  "good accuracy does not make them an explanation.",
     }[verdict])
     return "\n".join(line for line in lines if line)

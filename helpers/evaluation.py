@@ -18,6 +18,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy.ndimage import distance_transform_edt
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, chi2_contingency
 from sklearn.metrics import (
@@ -185,25 +186,79 @@ def mcnemar(correct_a, correct_b) -> dict:
 # --------------------------------------------------------------------------- controls that edit the images
 
 
-def hide_lungs(pixels, rows: pd.DataFrame, fill: str = "mean") -> np.ndarray:
-    """The images with everything inside the lung masks replaced (the lung-blackout control).
-
-    fill "mean": each image's own mean lung brightness, so the lungs' content goes without adding a new cue;
-    "black": zero, the literal blackout, which is itself an unnatural pattern the model never saw.
-    """
-    if fill not in ("mean", "black"):
-        raise ValueError(f"fill must be 'mean' or 'black'; found {fill!r}")
+def _lung_masks(pixels, rows: pd.DataFrame, control: str) -> np.ndarray:
     if "mask_path" not in rows or rows["mask_path"].isna().any():
         missing = len(rows) if "mask_path" not in rows else int(rows["mask_path"].isna().sum())
-        raise ValueError(f"hiding the lungs needs a lung mask for every image; {missing} of {len(rows)} have none")
+        raise ValueError(f"{control} needs a lung mask for every image; {missing} of {len(rows)} have none")
     size = pixels.shape[-1]
-    lungs = np.stack([load_grayscale(path, size) > 127 for path in rows["mask_path"]])
-    if fill == "black":
-        value = np.zeros((len(pixels), 1, 1))
-    else:
-        area = np.maximum(lungs.sum(axis=(1, 2)), 1)
-        value = ((pixels * lungs).sum(axis=(1, 2)) / area)[:, np.newaxis, np.newaxis]
-    return np.where(lungs, np.round(value), pixels).astype(np.uint8)
+    return np.stack([load_grayscale(path, size) > 127 for path in rows["mask_path"]])
+
+
+def lung_fill_value(pixels, lungs) -> int:
+    """One grey level for every image: the mean brightness inside the lungs over all the images given.
+
+    One value, not each image's own mean: an image's own mean keeps what lies in its lungs (a bright lesion
+    raises it), so the hidden lungs would still carry the evidence the control claims to remove.
+    """
+    return int(round(float(np.asarray(pixels)[lungs].mean()))) if lungs.any() else 0
+
+
+def hide_lungs(pixels, rows: pd.DataFrame, value: int | None = None) -> np.ndarray:
+    """The lung-blackout control: everything inside the lung masks set to one grey level (`value`; default
+    `lung_fill_value`, the same for every image). The lungs' outline stays: see `hide_outside_lungs`."""
+    lungs = _lung_masks(pixels, rows, "hiding the lungs")
+    value = lung_fill_value(pixels, lungs) if value is None else value
+    return np.where(lungs, value, pixels).astype(np.uint8)
+
+
+def hide_outside_lungs(pixels, rows: pd.DataFrame, value: int | None = None) -> np.ndarray:
+    """The matching control: as many pixels as each image's lungs cover, hidden *outside* them, with the same
+    grey level as `hide_lungs`: the pixels farthest from the lungs first (the image's edges and corners, where
+    text markers sit).
+
+    An edit this large can upset a model wherever it falls. If hiding the lungs removes a class's evidence and
+    hiding an equal area outside does not, the evidence is in the lungs; if both remove it, the pair cannot say.
+    """
+    lungs = _lung_masks(pixels, rows, "hiding an area outside the lungs")
+    value = lung_fill_value(pixels, lungs) if value is None else value
+    hidden = np.zeros_like(lungs)
+    for i, mask in enumerate(lungs):
+        distance = distance_transform_edt(~mask).ravel()  # 0 inside the lungs
+        farthest = np.argsort(-distance, kind="stable")[:min(int(mask.sum()), int((~mask).sum()))]
+        flat = np.zeros(mask.size, bool)
+        flat[farthest] = True
+        hidden[i] = flat.reshape(mask.shape)
+    return np.where(hidden, value, pixels).astype(np.uint8)
+
+
+LUNG_CONTROLS = {"lungs hidden": hide_lungs, "equal area outside hidden": hide_outside_lungs}
+
+
+def lung_control_verdicts(table: pd.DataFrame, told_apart: float = 0.5, gone: float = 0.2) -> pd.DataFrame:
+    """Per class, what the pair of lung controls in `table` (from `accuracy_under_edits(run, rows,
+    LUNG_CONTROLS)`) supports, and nothing more: informedness as is, with the lungs hidden and with an equal area
+    outside them hidden, and a verdict.
+
+    A class is "told apart" at informedness ≥ `told_apart`, "lost" at ≤ `gone` (0 = guessing); in between the
+    pair is read as unclear.
+    """
+    informedness = table.xs("informedness", axis=1, level=1)[["as is", *LUNG_CONTROLS]].drop(index="all")
+    verdicts = [_lung_verdict(row, told_apart, gone) for row in informedness.itertuples(index=False)]
+    return informedness.assign(verdict=verdicts)
+
+
+def _lung_verdict(row, told_apart: float, gone: float) -> str:
+    as_is, lungs_hidden, outside_hidden = row
+    if as_is < told_apart:
+        return "not told apart even as is: nothing to locate"
+    if lungs_hidden >= told_apart:
+        return ("still told apart with the lungs hidden: evidence outside the lungs' contents "
+                "(elsewhere, or in the lungs' outline, which the fill keeps)")
+    if lungs_hidden <= gone and outside_hidden >= told_apart:
+        return "lost with the lungs hidden, kept with an equal area outside hidden: the evidence is in the lungs"
+    if lungs_hidden <= gone and outside_hidden <= gone:
+        return "lost under both edits: the edit itself upsets the model, the pair cannot say where the evidence is"
+    return "partly lost: the pair does not settle where the evidence is"
 
 
 def add_marker(pixels, rows=None) -> np.ndarray:
@@ -211,7 +266,7 @@ def add_marker(pixels, rows=None) -> np.ndarray:
     return draw_marker(pixels)
 
 
-black_lungs = functools.partial(hide_lungs, fill="black")
+black_lungs = functools.partial(hide_lungs, value=0)
 
 
 def accuracy_under_edits(run, rows: pd.DataFrame, edits: dict, watch_class: str | None = None) -> pd.DataFrame:

@@ -153,17 +153,38 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     assert np.isnan(table["pointing_game"].iloc[2]) and np.isnan(table["lesion_energy"].iloc[2])
     np.testing.assert_allclose(table["lesion_energy"].iloc[:2], 1.0, atol=0.02)  # all the map is on the lesion
     np.testing.assert_allclose(table["lesion_area"], [16 / 256, 16 / 256, 0.0])
+    np.testing.assert_allclose(table["lesion_share_of_lungs"].iloc[:2], 16 / 192)  # lungs: 12 of 16 columns
     np.testing.assert_allclose(table["lungs_area"], 12 / 16)
     assert table["lungs_energy"].iloc[0] == pytest.approx(1.0, abs=0.02)
     summary = cam.localisation_summary(table)
     assert summary.loc["all", "images"] == 3 and summary.loc["all", "accuracy"] == 1.0
-    assert summary.loc["all", "chance (lesion area)"] == pytest.approx(16 / 256)  # Normal has no lesion: not counted
-    assert {"energy in corner", "area of corner", "energy in lungs"} <= set(summary.columns)
-    assert "well above chance, in most images" in cam.describe_localisation(summary)
-    summary.loc["all", "pointing game"] = 0.15
+    # "does it find the lesion" is judged against the lesion's share of the lungs, where lesions lie
+    assert summary.loc["all", cam.LESION_CHANCE] == pytest.approx(16 / 192)  # Normal has no lesion: not counted
+    assert {"energy in corner", "chance: corner's share of image", "energy in lungs",
+            "chance: lungs' share of image"} <= set(summary.columns)
+    assert "well above chance in the lungs" in cam.describe_localisation(summary)
+    assert "random point in the lungs" in cam.describe_localisation(summary)
+    summary.loc["all", "pointing game"] = 0.25
     assert "rough region" in cam.describe_localisation(summary)
-    summary.loc["all", "pointing game"] = 0.05
-    assert "do NOT localise" in cam.describe_localisation(summary)
+    summary.loc["all", "pointing game"] = 0.12  # 5× the image-wide level (6%), yet under 2× the lungs' one (8%)
+    assert "do NOT find" in cam.describe_localisation(summary)
+
+
+def test_a_map_with_no_evidence_is_counted_and_scores_zero_over_the_same_images(known_run, tmp_path):
+    """The Normal image is black: its map is empty. Labelled COVID with a lesion, it must count as a miss, not
+    drop out of the averages (which would leave the measure and its chance level over different images)."""
+    run, rows = known_run
+    rows = pd.concat([rows, rows.iloc[[2]].assign(label="COVID", lesion_mask_path=rows["lesion_mask_path"][0])],
+                     ignore_index=True)
+    table = cam.localisation_table(run, rows)
+    assert list(table["empty_map"]) == [False, False, True, True]
+    assert table["pointing_game"].iloc[3] == 0 and table["lesion_energy"].iloc[3] == 0
+    assert table["lungs_energy"].iloc[2] == 0  # a Normal image with an empty map: no energy in the lungs either
+    summary = cam.localisation_summary(table)
+    assert summary.loc["all", "maps with no evidence"] == 2 and summary.loc["COVID", "maps with no evidence"] == 1
+    assert summary.loc["all", "pointing game"] == pytest.approx(2 / 3)  # over the 3 images with a lesion
+    assert summary.loc["all", cam.LESION_CHANCE] == pytest.approx(16 / 192)  # over the same 3
+    assert "2 of 4 maps have no positive evidence" in cam.describe_localisation(summary)
 
 
 def test_localisation_refuses_labels_the_run_does_not_know(known_run):

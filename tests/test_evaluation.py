@@ -102,16 +102,44 @@ def _masked_rows(tmp_path, n=2, size=8):
     return pd.DataFrame({"mask_path": [str(write_png(tmp_path / f"m{i}.png", lungs)) for i in range(n)]}), lungs > 0
 
 
-def test_hide_lungs_replaces_only_the_inside_of_each_lung_mask(tmp_path):
+def test_hide_lungs_fills_every_image_with_one_grey_level(tmp_path):
     rows, lungs = _masked_rows(tmp_path)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    pixels[1][lungs] = 250  # a bright lesion filling one image's lungs must not survive as a brighter fill
     hidden = evaluation.hide_lungs(pixels, rows)
     np.testing.assert_array_equal(hidden[:, ~lungs], pixels[:, ~lungs])
-    for i in range(2):
-        assert set(np.unique(hidden[i][lungs])) == {round(pixels[i][lungs].mean())}
-    assert (evaluation.hide_lungs(pixels, rows, fill="black")[:, lungs] == 0).all()
+    expected = round(float(np.concatenate([pixels[0][lungs], pixels[1][lungs]]).mean()))
+    assert set(np.unique(hidden[:, lungs])) == {expected}  # one value for both images
+    assert (evaluation.hide_lungs(pixels, rows, value=17)[:, lungs] == 17).all()
+    assert (evaluation.black_lungs(pixels, rows)[:, lungs] == 0).all()
     with pytest.raises(ValueError, match="1 of 2 have none"):
         evaluation.hide_lungs(pixels, rows.assign(mask_path=[rows["mask_path"][0], None]))
+
+
+def test_the_matching_control_hides_an_equal_area_outside_the_lungs_farthest_first(tmp_path):
+    rows, lungs = _masked_rows(tmp_path)
+    pixels = np.full((2, 8, 8), 100, np.uint8)
+    pixels[:, lungs] = 30
+    hidden = evaluation.hide_outside_lungs(pixels, rows)
+    changed = hidden != pixels
+    assert not changed[:, lungs].any()  # the lungs untouched
+    assert (changed.sum(axis=(1, 2)) == lungs.sum()).all()  # as many pixels as the lungs cover
+    assert set(np.unique(hidden[changed])) == {30}  # the same grey level as hide_lungs would use
+    assert changed[:, :, -1].all()  # the lungs sit at columns 1-3: the far right edge goes first
+    assert not changed[:, 3:5, 4].any()  # the pixels next to the lungs stay
+
+
+def test_the_pair_of_lung_controls_concludes_only_what_it_supports():
+    classes = ["COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"]
+    informedness = {"as is": [0.9, 0.9, 0.9, 0.1], "lungs hidden": [0.8, 0.05, 0.0, 0.0],
+                    "equal area outside hidden": [0.9, 0.85, 0.1, 0.0]}
+    table = pd.DataFrame({(edit, "informedness"): [*values, np.mean(values)]
+                          for edit, values in informedness.items()}, index=[*classes, "all"])
+    verdicts = evaluation.lung_control_verdicts(table)["verdict"]
+    assert verdicts["COVID"].startswith("still told apart with the lungs hidden")
+    assert verdicts["Normal"].endswith("the evidence is in the lungs")
+    assert "the pair cannot say" in verdicts["Viral Pneumonia"]
+    assert verdicts["Lung_Opacity"].startswith("not told apart even as is")
 
 
 def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
