@@ -33,20 +33,24 @@ def main() -> None:
                         "Grad-CAM conv3_block3_out": "conv3_block3_out"}.items():
         summaries[name] = cam.localisation_summary(cam.localisation_table(run, test, layer=layer)).loc["all"]
     table = pd.DataFrame(summaries).T
-    blackout = evaluation.accuracy_under_edits(run, test, {"lungs hidden": evaluation.hide_lungs})
+    controls = evaluation.accuracy_under_edits(run, test, evaluation.LUNG_CONTROLS)
+    verdicts = evaluation.lung_control_verdicts(controls)
     profile = config.active_profile()
     print(f"{run.folder}: improved recipe, random init, {epochs} epochs at {run.image_size} px, "
           f"profile {profile.name}; {len(test)} test images")
     print(table.round(3).to_string())
-    print(evaluation.describe_edits(blackout))
-    overall = blackout.loc["all"]
+    for name, summary in summaries.items():
+        print(cam.describe_localisation(summary.to_frame("all").T, name), end="\n\n")
+    print(evaluation.describe_edits(controls))
+    print(verdicts.round(2).to_string())
+    overall = controls.loc["all"]
     report("localisation", {"quick": args.quick, "epochs": epochs, "image_size": run.image_size,
                             "profile": profile.name, "test_images": len(test),
                             "maps": table.round(4).to_dict(orient="index"),
-                            "lungs_hidden": {"accuracy": float(overall[("lungs hidden", "accuracy")]),
-                                             "informedness": float(overall[("lungs hidden", "informedness")]),
-                                             "informedness_as_is": float(overall[("as is", "informedness")])}})
-
+                            "lung_controls": {edit: {"accuracy": float(overall[(edit, "accuracy")]),
+                                                     "informedness": float(overall[(edit, "informedness")])}
+                                              for edit in ["as is", *evaluation.LUNG_CONTROLS]},
+                            "verdicts": verdicts["verdict"].to_dict()})
 
 if __name__ == "__main__":
     main()

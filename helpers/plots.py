@@ -194,11 +194,20 @@ def resolution_ladder(path, sizes=(299, 224, 128), save_as=None):
 
 def image_pairs(left, right, titles=("original", "flipped"), save_as=None):
     """Rows of side-by-side images (e.g. before and after an augmentation)."""
-    fig, axes = plt.subplots(len(left), 2, figsize=(4.4, 2.3 * len(left)), squeeze=False)
-    for row, a, b in zip(axes, left, right):
-        for ax, image, title in zip(row, (a, b), titles):
-            ax.imshow(np.squeeze(image), cmap="gray")
-            ax.set_title(title, fontsize=9)
+    return image_versions(dict(zip(titles, (left, right))), save_as=save_as)
+
+
+def image_versions(versions: dict, save_as=None):
+    """One row per image, one column per version of it (name → images), e.g. what each control hides."""
+    names = list(versions)
+    n = len(versions[names[0]])
+    fig, axes = plt.subplots(n, len(names), figsize=(2.2 * len(names), 2.3 * n), squeeze=False)
+    for i, row in enumerate(axes):
+        for ax, name in zip(row, names):
+            image = np.squeeze(versions[name][i])
+            scale = {"vmin": 0, "vmax": 255} if image.dtype == np.uint8 else {}  # one grey scale for every version
+            ax.imshow(image, cmap="gray", **scale)
+            ax.set_title(name, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     return _finish(fig, save_as)
