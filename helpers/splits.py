@@ -3,6 +3,10 @@
 Identical images (same content hash) always land in the same split: the dataset has no patient IDs,
 so content identity is the strongest guard against the same picture being trained on and tested on.
 
+Which side a group lands on depends on its files' names, labels and the duplicate structure, never on its pixels:
+two sets with the same files (the clean and the shortcut phantoms, whose marked images hash differently) split
+identically, so a model trained on one can be tested on the other's test images without seeing them in training.
+
 The split is made here with scikit-learn's `train_test_split` over groups of identical images. Its
 `GroupShuffleSplit` and `StratifiedGroupKFold` were weighed: the first does not stratify, the second only
 approximates the proportions (fold by fold) and cannot give an 80:10:10 split in one call; neither is simpler,
@@ -27,8 +31,11 @@ MODES = ("paper_a", "paper_b")
 
 
 def _groups(index: pd.DataFrame) -> pd.DataFrame:
-    """One row per distinct image content: its label (the first one seen) and its member rows."""
-    return index.groupby("content_hash", sort=True).agg(label=("label", "first")).reset_index()
+    """One row per distinct image content, with the label and name (`key`) of its first file by relpath, in key
+    order: ordered by name, not by hash, so that the split does not depend on pixel content (see the module)."""
+    ordered = index.sort_values("relpath", kind="stable")
+    groups = ordered.groupby("content_hash", sort=False).agg(label=("label", "first"), key=("relpath", "first"))
+    return groups.reset_index().sort_values("key", kind="stable").reset_index(drop=True)
 
 
 def _split_groups(groups: pd.DataFrame, fraction: float, seed: int):
@@ -82,7 +89,7 @@ def paper_b_split(index: pd.DataFrame, task: int = 3, n_per_class: int | None = 
     requested = n_per_class
     n_per_class = n_per_class or 900 // len(classes)
     # Exact duplicates add nothing to a balanced sub-sample: keep one file per distinct image.
-    subset = index[index["label"].isin(classes)].drop_duplicates("content_hash")
+    subset = index[index["label"].isin(classes)].sort_values("relpath").drop_duplicates("content_hash")
     groups = _groups(subset)
     available = groups["label"].value_counts()
     short = {c: int(available.get(c, 0)) for c in classes if available.get(c, 0) < n_per_class}
@@ -188,7 +195,7 @@ def split_key(index: pd.DataFrame, mode: str, task: int, seed: int, plan: dict) 
     return digest.hexdigest()
 
 
-SPLIT_FORMAT = 2  # bump when the way splits are made changes, so saved ones are made again
+SPLIT_FORMAT = 3  # bump when the way splits are made changes, so saved ones are made again (3: groups by name)
 
 
 def saved_split_path(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from helpers.cli import main
-from helpers.data import CLASSES
-from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, save_split
+from helpers.data import CLASSES, find_dataset, scan_dataset
+from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, sample_distinct, save_split
+from helpers.synthetic import generate_phantoms
 
 
 def fake_index(per_class=(100, 60, 200, 40), duplicate_every=7) -> pd.DataFrame:
@@ -73,6 +74,40 @@ def test_paper_b_default_is_900_images_and_explicit_sizes_are_checked():
         paper_b_split(index, task=3, n_per_class=600)
     with pytest.warns(UserWarning, match="using 400 per class"):
         paper_b_split(fake_index(per_class=(400, 400, 401, 400), duplicate_every=1000), task=2, repeats=1)
+
+
+def with_other_pixels(index: pd.DataFrame, cls: str = "COVID") -> pd.DataFrame:
+    """The same files, labels and duplicates, but `cls`'s images with other content hashes, sorting in reverse order
+    (as a marker drawn on one class's images changes their hashes)."""
+    hashes = sorted(index.loc[index["label"] == cls, "content_hash"].unique())
+    renamed = {h: f"marked-{len(hashes) - i:06d}" for i, h in enumerate(hashes)}
+    return index.assign(content_hash=index["content_hash"].replace(renamed))
+
+
+@pytest.mark.parametrize("mode, options", [
+    ("paper_a", {"task": 4}),
+    ("paper_b", {"task": 3, "n_per_class": 30, "repeats": 2}),
+])
+def test_a_split_depends_on_names_labels_and_duplicates_not_on_pixels(mode, options):
+    clean = fake_index()
+    marked = with_other_pixels(clean)
+    covid = clean["label"] == "COVID"
+    assert (clean.loc[covid, "content_hash"].rank() != marked.loc[covid, "content_hash"].rank()).any(), \
+        "the hashes sort differently: a split ordered by hash would differ"
+    sides = [make_split(index, mode=mode, **options).set_index(["repeat", "relpath"])["split"].sort_index()
+             for index in (clean, marked)]
+    pd.testing.assert_series_equal(*sides)
+    drawn = [set(sample_distinct(index, per_class=20)["relpath"]) for index in (clean, marked)]
+    assert drawn[0] == drawn[1], "the demo profile's sample of the real data is drawn by name too"
+
+
+def test_clean_and_shortcut_phantoms_split_alike(phantom_root, tmp_path):
+    """Notebook 05 tests the shortcut model on the clean set's test images: none may be in its training part."""
+    shortcut_root = generate_phantoms(tmp_path, per_class=10, size=64, seed=0, shortcut_class="COVID")
+    clean, shortcut = (scan_dataset(find_dataset(root)).index for root in (phantom_root, shortcut_root))
+    assert not set(clean["content_hash"]) >= set(shortcut["content_hash"]), "the marked images hash differently"
+    sides = [paper_a_split(index, task=4).set_index("relpath")["split"].sort_index() for index in (clean, shortcut)]
+    pd.testing.assert_series_equal(*sides)
 
 
 def test_unknown_mode_and_task_are_rejected():
