@@ -22,7 +22,7 @@ from helpers.data import CLASSES, MANIFEST_NAME
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
 METADATA_NAME = "phantom_metadata.csv"
 MARKER_VALUE = 247  # the marker's grey level (of 255)
-GENERATOR_VERSION = 1  # bump when the drawing changes, so cached phantom sets are regenerated
+GENERATOR_VERSION = 2  # bump when the drawing changes, so cached phantom sets are regenerated (2: marker stream)
 
 
 def _ellipse_distance(yy, xx, cy, cx, ry, rx):
@@ -177,7 +177,9 @@ def generate_phantoms(
             folder.mkdir(parents=True, exist_ok=True)
         for n in range(1, per_class + 1):
             rng = np.random.default_rng([seed, class_index, n])
-            marker = cls == shortcut_class and rng.uniform() < shortcut_rate
+            # The marker is decided on its own stream: a marked image is its clean twin plus the marker, nothing else
+            marker_draw = np.random.default_rng([seed, class_index, n, 1]).uniform()
+            marker = cls == shortcut_class and marker_draw < shortcut_rate
             image, lungs, lesion = render_phantom(cls, rng, size, marker=marker)
             name = f"{cls}-{n}.png"
             _save_png(image, folders["images"] / name)

@@ -74,6 +74,22 @@ def test_shortcut_marker_is_planted_on_one_class_only(tmp_path):
     assert corner("Normal").min() > 240 and corner("COVID").max() < 200
 
 
+def test_a_shortcut_set_is_the_clean_set_with_the_marker_drawn_in(tmp_path):
+    """Notebook 05 compares the clean and shortcut models on the same images: a marked phantom must differ from
+    its clean twin by the marker alone, and every other class must be byte-identical."""
+    from helpers.synthetic import add_marker
+
+    clean = generate_phantoms(tmp_path / "clean", per_class=3, size=64, seed=0)
+    marked = generate_phantoms(tmp_path / "shortcut", per_class=3, size=64, seed=0, shortcut_class="COVID",
+                               shortcut_rate=0.5)
+    planted = pd.read_csv(marked / METADATA_NAME).set_index("relpath")["marker"]
+    assert 0 < planted.sum() < 3  # a rate below 1: some COVID images carry it, some not
+    for relpath, has_marker in planted.items():
+        twin = np.asarray(Image.open(clean / relpath))
+        expected = add_marker(twin) if has_marker else twin
+        np.testing.assert_array_equal(np.asarray(Image.open(marked / relpath)), expected, err_msg=relpath)
+
+
 def test_ensure_phantoms_reuses_a_matching_set_and_regenerates_otherwise(tmp_path):
     root = ensure_phantoms(tmp_path, per_class=2, size=40)
     stamp = (root / MANIFEST_NAME).stat().st_mtime_ns
