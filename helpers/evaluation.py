@@ -127,6 +127,93 @@ def bootstrap_ci(y_true, probabilities, classes, n_resamples: int = 1000, seed: 
     }
 
 
+# --------------------------------------------------------------------------- class mix and prevalence
+
+
+def predictive_values(sensitivity, specificity, prevalence):
+    """(PPV, NPV) at each `prevalence` (array-like) from one sensitivity and specificity, by Bayes' rule.
+
+    A test set's PPV and NPV hold only at its own class mix; a class-balanced sample or a clinic has another, while
+    sensitivity and specificity do not depend on it. Undefined values (nothing called positive, or negative) are NaN.
+    """
+    p = np.asarray(prevalence, dtype=np.float64)
+    true_pos, false_neg = sensitivity * p, (1 - sensitivity) * p
+    true_neg, false_pos = specificity * (1 - p), (1 - specificity) * (1 - p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ppv = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), np.nan)
+        npv = np.where(true_neg + false_neg > 0, true_neg / (true_neg + false_neg), np.nan)
+    return ppv, npv
+
+
+def class_mix(split: pd.DataFrame, index: pd.DataFrame, classes) -> pd.DataFrame:
+    """Per class: images and share in the test part of `split` and in the whole dataset (`index`, a scan's).
+
+    PPV, NPV, the majority baseline and the ECE describe the test set's mix. `attrs` say whether the split was drawn
+    from a sample of the dataset (the demo profile draws a fixed number per class from the real data), whether the
+    test set keeps the dataset's mix (every class within one image of its share, as a stratified split does), whether
+    each is balanced, and the largest gap between their shares.
+    """
+    classes = list(classes)
+    test = split.loc[split["split"] == "test", "label"].value_counts().reindex(classes, fill_value=0)
+    whole = index.loc[index["label"].isin(classes), "label"].value_counts().reindex(classes, fill_value=0)
+    table = pd.DataFrame({"test images": test, "test share": test / test.sum(),
+                          "dataset images": whole, "dataset share": whole / whole.sum()})
+    used = index.loc[index["label"].isin(classes), "relpath"].isin(split["relpath"])
+    table.attrs.update(sampled=not used.all(), images_used=int(used.sum()), images_in_dataset=int(len(used)),
+                       keeps_mix=bool((test - table["dataset share"] * test.sum()).abs().max() <= 1),
+                       test_balanced=bool(test.max() - test.min() <= 1),
+                       dataset_balanced=bool(whole.max() - whole.min() <= 1),
+                       largest_gap=float((table["test share"] - table["dataset share"]).abs().max()))
+    return table
+
+
+def describe_class_mix(table: pd.DataFrame) -> str:
+    """`class_mix` in sentences: whose class mix the test set's PPV, NPV, majority baseline and ECE describe."""
+    a = table.attrs
+    shares = lambda column: ", ".join(f"{c} {v:.0%}" for c, v in table[column].items())  # noqa: E731
+    drawn = (f"The split was drawn from a sample of the dataset ({a['images_used']:,} of its "
+             f"{a['images_in_dataset']:,} images of these classes)" if a["sampled"] else
+             f"The split uses all {a['images_in_dataset']:,} images of these classes")
+    balanced = " (class-balanced)" if a["test_balanced"] else ""
+    lines = [f"{drawn}. Its test set{balanced}: {shares('test share')}.",
+             f"The dataset's own mix: {shares('dataset share')}"
+             + (" (balanced: generated phantoms are made so)." if a["dataset_balanced"] else "."),
+             f"Always answering the largest class scores {table['test share'].max():.1%} on this test set, "
+             f"{table['dataset share'].max():.1%} at the dataset's mix."]
+    if a["keeps_mix"]:
+        lines.append("The test set keeps the dataset's mix (to within one image per class): its PPV, NPV, majority "
+                     "baseline and ECE hold at the dataset's class mix, which is still not a clinic's.")
+    else:
+        lines.append(f"The test set's shares differ from the dataset's by up to {100 * a['largest_gap']:.0f} "
+                     "percentage points: its PPV, NPV, majority baseline and ECE describe an artificial class mix, "
+                     "not the dataset's.")
+    return "\n".join(lines)
+
+
+def group_only_rules(counts: pd.DataFrame) -> pd.DataFrame:
+    """The best scores of a rule that sees only an image's group (e.g. child or adult), never the image.
+
+    `counts`: classes as rows, groups as columns, images (or shares) in the cells. Rows of the result: always the
+    largest class (the chance level), the most accurate rule (each group's largest class) and the most informed
+    one (for each group, the class whose images it holds the largest share of); no rule, randomised or not, beats
+    them. Informedness is balanced accuracy rescaled so that 1/K is 0 and 1 is 1 (scikit-learn's adjusted balanced
+    accuracy). Why: a model can learn the group instead of the disease; this is what that shortcut alone buys.
+    """
+    counts = counts.astype(np.float64)
+    of_class = counts.div(counts.sum(axis=1), axis=0)  # each class's images, split by group
+    k = len(counts)
+    rules = {"always the largest class": {g: counts.sum(axis=1).idxmax() for g in counts.columns},
+             "most accurate": counts.idxmax(axis=0).to_dict(), "most informed": of_class.idxmax(axis=0).to_dict()}
+    rows = {}
+    for name, answer in rules.items():
+        recall = pd.Series({c: sum(of_class.loc[c, g] for g in counts.columns if answer[g] == c) for c in counts.index})
+        rows[name] = {**{f"{g} →": answer[g] for g in counts.columns},
+                      "accuracy": sum(counts.loc[answer[g], g] for g in counts.columns) / counts.to_numpy().sum(),
+                      "balanced accuracy": recall.mean(), "informedness": (recall.mean() - 1 / k) / (1 - 1 / k),
+                      **{f"recall {c}": r for c, r in recall.items()}}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 # --------------------------------------------------------------------------- calibration
 
 

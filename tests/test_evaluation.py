@@ -1,10 +1,12 @@
 """Evaluation: metrics on hand-checked examples, deterministic bootstrap, calibration, McNemar, the CLI."""
 
+import itertools
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from helpers import evaluation
 from helpers.cli import main
@@ -74,6 +76,69 @@ def test_mcnemar_exact_test():
     assert (result["only_a_correct"], result["only_b_correct"]) == (10, 0)
     assert result["p_value"] == pytest.approx(2 * 0.5**10)
     assert evaluation.mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_predictive_values_by_hand_and_from_a_confusion_matrix():
+    ppv, npv = evaluation.predictive_values(0.9, 0.8, [0.1, 0.5])
+    # at 10%: 0.09 true positives against 0.18 false ones; 0.72 true negatives against 0.01 false ones
+    np.testing.assert_allclose(ppv, [0.09 / 0.27, 0.45 / 0.55])
+    np.testing.assert_allclose(npv, [0.72 / 0.73, 0.4 / 0.45])
+    tp, fn, fp, tn = 30, 10, 45, 115  # at the test set's own prevalence Bayes' rule gives the counts' ratios
+    ppv, npv = evaluation.predictive_values(tp / (tp + fn), tn / (tn + fp), (tp + fn) / (tp + fn + fp + tn))
+    assert (float(ppv), float(npv)) == pytest.approx((tp / (tp + fp), tn / (tn + fn)))
+    ppv, npv = evaluation.predictive_values(0.0, 1.0, [0.0, 0.3])  # never positive: PPV undefined
+    assert np.isnan(ppv).all() and npv[0] == 1.0
+
+
+def test_class_mix_says_when_the_test_set_is_a_balanced_sample():
+    index = pd.DataFrame({"relpath": [f"{c}-{i}" for c, n in (("A", 60), ("B", 20)) for i in range(n)],
+                          "label": ["A"] * 60 + ["B"] * 20})
+    sample = index.groupby("label").head(20).assign(split="train")
+    sample.loc[sample.groupby("label").head(5).index, "split"] = "test"
+    mix = evaluation.class_mix(sample, index, ["A", "B"])
+    assert mix["test share"].tolist() == [0.5, 0.5] and mix["dataset share"].tolist() == [0.75, 0.25]
+    assert mix.attrs["sampled"] and mix.attrs["test_balanced"] and not mix.attrs["dataset_balanced"]
+    assert mix.attrs["largest_gap"] == pytest.approx(0.25) and not mix.attrs["keeps_mix"]
+    assert "artificial class mix" in evaluation.describe_class_mix(mix)
+    whole = index.assign(split=["test" if i % 4 == 0 else "train" for i in range(80)])
+    kept = evaluation.class_mix(whole, index, ["A", "B"])
+    assert not kept.attrs["sampled"] and kept.attrs["largest_gap"] == pytest.approx(0.0) and kept.attrs["keeps_mix"]
+    assert "keeps the dataset's mix" in evaluation.describe_class_mix(kept)
+    small = index.groupby("label").head(12).assign(split="train")  # 12 + 12, a test set of 3 + 2: rounding only
+    small.loc[small.index[[0, 1, 2, 12, 13]], "split"] = "test"
+    rounded = evaluation.class_mix(small, small, ["A", "B"])
+    assert rounded.attrs["keeps_mix"] and rounded.attrs["largest_gap"] == pytest.approx(0.1)
+
+
+AGES = pd.DataFrame({"children": [0, 1341, 1345], "adults": [3616, 8851, 0]},
+                    index=["COVID", "Normal", "Viral Pneumonia"])  # the published counts, 3 classes
+
+
+def test_an_age_only_rule_on_a_balanced_three_class_sample_by_hand():
+    balanced = AGES.div(AGES.sum(axis=1), axis=0)
+    rules = evaluation.group_only_rules(balanced)
+    best = rules.loc["most accurate"]
+    assert (best["children →"], best["adults →"]) == ("Viral Pneumonia", "COVID")
+    assert best["accuracy"] == pytest.approx(2 / 3) and best["informedness"] == pytest.approx(0.5)
+    assert (best["recall COVID"], best["recall Normal"], best["recall Viral Pneumonia"]) == (1, 0, 1)
+    chance = rules.loc["always the largest class"]
+    assert chance["accuracy"] == pytest.approx(1 / 3) and chance["informedness"] == pytest.approx(0)
+    full = evaluation.group_only_rules(AGES).loc["most accurate", "accuracy"]
+    assert full == pytest.approx((1345 + 8851) / 15153)
+
+
+def test_no_group_only_rule_beats_the_ones_found():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        counts = pd.DataFrame(rng.integers(0, 50, (4, 3)) + [1, 0, 0], index=list("ABCD"))
+        rules = evaluation.group_only_rules(counts)
+        every = [dict(zip(counts.columns, answer)) for answer in itertools.product(counts.index, repeat=3)]
+        y_true = np.repeat(np.repeat(counts.index.to_numpy(), 3), counts.to_numpy().ravel())
+        group = np.repeat(np.tile(counts.columns.to_numpy(), 4), counts.to_numpy().ravel())
+        scores = [(accuracy_score(y_true, [a[g] for g in group]),
+                   balanced_accuracy_score(y_true, [a[g] for g in group], adjusted=True)) for a in every]
+        assert rules.loc["most accurate", "accuracy"] == pytest.approx(max(s[0] for s in scores))
+        assert rules.loc["most informed", "informedness"] == pytest.approx(max(s[1] for s in scores))
 
 
 def test_evaluate_cli_writes_metrics_and_figures(resumed_run, capsys):
