@@ -264,7 +264,8 @@ def localisation_table(run, rows: pd.DataFrame, method: str = "auto", layer: str
     `rows` needs path and label, and uses mask_path (lungs) and lesion_mask_path (phantoms) where
     present. Measures: the pointing game and energy share inside the lesion (NaN without a lesion),
     the energy share inside the lungs and inside any extra `regions` (name → boolean mask), and each
-    area's share: the lesion's of the lungs (where a lesion can be: the chance of "does it find the lesion")
+    area's share: the lesion's of the lungs (where a lesion can be: the chance of "does it find the lesion", to
+    compare with the pointing game and with the lesion's part of the energy inside the lungs)
     and every region's of the image (the chance of "does it look there"). A map with no positive evidence for
     the true class (`empty_map`) points at nothing: it scores 0, never NaN, so every image stays in the averages.
     """
@@ -316,10 +317,15 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
                 lung_area = lungs.sum(axis=(1, 2))
                 share = (mask & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
                 measured["lesion_share_of_lungs"] = np.where(scored & (lung_area > 0), share, np.nan)
+                in_lungs = (chosen * lungs).sum(axis=(1, 2))  # of the energy inside the lungs, the lesion's part
+                in_lesion = (chosen * (mask & lungs)).sum(axis=(1, 2))
+                measured["lesion_energy_of_lungs"] = np.where(
+                    scored & (lung_area > 0), in_lesion / np.where(in_lungs > 0, in_lungs, 1), np.nan)
     return pd.DataFrame(measured, index=chunk.index)
 
 
 LESION_CHANCE = "chance: lesion's share of lungs"
+LESION_OF_LUNGS = "lesion's part of lungs' energy"
 
 
 def region_chance(region: str) -> str:
@@ -341,15 +347,17 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         if name == "lesion":
             chance = "lesion_share_of_lungs" if "lesion_share_of_lungs" in table else "lesion_area"
-            columns.update({"pointing_game": "pointing game", "lesion_energy": "energy in lesion",
-                            chance: LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"})
+            columns.update({"pointing_game": "pointing game", "lesion_energy": "energy in lesion"})
+            if "lesion_energy_of_lungs" in table:
+                columns["lesion_energy_of_lungs"] = LESION_OF_LUNGS
+            columns[chance] = LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
         else:
             columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": region_chance(name)})
     numbers = table[["label", *columns]].assign(correct=table["correct"].astype(float))
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         scored = numbers[f"{name}_energy"].notna()
         for column in [c for c in numbers if c.startswith(f"{name}_") or (name == "lesion" and c in (
-                "pointing_game", "lesion_share_of_lungs"))]:
+                "pointing_game", "lesion_share_of_lungs", "lesion_energy_of_lungs"))]:
             numbers[column] = numbers[column].where(scored)  # a measure and its chance over the same images
     summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
     summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
@@ -417,8 +425,13 @@ def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
         lines.append(f"Does the map find the lesion? Its peak fell inside the lesion in {hit:.0%} of the images that "
                      f"have one; a random point in {where} (where lesions lie) would hit it {chance:.1%} of the time "
                      f"({ratio:.1f}× chance).")
-        lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, which covers "
-                     f"{chance:.1%} of {where}.")
+        if LESION_OF_LUNGS in row:  # a map spread evenly over the lungs would put the lesion's share there
+            lines.append(f"Of the map's energy inside the lungs, {row[LESION_OF_LUNGS]:.1%} lies in the lesion, "
+                         f"which covers {chance:.1%} of them ({row[LESION_OF_LUNGS] / chance:.1f}× chance); of all "
+                         f"its energy, {row['energy in lesion']:.1%}.")
+        else:
+            lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, which covers "
+                         f"{chance:.1%} of {where}.")
         verdict = "chance" if not ratio >= 2 else "most" if hit >= 0.5 else "some"
     for region in [c[len("energy in "):] for c in summary.columns if c.startswith("energy in ")]:
         if region == "lesion":

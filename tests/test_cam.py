@@ -154,6 +154,7 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     np.testing.assert_allclose(table["lesion_energy"].iloc[:2], 1.0, atol=0.02)  # all the map is on the lesion
     np.testing.assert_allclose(table["lesion_area"], [16 / 256, 16 / 256, 0.0])
     np.testing.assert_allclose(table["lesion_share_of_lungs"].iloc[:2], 16 / 192)  # lungs: 12 of 16 columns
+    np.testing.assert_allclose(table["lesion_energy_of_lungs"].iloc[:2], 1.0, atol=0.02)
     np.testing.assert_allclose(table["lungs_area"], 12 / 16)
     assert table["lungs_energy"].iloc[0] == pytest.approx(1.0, abs=0.02)
     summary = cam.localisation_summary(table)
@@ -164,6 +165,7 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
             "chance: lungs' share of image"} <= set(summary.columns)
     assert "well above chance in the lungs" in cam.describe_localisation(summary)
     assert "random point in the lungs" in cam.describe_localisation(summary)
+    assert "Of the map's energy inside the lungs, 100.0% lies in the lesion" in cam.describe_localisation(summary)
     summary.loc["all", "pointing game"] = 0.25
     assert "rough region" in cam.describe_localisation(summary)
     summary.loc["all", "pointing game"] = 0.12  # 5× the image-wide level (6%), yet under 2× the lungs' one (8%)
@@ -179,6 +181,7 @@ def test_a_map_with_no_evidence_is_counted_and_scores_zero_over_the_same_images(
     table = cam.localisation_table(run, rows)
     assert list(table["empty_map"]) == [False, False, True, True]
     assert table["pointing_game"].iloc[3] == 0 and table["lesion_energy"].iloc[3] == 0
+    assert table["lesion_energy_of_lungs"].iloc[3] == 0
     assert table["lungs_energy"].iloc[2] == 0  # a Normal image with an empty map: no energy in the lungs either
     summary = cam.localisation_summary(table)
     assert summary.loc["all", "maps with no evidence"] == 2 and summary.loc["COVID", "maps with no evidence"] == 1
