@@ -325,14 +325,26 @@ def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
 
 
 def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None):
-    """Balanced accuracy on held-out images against training time (evaluation not counted), one line per run
-    ({name: `Run.held_out_curve()`}), with the threshold line: Paper B's time-to-95% figures."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    """Balanced accuracy on held-out images against training time (one-off tracing and evaluation not counted), one
+    line per run ({name: `Run.held_out_curve()`}) with its interval as error bars and a band, and the threshold line:
+    Paper B's time-to-95% figures, each run drawn at the resolution of its own held-out images (named in the legend),
+    so that a curve on 18 images and one on thousands are not read alike."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for name, curve in curves.items():
-        ax.plot(curve["train_seconds"], curve["balanced_accuracy"], marker="o", label=name)
+        x, y, attrs = curve["train_seconds"], curve["balanced_accuracy"], curve.attrs
+        label = name + (f" ({attrs['images']:,} held-out images)" if "images" in attrs else "")
+        label += ", one-off time included" if attrs.get("one_off") == "not measured" else ""
+        if {"low", "high"} <= set(curve.columns):
+            line = ax.errorbar(x, y, yerr=[y - curve["low"], curve["high"] - y], marker="o", capsize=3, label=label)
+            ax.fill_between(x, curve["low"], curve["high"], color=line[0].get_color(), alpha=0.12, linewidth=0)
+        else:
+            ax.plot(x, y, marker="o", label=label)
     ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label=f"{threshold:.0%}")
-    ax.set(xlabel="training time (s), evaluation not counted", ylabel="balanced accuracy, held-out images",
-           ylim=(0, 1.02))
+    level = next((curve.attrs["level"] for curve in curves.values() if "level" in curve.attrs), None)
+    ax.set(xlabel="training seconds (one-off tracing and evaluation not counted)",
+           ylabel="balanced accuracy, held-out images", ylim=(0, 1.02),
+           title=f"bars and bands: {level:.0%} Wilson intervals on each run's held-out images" if level else "")
+    ax.set_xlim(left=0)
     ax.legend(fontsize=8)
     return _finish(fig, save_as)
 

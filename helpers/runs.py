@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from helpers import config
@@ -98,13 +100,30 @@ class Run:
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.folder / "history.csv")
 
-    def held_out_curve(self) -> pd.DataFrame:
-        """Per epoch: training seconds so far (evaluation not counted) and balanced accuracy on the held-out part the
-        run watched (validation, or a sub-sample's test part): curves of runs watched on differently sized or
-        differently balanced parts compare like with like. Before any BatchNorm re-estimation (see `score`)."""
+    def held_out_curve(self, level: float = 0.95) -> pd.DataFrame:
+        """Per epoch: training seconds so far, without evaluation and without the one-off tracing and compiling of
+        the training step (`one_off_seconds`: the total left out so far), and balanced accuracy on the held-out part
+        the run watched (validation, or a sub-sample's test part) with its `level` interval (`accuracy_interval`), so
+        that runs watched on differently sized or balanced parts are each read at their own resolution. Before any
+        BatchNorm re-estimation (see `score`).
+
+        attrs: "class_images" (held-out images per class), "images", "effective_images", "level", and "one_off":
+        "measured" during training, "estimated" from whole epochs for a run trained before it was measured, or
+        "not measured" (then its time stays in: see `one_off_seconds`).
+        """
         history = self.history()
-        return pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"],
-                             "balanced_accuracy": history[f"{self.monitored_on}_balanced_accuracy"]})
+        one_off, how = one_off_seconds(history, self.settings.get("warmup_epochs", 0))
+        held_out = self.part(self.monitored_on)
+        held_out = held_out[~held_out["path"].isin(list(self.settings.get("unreadable_files") or {}))]
+        sizes = held_out["label"].value_counts().reindex(self.classes, fill_value=0)
+        accuracy = history[f"{self.monitored_on}_balanced_accuracy"]
+        low, high = accuracy_interval(accuracy, sizes, level)
+        left_out = one_off.fillna(0.0).cumsum()
+        curve = pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"] - left_out,
+                              "one_off_seconds": left_out, "balanced_accuracy": accuracy, "low": low, "high": high})
+        curve.attrs = {"class_images": {c: int(n) for c, n in sizes.items()}, "images": int(sizes.sum()),
+                       "effective_images": effective_images(sizes), "level": level, "one_off": how}
+        return curve
 
     def split(self) -> pd.DataFrame:
         return load_split(self.folder / "split.csv", self.settings["data_root"])
@@ -164,6 +183,118 @@ class Run:
 def as_run(run) -> Run:
     """A Run from a Run or a folder path."""
     return run if isinstance(run, Run) else Run(run)
+
+
+# --------------------------------------------------------------------------- reading a held-out curve
+
+
+def one_off_seconds(history: pd.DataFrame, warmup_epochs: int = 0) -> tuple[pd.Series, str]:
+    """Per epoch, the one-off seconds (tracing and compiling the training step) inside its training time, and how
+    they were found: "measured" (history.csv has them: `training._Timing`), "estimated", or "not measured".
+
+    Runs trained before they were measured get an estimate from whole epochs, as every epoch of a phase runs the same
+    steps: the first epoch of each phase minus the median of that phase's other epochs. It misses a resume's
+    retracing, and a phase of one epoch has nothing to compare with: NaN there, "not measured", its time left in.
+    """
+    if "one_off_seconds" in history:
+        measured = history["one_off_seconds"]
+        return measured, "measured" if measured.notna().all() else "not measured"
+    seconds = history["train_seconds"].diff().fillna(history["train_seconds"])
+    estimate = pd.Series(0.0, index=history.index)
+    for phase in (history["epoch"] < warmup_epochs, history["epoch"] >= warmup_epochs):
+        epochs = seconds[phase]
+        if len(epochs) == 1:
+            estimate[epochs.index[0]] = np.nan
+        elif len(epochs) > 1:
+            estimate[epochs.index[0]] = max(0.0, epochs.iloc[0] - float(epochs.iloc[1:].median()))
+    return estimate, "estimated" if estimate.notna().all() else "not measured"
+
+
+def effective_images(class_images) -> float:
+    """The number of images of a balanced held-out set whose balanced accuracy is as precise as this set's:
+    K² / Σ 1/n_k over the K classes present (an error in class k moves balanced accuracy by 1/(K·n_k); this is one
+    over the mean of that). On a balanced set it is the number of images."""
+    counts = np.asarray(list(dict(class_images).values()), dtype=float)
+    counts = counts[counts > 0]
+    if not len(counts):
+        raise ValueError("the held-out part has no images: nothing to score accuracy on")
+    return float(len(counts) ** 2 / np.sum(1 / counts))
+
+
+def accuracy_interval(accuracy, class_images, level: float = 0.95):
+    """(low, high): the Wilson score interval of a balanced accuracy measured on held-out images with
+    `class_images` per class (a dict or Series), for one value or an array of them.
+
+    On a balanced set balanced accuracy is plain accuracy, a share of n images, and this is the Wilson interval on
+    n. On an unbalanced set it is the mean of the per-class recalls, of variance Σ p_k(1-p_k)/n_k / K²; with every
+    recall taken equal to the balanced accuracy (a history records no per-class counts) that is p(1-p)/n_eff, so the
+    Wilson interval on n_eff = `effective_images` (its smallest classes weigh most). Wilson rather than the plain
+    p ± z·SE: at 18 of 18 right that has zero width, and it runs past 100%.
+    """
+    n = effective_images(class_images)
+    z = norm.ppf(0.5 + level / 2)
+    p = np.asarray(accuracy, dtype=float)
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> dict:
+    """What a curve from `Run.held_out_curve` can tell apart: its held-out images, the points of balanced accuracy
+    one error costs (by class: 100/(K·n_k)), the fewest right answers that reach `threshold` (errors put where they
+    cost least), the interval with every image right and whether it clears `threshold` (if not, no result on this
+    set can show the threshold was reached), the balanced images that would be needed for that, and both in words
+    ("text", "verdict")."""
+    if "class_images" not in curve.attrs:
+        raise ValueError("resolution needs a curve from Run.held_out_curve (its attrs say how many images it scores)")
+    sizes = {c: n for c, n in curve.attrs["class_images"].items() if n > 0}
+    level, total = curve.attrs["level"], sum(sizes.values())
+    costs = sorted(1 / (len(sizes) * n) for n in sizes.values() for _ in range(n))  # each possible error's cost
+    allowed = int(np.searchsorted(np.cumsum(costs), 1 - threshold + 1e-9, side="right"))
+    low = float(accuracy_interval(1.0, sizes, level)[0])
+    z = norm.ppf(0.5 + level / 2)
+    images_needed = math.ceil(z**2 * threshold / (1 - threshold) - 1e-9)  # Wilson's low end at n of n: n/(n+z²)
+    one_error = sorted({round(100 * c, 6) for c in costs})
+    if len(one_error) == 1:
+        text = f"{total:,} held-out images: one error = {_points(one_error[0])} points; {threshold:.0%} needs "
+    else:
+        text = (f"{total:,} held-out images: one error = {_points(one_error[0])} to {_points(one_error[-1])} points "
+                f"(by class); {threshold:.0%} needs at least ")
+    text += f"{total - allowed:,} of {total:,} correct"
+    verdict = (f"can show {threshold:.0%}: {total:,} of {total:,} correct gives a {level:.0%} interval from {low:.1%}"
+               if low >= threshold else
+               f"cannot show {threshold:.0%}: even {total:,} of {total:,} correct leaves a {level:.0%} interval from "
+               f"{low:.1%}; showing it takes at least {images_needed} balanced held-out images, all correct")
+    return {"images": total, "effective_images": effective_images(sizes), "one_error_points": one_error,
+            "correct_needed": total - allowed, "low_if_all_correct": low, "can_show": low >= threshold,
+            "images_needed": images_needed, "text": text, "verdict": verdict}
+
+
+def _points(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
+def time_to_accuracy_table(curves: dict, threshold: float = 0.95) -> pd.DataFrame:
+    """One row per curve ({name: `Run.held_out_curve()`}): its held-out images and the correct answers `threshold`
+    needs on them, the training seconds until balanced accuracy first reached `threshold` (one-off tracing and
+    evaluation left out, and shown), the interval at that epoch and whether it lies above `threshold`, and where the
+    interval would start with every image right (below `threshold`: this set cannot show it at all)."""
+    rows = {}
+    for name, curve in curves.items():
+        about = resolution(curve, threshold)
+        reached = curve[curve["balanced_accuracy"] >= threshold].head(1)
+        level = f"{curve.attrs['level']:.0%}"
+        rows[name] = {
+            "held-out images": about["images"],
+            f"correct needed for {threshold:.0%}": f"{about['correct_needed']:,} of {about['images']:,}",
+            f"training seconds to {threshold:.0%}": time_to_accuracy(curve, threshold, "balanced_accuracy"),
+            f"{level} interval then": None if reached.empty else
+            f"{reached['low'].iloc[0]:.1%} to {reached['high'].iloc[0]:.1%}",
+            f"shown above {threshold:.0%}": None if reached.empty else bool(reached["low"].iloc[0] >= threshold),
+            f"{level} interval from, all right": f"{about['low_if_all_correct']:.1%}",
+            "one-off seconds left out": float(curve["one_off_seconds"].iloc[-1]),
+        }
+    return pd.DataFrame(rows).T
 
 
 # --------------------------------------------------------------------------- images in, probabilities out
@@ -263,8 +394,9 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
     """Paper B's random sub-sample cross-validation: one run per repeat of `split`, each tested on its own 10%.
 
     Returns the runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
-    last epoch and the training seconds until it first reached `threshold`; for random-init backbones also the
-    accuracy after BatchNorm re-estimation, which the curve does not include.
+    last epoch, the training seconds until it first reached `threshold` next to the resolution of the repeat's test
+    part (`resolution`), and the training seconds in all, one-off tracing left out (and shown); for random-init
+    backbones also the accuracy after BatchNorm re-estimation, which the curve does not include.
     """
     found, rows = [], []
     for repeat in sorted(split["repeat"].unique()):
@@ -272,7 +404,9 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
         curve = run.held_out_curve()
         row = {"repeat": int(repeat), "balanced accuracy, last epoch": float(curve["balanced_accuracy"].iloc[-1]),
                f"training seconds to {threshold:.0%}": time_to_accuracy(curve, threshold, "balanced_accuracy"),
-               "training seconds": run.settings["train_seconds"]}
+               "resolution": resolution(curve, threshold)["text"],
+               "training seconds": float(curve["train_seconds"].iloc[-1]),
+               "one-off seconds left out": float(curve["one_off_seconds"].iloc[-1])}
         if not run.settings["pretrained"]:
             row["accuracy after BatchNorm re-estimation"] = run.score["accuracy"]
         found.append(run)

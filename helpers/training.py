@@ -449,11 +449,18 @@ def _write_history(run_dir: Path, rows: list) -> None:
 
 
 class _Timing(keras.callbacks.Callback):
-    """Adds to each epoch's logs the seconds since the run began (across resumes) and the seconds spent
-    training, without evaluation: Paper B's time-to-accuracy curves compare runs whose monitored parts differ
-    in size, so only training time is comparable."""
+    """Adds to each epoch's logs the seconds since the run began (across resumes), the seconds spent training
+    without evaluation (Paper B's time-to-accuracy curves compare runs whose monitored parts differ in size, so only
+    training time is comparable), and the one-off seconds inside that training time.
 
-    KEYS = ("elapsed_seconds", "train_seconds")
+    One-off: the first epoch of every `fit` (a phase, or a resume) also traces and compiles the training step, on its
+    first batch and again on a smaller last batch; a longer run pays it once, a short one mostly pays it. It is
+    measured as that epoch's training time minus its number of steps times the median of its later steps (each step
+    timed from one batch's start to the next, without the per-batch synchronisation an end-of-batch hook would add);
+    0 in other epochs, NaN where an epoch of one step leaves nothing to compare with.
+    """
+
+    KEYS = ("elapsed_seconds", "train_seconds", "one_off_seconds")
 
     def __init__(self, progress: _Progress):
         super().__init__()
@@ -461,26 +468,39 @@ class _Timing(keras.callbacks.Callback):
         self.elapsed_before = last.get("elapsed_seconds", 0.0)
         self.trained_before = last.get("train_seconds", 0.0)
         self.trained = 0.0
+        self.traces = True  # this fit's first epoch has not ended yet
 
     def on_train_begin(self, logs=None):
         self.origin = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_started, self.epoch_trained = time.perf_counter(), None
+        self.epoch_started, self.epoch_trained, self.step_starts = time.perf_counter(), None, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step_starts.append(time.perf_counter())
 
     def on_test_begin(self, logs=None):  # Keras' own validation, after the epoch's training batches
         self.training_done()
 
     def training_done(self) -> None:
         if self.epoch_trained is None:
-            self.epoch_trained = time.perf_counter() - self.epoch_started
+            self.steps_ended = time.perf_counter()
+            self.epoch_trained = self.steps_ended - self.epoch_started
 
     def on_epoch_end(self, epoch, logs=None):
+        self.training_done()
         if logs is not None:
-            self.trained += self.epoch_trained if self.epoch_trained is not None else \
-                time.perf_counter() - self.epoch_started
+            self.trained += self.epoch_trained
             logs["train_seconds"] = round(self.trained_before + self.trained, 2)
             logs["elapsed_seconds"] = round(self.elapsed_before + time.perf_counter() - self.origin, 2)
+            logs["one_off_seconds"] = round(self._one_off(), 2) if self.traces else 0.0
+        self.traces = False
+
+    def _one_off(self) -> float:
+        steps = np.diff([*self.step_starts, self.steps_ended])
+        if len(steps) < 2:
+            return float("nan")
+        return max(0.0, self.epoch_trained - len(steps) * float(np.median(steps[1:])))
 
 
 class _SaveEpoch(keras.callbacks.Callback):
@@ -542,6 +562,8 @@ class BalancedAccuracy(keras.metrics.Metric):
 
 def time_to_accuracy(history: pd.DataFrame, threshold: float = 0.95, column: str = "test_accuracy",
                      clock: str = "train_seconds"):
-    """Seconds of training until `column` first reached `threshold`, or None if it never did."""
+    """Seconds of training until `column` first reached `threshold`, or None if it never did. Read from a
+    `Run.held_out_curve`, they leave out evaluation and one-off tracing; `runs.resolution` says how finely the curve's
+    held-out images can tell whether `threshold` was reached."""
     reached = history[history[column] >= threshold]
     return float(reached[clock].iloc[0]) if len(reached) else None

@@ -275,3 +275,31 @@ def test_the_bootstrap_gives_scipys_percentile_interval_for_the_same_seed():
                        vectorized=False, n_resamples=500, method="percentile",
                        random_state=np.random.default_rng(11)).confidence_interval
     np.testing.assert_allclose(ours, [theirs.low, theirs.high])
+
+
+def test_the_corrected_resampled_t_interval_is_nadeau_and_bengios_by_hand():
+    from scipy import stats
+
+    scores, n_train, n_test = [0.80, 0.90, 0.85, 0.95], 162, 18
+    found = evaluation.corrected_resampled_t_interval(scores, n_train, n_test, level=0.90)
+    mean, sd, q = np.mean(scores), np.std(scores, ddof=1), stats.t.ppf(0.95, df=3)
+    assert found["mean"] == pytest.approx(0.875) and found["repeats"] == 4
+    np.testing.assert_allclose(found["plain"], [mean - q * sd / 2, mean + q * sd / 2])
+    corrected_half = q * sd * np.sqrt(1 / 4 + 18 / 162)
+    np.testing.assert_allclose(found["corrected"], [mean - corrected_half, mean + corrected_half])
+    widening = np.sqrt((1 / 4 + 18 / 162) / (1 / 4))
+    assert found["widening"] == pytest.approx(widening)
+    width = {name: found[name][1] - found[name][0] for name in ("plain", "corrected")}
+    assert width["corrected"] / width["plain"] == pytest.approx(widening)
+
+
+@pytest.mark.parametrize("scores, n_train, n_test, level, message", [
+    ([0.9], 162, 18, 0.95, "need at least 2 finite scores"),
+    ([0.9, float("nan")], 162, 18, 0.95, "need at least 2 finite scores"),
+    ([0.9, 0.8], 0, 18, 0.95, "n_train must be a positive whole number of images; found 0"),
+    ([0.9, 0.8], 162, 1.5, 0.95, "n_test must be a positive whole number"),
+    ([0.9, 0.8], 162, 18, 95, "level must lie between 0 and 1"),
+])
+def test_the_corrected_resampled_t_interval_refuses_bad_input(scores, n_train, n_test, level, message):
+    with pytest.raises(ValueError, match=message):
+        evaluation.corrected_resampled_t_interval(scores, n_train, n_test, level)

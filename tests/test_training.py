@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
-from helpers import config
+from helpers import config, runs
 from helpers.cli import main
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
@@ -198,3 +199,63 @@ def test_predict_cli_writes_one_cam_overlay_per_image(resumed_run, phantom_root,
     assert "1 overlay(s) written" in capsys.readouterr().out
     assert main(["predict", images[0], "--run", str(run), "--cam", str(tmp_path / "x"), "--cam-layer", "conv9"]) == 2
     assert capsys.readouterr().err.startswith("error: No such layer: conv9")
+
+
+def test_the_one_off_tracing_is_measured_in_the_first_epoch_of_every_fit_and_left_out_of_the_curve(resumed_run):
+    run, _, _, _ = resumed_run  # epochs 0-1, interrupted, then epoch 2 in a new fit: traced twice
+    history = Run(run).history()
+    one_off = history["one_off_seconds"]
+    assert one_off[0] > 0 and one_off[2] > 0 and one_off[1] == 0, "tracing at the start of each fit, not between"
+    assert (one_off < history["train_seconds"].diff().fillna(history["train_seconds"])).all(), "a part of its epoch"
+    curve = Run(run).held_out_curve()
+    np.testing.assert_allclose(curve["train_seconds"], history["train_seconds"] - one_off.cumsum())
+    assert curve.attrs["one_off"] == "measured"
+    assert curve.attrs["images"] == len(Run(run).part("val")) and (curve["low"] <= curve["balanced_accuracy"]).all()
+
+
+def test_runs_trained_before_the_one_off_was_measured_get_an_estimate_from_whole_epochs():
+    old = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_seconds": [30.0, 40.0, 70.0, 80.0]})
+    one_off, how = runs.one_off_seconds(old, warmup_epochs=2)  # each phase: a 30 s epoch, then a 10 s one
+    np.testing.assert_allclose(one_off, [20, 0, 20, 0])
+    assert how == "estimated"
+    one_off, how = runs.one_off_seconds(old.head(1))
+    assert np.isnan(one_off[0]) and how == "not measured", "one epoch: nothing to compare with"
+
+
+def test_the_interval_is_wilsons_on_a_balanced_set_and_on_the_effective_size_otherwise():
+    for right in (18, 17, 9):
+        wilson = binomtest(right, 18).proportion_ci(0.95, method="wilson")
+        np.testing.assert_allclose(runs.accuracy_interval(right / 18, {"a": 6, "b": 6, "c": 6}),
+                                   [wilson.low, wilson.high])
+    assert runs.effective_images({"a": 2, "b": 1, "c": 1, "d": 0}) == pytest.approx(9 / 2.5), "K² / Σ 1/n_k"
+
+
+def curve_on(class_images: dict, accuracy=(0.5, 1.0)) -> pd.DataFrame:
+    curve = pd.DataFrame({"epoch": range(len(accuracy)), "train_seconds": [10.0 * (i + 1) for i in range(len(
+        accuracy))], "one_off_seconds": 3.0, "balanced_accuracy": accuracy})
+    curve["low"], curve["high"] = runs.accuracy_interval(curve["balanced_accuracy"], class_images)
+    curve.attrs = {"class_images": class_images, "level": 0.95}
+    return curve
+
+
+def test_the_resolution_says_what_one_error_costs_and_whether_95_percent_can_be_shown_at_all():
+    demo = runs.resolution(curve_on({"a": 6, "b": 6, "c": 6}))
+    assert demo["text"] == "18 held-out images: one error = 5.6 points; 95% needs 18 of 18 correct"
+    assert not demo["can_show"] and demo["low_if_all_correct"] == pytest.approx(18 / (18 + 1.959964**2))
+    assert demo["images_needed"] == 73 and "cannot show 95%: even 18 of 18 correct" in demo["verdict"]
+    assert runs.resolution(curve_on({"a": 37, "b": 37}))["can_show"], "74 images, all right: just above 95%"
+    assert not runs.resolution(curve_on({"a": 36, "b": 36}))["can_show"]
+    assert runs.resolution(curve_on({"a": 20, "b": 20}))["correct_needed"] == 38, "95% of 40 allows 2 errors"
+    uneven = runs.resolution(curve_on({"a": 100, "b": 10}))["text"]
+    assert uneven == ("110 held-out images: one error = 0.5 to 5.0 points (by class); 95% needs at least 100 of 110 "
+                      "correct"), "errors where they cost least: 10 in the large class"
+
+
+def test_the_time_to_95_table_puts_the_resolution_next_to_the_result():
+    table = runs.time_to_accuracy_table({"small": curve_on({"a": 6, "b": 6, "c": 6}),
+                                         "large": curve_on({"a": 500, "b": 500}, accuracy=(0.9, 0.97))})
+    assert table.loc["small", "training seconds to 95%"] == 20.0 and table.loc["large", "shown above 95%"]
+    assert table.loc["small", "95% interval then"] == "82.4% to 100.0%" and not table.loc["small", "shown above 95%"]
+    assert table.loc["small", "correct needed for 95%"] == "18 of 18" and table.loc["small", "held-out images"] == 18
+    assert table.loc["small", "95% interval from, all right"] == "82.4%", "below 95%: cannot show it at all"
+    assert table.loc["large", "correct needed for 95%"] == "950 of 1,000"
