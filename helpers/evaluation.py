@@ -327,8 +327,8 @@ def lung_control_verdicts(table: pd.DataFrame, told_apart: float = 0.5, gone: fl
     LUNG_CONTROLS)`) supports, and nothing more: informedness as is, with the lungs hidden and with an equal area
     outside them hidden, and a verdict.
 
-    A class is "told apart" at informedness ≥ `told_apart`, "lost" at ≤ `gone` (0 = guessing); in between the
-    pair is read as unclear.
+    A class is told apart at informedness ≥ `told_apart` as is; an edit "keeps" it if at least half that is left
+    (and more than `gone`), and "loses" it at ≤ `gone` (0 = guessing). Anything else leaves the pair unsettled.
     """
     informedness = table.xs("informedness", axis=1, level=1)[["as is", *LUNG_CONTROLS]].drop(index="all")
     verdicts = [_lung_verdict(row, told_apart, gone) for row in informedness.itertuples(index=False)]
@@ -336,17 +336,22 @@ def lung_control_verdicts(table: pd.DataFrame, told_apart: float = 0.5, gone: fl
 
 
 def _lung_verdict(row, told_apart: float, gone: float) -> str:
-    as_is, lungs_hidden, outside_hidden = row
+    as_is, *edited = row
     if as_is < told_apart:
         return "not told apart even as is: nothing to locate"
-    if lungs_hidden >= told_apart:
-        return ("still told apart with the lungs hidden: evidence outside the lungs' contents "
-                "(elsewhere, or in the lungs' outline, which the fill keeps)")
-    if lungs_hidden <= gone and outside_hidden >= told_apart:
-        return "lost with the lungs hidden, kept with an equal area outside hidden: the evidence is in the lungs"
-    if lungs_hidden <= gone and outside_hidden <= gone:
-        return "lost under both edits: the edit itself upsets the model, the pair cannot say where the evidence is"
-    return "partly lost: the pair does not settle where the evidence is"
+    lungs, outside = ("kept" if v >= max(as_is / 2, gone + 1e-9) else "lost" if v <= gone else "partly kept"
+                      for v in edited)
+    return {
+        ("lost", "kept"): "lost with the lungs hidden, kept with an equal area outside hidden: the evidence is in "
+                          "the lungs",
+        ("kept", "lost"): "kept with the lungs hidden, lost with an equal area outside hidden: the evidence is "
+                          "outside the lungs, in the area the second control hides",
+        ("kept", "kept"): "kept under both edits: no one hidden area holds all of it (it may lie in both, elsewhere, "
+                          "or in the lungs' outline, which the fill keeps)",
+        ("lost", "lost"): "lost under both edits: the edit itself upsets the model, the pair cannot say where the "
+                          "evidence is",
+    }.get((lungs, outside), f"{lungs} with the lungs hidden, {outside} with an equal area outside hidden: the pair "
+                            "does not settle where the evidence is")
 
 
 def add_marker(pixels, rows=None) -> np.ndarray:

@@ -195,16 +195,19 @@ def test_the_matching_control_hides_an_equal_area_outside_the_lungs_farthest_fir
 
 
 def test_the_pair_of_lung_controls_concludes_only_what_it_supports():
-    classes = ["COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"]
-    informedness = {"as is": [0.9, 0.9, 0.9, 0.1], "lungs hidden": [0.8, 0.05, 0.0, 0.0],
-                    "equal area outside hidden": [0.9, 0.85, 0.1, 0.0]}
-    table = pd.DataFrame({(edit, "informedness"): [*values, np.mean(values)]
-                          for edit, values in informedness.items()}, index=[*classes, "all"])
+    informedness = {"in lungs": (0.9, 0.05, 0.85), "outside": (0.6, 0.4, 0.1), "both": (0.9, 0.8, 0.9),
+                    "edit": (0.9, 0.0, 0.1), "unclear": (0.9, 0.3, 0.85), "guessing": (0.1, 0.0, 0.0)}
+    table = pd.DataFrame({(edit, "informedness"): [v[i] for v in informedness.values()] + [0.0]
+                          for i, edit in enumerate(["as is", *evaluation.LUNG_CONTROLS])},
+                         index=[*informedness, "all"])
     verdicts = evaluation.lung_control_verdicts(table)["verdict"]
-    assert verdicts["COVID"].startswith("still told apart with the lungs hidden")
-    assert verdicts["Normal"].endswith("the evidence is in the lungs")
-    assert "the pair cannot say" in verdicts["Viral Pneumonia"]
-    assert verdicts["Lung_Opacity"].startswith("not told apart even as is")
+    assert verdicts["in lungs"].endswith("the evidence is in the lungs")
+    assert "the evidence is outside the lungs" in verdicts["outside"]  # 0.4 of 0.6 kept: more than half
+    assert verdicts["both"].startswith("kept under both edits")
+    assert "the pair cannot say" in verdicts["edit"]
+    assert verdicts["unclear"].startswith("partly kept with the lungs hidden") and "does not settle" in verdicts[
+        "unclear"]
+    assert verdicts["guessing"].startswith("not told apart even as is")
 
 
 def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
