@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
 from helpers import files, plots
@@ -211,11 +212,30 @@ def upsample(maps, size: int):
 # --------------------------------------------------------------------------- measuring maps
 
 
-def pointing_game(maps, masks) -> np.ndarray:
-    """Per image: is the map's peak inside the mask? (maps and masks at the same size)."""
-    maps, masks = np.asarray(maps), np.asarray(masks) > 0
-    flat_peak = maps.reshape(len(maps), -1).argmax(axis=1)
-    return masks.reshape(len(masks), -1)[np.arange(len(maps)), flat_peak]
+def cells_touched(masks, grid: tuple[int, int]) -> np.ndarray:
+    """Masks (N, H, W) → (N, h, w): which cells of a map's h × w grid hold any pixel of the mask."""
+    masks = np.asarray(masks) > 0
+    rows, columns = (np.round(np.linspace(0, n_pixels, n_cells + 1)).astype(int)[:-1]
+                     for n_pixels, n_cells in zip(masks.shape[1:], grid))
+    return np.logical_or.reduceat(np.logical_or.reduceat(masks, rows, axis=1), columns, axis=2)
+
+
+def pointing_game(maps, lesions, lungs=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, on the map's own grid (maps (N, h, w), masks (N, H, W)): is the map's hottest cell on the lesion
+    (0 for a map with no positive evidence), and how often a random cell of the lungs (of the image, without
+    lung masks) would be: the chance level.
+
+    Scored on the grid, not on the upsampled map: a 4 × 4 map has 16 places its peak can be, and upsampling only
+    moves them (an edge cell's peak lands on the image's border), so a pixel-level hit rate mostly measures the grid.
+    """
+    maps = np.asarray(maps)
+    grid = maps.shape[1:3]
+    lesion_cells = cells_touched(lesions, grid).reshape(len(maps), -1)
+    area = np.ones_like(lesion_cells) if lungs is None else cells_touched(lungs, grid).reshape(len(maps), -1)
+    flat = maps.reshape(len(maps), -1)
+    hit = lesion_cells[np.arange(len(maps)), flat.argmax(axis=1)] & (flat.max(axis=1) > 0)
+    chance = (lesion_cells & area).sum(axis=1) / np.maximum(area.sum(axis=1), 1)
+    return hit.astype(float), chance
 
 
 def energy_inside(maps, masks) -> np.ndarray:
@@ -295,7 +315,7 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
     else:  # only the true class's map: one backward pass
         maps, probabilities = _grad_cam(run.model, inputs, target, layer)
         maps = normalise(maps, MAP_SCALING)
-    chosen = np.clip(upsample(maps, size), 0.0, 1.0)
+    grid_maps, chosen = maps, np.clip(upsample(maps, size), 0.0, 1.0)
     empty = ~(chosen > 0).any(axis=(1, 2))
     measured = {"predicted": [run.classes[i] for i in probabilities.argmax(axis=1)],
                 "confidence": probabilities.max(axis=1), "empty_map": empty}
@@ -311,9 +331,11 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
         measured[f"{name}_energy"] = np.where(scored, energy, np.nan)
         measured[f"{name}_area"] = np.where(present, mask.mean(axis=(1, 2)), np.nan)
         if name == "lesion":
-            measured["pointing_game"] = np.where(scored, pointing_game(chosen, mask) & ~empty, np.nan)
             lungs = masks.get("lungs", (None, None))[0]
-            if lungs is not None:  # a random point inside the lungs hits the lesion this often
+            hit, chance = pointing_game(grid_maps, mask, lungs)
+            measured["pointing_game"] = np.where(scored, hit, np.nan)
+            measured["pointing_chance"] = np.where(scored, chance, np.nan)
+            if lungs is not None:  # a map spread evenly over the lungs puts this share of its energy on the lesion
                 lung_area = lungs.sum(axis=(1, 2))
                 share = (mask & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
                 measured["lesion_share_of_lungs"] = np.where(scored & (lung_area > 0), share, np.nan)
@@ -324,6 +346,7 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
     return pd.DataFrame(measured, index=chunk.index)
 
 
+POINTING_CHANCE = "chance: a random lung cell"
 LESION_CHANCE = "chance: lesion's share of lungs"
 LESION_OF_LUNGS = "lesion's part of lungs' energy"
 
@@ -338,16 +361,18 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per class and overall: accuracy, each localisation measure beside the chance level of its own question,
     and how many maps had no positive evidence at all.
 
-    "Does the map find the lesion?" (pointing game, energy in lesion) is judged against the lesion's share of the
-    *lungs*, where lesions lie: a map that only finds the lungs scores that much. "Does it look at the lungs (or a
-    region)?" is judged against their share of the image. Each average is over the images that have the mask:
-    a measure and its chance level always over the same images.
+    "Does the map find the lesion?" Its hottest cell (pointing game) against a random cell of the lungs, where
+    lesions lie, on the map's own grid; the lesion's part of the map's energy inside the lungs against the lesion's
+    share of the lungs (a map spread evenly over the lungs scores that much). "Does it look at the lungs (or a
+    region)?" against their share of the image. Each average is over the images that have the mask: a measure and
+    its chance level always over the same images.
     """
     columns = {"correct": "accuracy"}
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         if name == "lesion":
             chance = "lesion_share_of_lungs" if "lesion_share_of_lungs" in table else "lesion_area"
-            columns.update({"pointing_game": "pointing game", "lesion_energy": "energy in lesion"})
+            columns.update({"pointing_game": "pointing game", "pointing_chance": POINTING_CHANCE,
+                            "lesion_energy": "energy in lesion"})
             if "lesion_energy_of_lungs" in table:
                 columns["lesion_energy_of_lungs"] = LESION_OF_LUNGS
             columns[chance] = LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
@@ -357,10 +382,13 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         scored = numbers[f"{name}_energy"].notna()
         for column in [c for c in numbers if c.startswith(f"{name}_") or (name == "lesion" and c in (
-                "pointing_game", "lesion_share_of_lungs", "lesion_energy_of_lungs"))]:
+                "pointing_game", "pointing_chance", "lesion_share_of_lungs", "lesion_energy_of_lungs"))]:
             numbers[column] = numbers[column].where(scored)  # a measure and its chance over the same images
     summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
     summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
+    if "pointing_game" in table:  # the pointing game's sample size, for its interval
+        with_lesion = table["pointing_game"].notna()
+        summary.insert(1, "images with a lesion", [*with_lesion.groupby(table["label"]).sum(), int(with_lesion.sum())])
     empty = table["empty_map"].astype(int) if "empty_map" in table else pd.Series(0, index=table.index)
     summary.insert(2, "maps with no evidence", [*empty.groupby(table["label"]).sum(), int(empty.sum())])
     return summary.rename(columns=columns)
@@ -410,7 +438,7 @@ def _free_name(out_dir: Path, stem: str, used: set) -> Path:
 
 def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
     """The summary's "all" row in plain sentences, each measure beside the chance level of its question, and a
-    verdict on lesion finding judged against the lesion's share of the lungs."""
+    verdict on lesion finding: the pointing game's 95% interval (Wilson) against a random lung cell."""
     row = summary.loc["all"]
     lines = [f"{name}: accuracy {row['accuracy']:.0%} on {int(row['images'])} images."]
     if row.get("maps with no evidence", 0) > 0:
@@ -418,21 +446,17 @@ def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
                      "for the true class anywhere: they point at nothing and score 0 below.")
     verdict = None
     if "pointing game" in row and not np.isnan(row["pointing game"]):
-        chance_column = next(c for c in summary.columns if c.startswith("chance: lesion"))
-        hit, chance = row["pointing game"], row[chance_column]
-        where = "the lungs" if chance_column == LESION_CHANCE else "the image"
-        ratio = hit / chance if chance > 0 else np.nan
-        lines.append(f"Does the map find the lesion? Its peak fell inside the lesion in {hit:.0%} of the images that "
-                     f"have one; a random point in {where} (where lesions lie) would hit it {chance:.1%} of the time "
-                     f"({ratio:.1f}× chance).")
-        if LESION_OF_LUNGS in row:  # a map spread evenly over the lungs would put the lesion's share there
-            lines.append(f"Of the map's energy inside the lungs, {row[LESION_OF_LUNGS]:.1%} lies in the lesion, "
-                         f"which covers {chance:.1%} of them ({row[LESION_OF_LUNGS] / chance:.1f}× chance); of all "
-                         f"its energy, {row['energy in lesion']:.1%}.")
-        else:
-            lines.append(f"{row['energy in lesion']:.0%} of the map's energy lies inside the lesion, which covers "
-                         f"{chance:.1%} of {where}.")
-        verdict = "chance" if not ratio >= 2 else "most" if hit >= 0.5 else "some"
+        hit, chance, n = row["pointing game"], row[POINTING_CHANCE], int(row["images with a lesion"])
+        interval = binomtest(int(round(hit * n)), n).proportion_ci(method="wilson")
+        lines.append(f"Does the map find the lesion? Its hottest cell lay on the lesion in {hit:.0%} of the {n} images "
+                     f"that have one (95% interval {interval.low:.0%}–{interval.high:.0%}); a random cell of the lungs "
+                     f"would be on it {chance:.0%} of the time.")
+        verdict = ("below" if interval.high < chance else "chance" if interval.low <= chance else
+                   "most" if hit >= 0.5 else "some")
+    if LESION_OF_LUNGS in row and not np.isnan(row[LESION_OF_LUNGS]):
+        part, share = row[LESION_OF_LUNGS], row[LESION_CHANCE]
+        lines.append(f"Of the map's energy inside the lungs, {part:.1%} lies in the lesion, which covers {share:.1%} "
+                     f"of them ({part / share:.1f}× what a map spread evenly over the lungs would put there).")
     for region in [c[len("energy in "):] for c in summary.columns if c.startswith("energy in ")]:
         if region == "lesion":
             continue
@@ -441,10 +465,12 @@ def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
                      f"{area:.1%} of the image ({energy / area:.1f}× chance)." if area > 0 else "")
     lines.append({
         None: "",
-        "most": "Verdict: the maps point at the findings in most images, well above chance in the lungs.",
-        "some": "Verdict: better than chance in the lungs, yet the peak misses the lesion in most images: read these "
+        "most": "Verdict: the hottest cell is on the lesion in most images, above a random lung cell.",
+        "some": "Verdict: above a random lung cell, yet the hottest cell misses the lesion in most images: read these "
                 "maps as a rough region, not as a lesion finder.",
-        "chance": "Verdict: the maps do NOT find the findings better than a point chosen at random in the lungs; a "
-                  "good accuracy does not make them an explanation.",
+        "chance": "Verdict: the hottest cell does NOT find the lesion more often than a random lung cell would (the "
+                  "interval includes chance): accuracy alone does not make these maps an explanation.",
+        "below": "Verdict: the hottest cell finds the lesion LESS often than a random lung cell would: these maps "
+                 "point away from the findings.",
     }[verdict])
     return "\n".join(line for line in lines if line)

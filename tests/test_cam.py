@@ -79,9 +79,28 @@ def test_pointing_game_and_energy_inside_masks():
     masks[:, :2, :2] = True
     masks[1] = False
     masks[1, 2:, 2:] = True
-    np.testing.assert_array_equal(cam.pointing_game(maps, masks), [True, False])
+    hit, chance = cam.pointing_game(maps, masks)
+    np.testing.assert_array_equal(hit, [1.0, 0.0])
+    np.testing.assert_allclose(chance, 4 / 16)  # no lung masks: a random cell of the image
     np.testing.assert_allclose(cam.energy_inside(maps, masks), [0.75, 0.0])
     assert np.isnan(cam.energy_inside(np.zeros((1, 4, 4)), masks[:1]))[0]
+
+
+def test_the_pointing_game_is_scored_on_the_maps_own_grid():
+    """A 2 × 2 map over 8 × 8 masks: the hottest cell is one of four, whatever upsampling would draw. A lesion in
+    the top-left quadrant, lungs in the left half: a random lung cell is on the lesion half the time."""
+    lesion, lungs = np.zeros((3, 8, 8), bool), np.zeros((3, 8, 8), bool)
+    lesion[:, 1:3, 1:3], lungs[:, :, :4] = True, True
+    maps = np.zeros((3, 2, 2))
+    maps[0, 0, 0] = 1.0  # on the lesion's cell
+    maps[1, 0, 1] = 1.0  # beside it
+    hit, chance = cam.pointing_game(maps, lesion, lungs)  # the third map is empty: it points at nothing
+    np.testing.assert_array_equal(hit, [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(chance, 0.5)
+    np.testing.assert_array_equal(cam.cells_touched(lesion[:1], (2, 2))[0], [[True, False], [False, False]])
+    uneven = np.zeros((1, 7, 7), bool)
+    uneven[0, 6, 6] = True  # 7 pixels over 3 cells: the last pixel belongs to the last cell
+    assert cam.cells_touched(uneven, (3, 3))[0].sum() == 1 and cam.cells_touched(uneven, (3, 3))[0, 2, 2]
 
 
 def test_grad_cam_of_every_class_equals_one_class_at_a_time():
@@ -161,15 +180,19 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     assert summary.loc["all", "images"] == 3 and summary.loc["all", "accuracy"] == 1.0
     # "does it find the lesion" is judged against the lesion's share of the lungs, where lesions lie
     assert summary.loc["all", cam.LESION_CHANCE] == pytest.approx(16 / 192)  # Normal has no lesion: not counted
+    assert summary.loc["all", "images with a lesion"] == 2
     assert {"energy in corner", "chance: corner's share of image", "energy in lungs",
             "chance: lungs' share of image"} <= set(summary.columns)
-    assert "well above chance in the lungs" in cam.describe_localisation(summary)
-    assert "random point in the lungs" in cam.describe_localisation(summary)
-    assert "Of the map's energy inside the lungs, 100.0% lies in the lesion" in cam.describe_localisation(summary)
-    summary.loc["all", "pointing game"] = 0.25
+    described = cam.describe_localisation(summary)
+    assert "hottest cell lay on the lesion in 100% of the 2 images" in described
+    assert "on the lesion in most images, above a random lung cell" in described
+    assert "Of the map's energy inside the lungs, 100.0% lies in the lesion" in described
+    summary.loc["all", ["images with a lesion", "pointing game"]] = 100, 0.25  # 95% interval 17%–34%, chance 8%
     assert "rough region" in cam.describe_localisation(summary)
-    summary.loc["all", "pointing game"] = 0.12  # 5× the image-wide level (6%), yet under 2× the lungs' one (8%)
-    assert "do NOT find" in cam.describe_localisation(summary)
+    summary.loc["all", "pointing game"] = 0.12  # 5.8× the image-wide level (2%), but the interval 7%–20% holds 8%
+    assert "does NOT find the lesion more often than a random lung cell" in cam.describe_localisation(summary)
+    summary.loc["all", cam.POINTING_CHANCE] = 0.5
+    assert "LESS often than a random lung cell" in cam.describe_localisation(summary)
 
 
 def test_a_map_with_no_evidence_is_counted_and_scores_zero_over_the_same_images(known_run, tmp_path):
