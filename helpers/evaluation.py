@@ -134,8 +134,10 @@ def bootstrap_ci(y_true, probabilities, classes, n_resamples: int = 1000, seed: 
 def predictive_values(sensitivity, specificity, prevalence):
     """(PPV, NPV) at each `prevalence` (array-like) from one sensitivity and specificity, by Bayes' rule.
 
-    A test set's PPV and NPV hold only at its own class mix; a class-balanced sample or a clinic has another, while
-    sensitivity and specificity do not depend on it. Undefined values (nothing called positive, or negative) are NaN.
+    A test set's PPV and NPV hold only at its own class mix; a class-balanced sample or a clinic has another.
+    Sensitivity does not depend on it; with more than two classes, one-vs-rest specificity depends on how the other
+    classes are mixed among the negatives, so carry it over only with that mix, or re-weight it to the target's
+    (`specificity_at_mix`). Undefined values (nothing called positive, or negative) are NaN.
     """
     p = np.asarray(prevalence, dtype=np.float64)
     true_pos, false_neg = sensitivity * p, (1 - sensitivity) * p
@@ -144,6 +146,23 @@ def predictive_values(sensitivity, specificity, prevalence):
         ppv = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), np.nan)
         npv = np.where(true_neg + false_neg > 0, true_neg / (true_neg + false_neg), np.nan)
     return ppv, npv
+
+
+def specificity_at_mix(matrix, positive: int, mix) -> float:
+    """One-vs-rest specificity of class `positive` if its negatives came in `mix` (counts or shares per class, in
+    the matrix's order; the positive class's own entry is ignored).
+
+    `matrix` is a confusion matrix with the true classes as rows. Each other class's rate of not being called
+    `positive` is weighted by that class's share among the negatives: at the matrix's own row totals this is the
+    specificity counted from it. NaN if a class with a share in `mix` has no row in the matrix (no image).
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    weights = np.asarray(mix, dtype=np.float64).copy()
+    weights[positive] = 0.0
+    images = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = np.where(weights > 0, 1 - matrix[:, positive] / images, 0.0)  # left out of `positive`, per class
+        return float((weights * kept).sum() / weights.sum())
 
 
 def class_mix(split: pd.DataFrame, index: pd.DataFrame, classes) -> pd.DataFrame:
@@ -542,7 +561,9 @@ def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
 
 # --------------------------------------------------------------------------- Paper A's Figure 2, re-read
 
-# Paper A's confusion matrix (its Figure 2), as its text gives it, row by row, classes in this order. Its column
+# Paper A's confusion matrix (its Figure 2), as the paper's text (section 5) gives it (S. Sun, "Pretrained-ResNet-
+# based COVID-19 CT image classification", Theoretical and Natural Science 62, 190-196, 2024,
+# doi:10.54254/2753-8818/62/20241534), row by row, classes in this order. Its column
 # totals are exactly 20% of each class of the dataset (the validation labels), so the columns hold the true
 # classes and the rows the predictions.
 PAPER_A_FIGURE_2_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")

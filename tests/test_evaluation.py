@@ -90,6 +90,15 @@ def test_predictive_values_by_hand_and_from_a_confusion_matrix():
     assert np.isnan(ppv).all() and npv[0] == 1.0
 
 
+def test_specificity_depends_on_the_mix_of_the_negatives():
+    matrix = np.array([[8, 2, 0], [1, 9, 0], [8, 0, 12]])  # rows true: B rarely called A, C often
+    counted = 1 - (1 + 8) / (10 + 20)  # the test set's own negatives: 21 of 30 left out of A
+    assert evaluation.specificity_at_mix(matrix, 0, matrix.sum(axis=1)) == pytest.approx(counted)
+    assert evaluation.specificity_at_mix(matrix, 0, [0.5, 0.4, 0.1]) == pytest.approx(0.8 * 0.9 + 0.2 * 0.6)
+    assert evaluation.specificity_at_mix(matrix, 0, [0, 0, 1]) == pytest.approx(0.6)  # only C among negatives
+    assert np.isnan(evaluation.specificity_at_mix([[3, 0, 0], [0, 2, 0], [0, 0, 0]], 0, [1, 1, 1]))  # C: no image
+
+
 def test_class_mix_says_when_the_test_set_is_a_balanced_sample():
     index = pd.DataFrame({"relpath": [f"{c}-{i}" for c, n in (("A", 60), ("B", 20)) for i in range(n)],
                           "label": ["A"] * 60 + ["B"] * 20})
