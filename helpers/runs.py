@@ -188,6 +188,9 @@ def as_run(run) -> Run:
 # --------------------------------------------------------------------------- reading a held-out curve
 
 
+NOT_REACHED = "not reached"  # in a table's time to a threshold (and its interval) when a curve never got there
+
+
 def one_off_seconds(history: pd.DataFrame, warmup_epochs: int = 0) -> tuple[pd.Series, str]:
     """Per epoch, the one-off seconds (tracing and compiling the training step) inside its training time, and how
     they were found: "measured" (history.csv has them: `training._Timing`), "estimated", or "not measured".
@@ -241,10 +244,10 @@ def accuracy_interval(accuracy, class_images, level: float = 0.95):
 
 def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> dict:
     """What a curve from `Run.held_out_curve` can tell apart: its held-out images, the points of balanced accuracy
-    one error costs (by class: 100/(K·n_k)), the fewest right answers that reach `threshold` (errors put where they
-    cost least), the interval with every image right and whether it clears `threshold` (if not, no result on this
-    set can show the threshold was reached), the balanced images that would be needed for that, and both in words
-    ("text", "verdict")."""
+    one error costs (by class: 100/(K·n_k); "points_per_error" is their mean over classes, 100/`effective_images`),
+    the fewest right answers that reach `threshold` (errors put where they cost least), the interval's lower bound
+    with every image right and whether it clears `threshold` (if not, no result on this set can show the threshold
+    was reached), the balanced images that would be needed for that, and both in words ("text", "verdict")."""
     if "class_images" not in curve.attrs:
         raise ValueError("resolution needs a curve from Run.held_out_curve (its attrs say how many images it scores)")
     sizes = {c: n for c, n in curve.attrs["class_images"].items() if n > 0}
@@ -261,13 +264,14 @@ def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> dict:
         text = (f"{total:,} held-out images: one error = {_points(one_error[0])} to {_points(one_error[-1])} points "
                 f"(by class); {threshold:.0%} needs at least ")
     text += f"{total - allowed:,} of {total:,} correct"
-    verdict = (f"can show {threshold:.0%}: {total:,} of {total:,} correct gives a {level:.0%} interval from {low:.1%}"
-               if low >= threshold else
-               f"cannot show {threshold:.0%}: even {total:,} of {total:,} correct leaves a {level:.0%} interval from "
-               f"{low:.1%}; showing it takes at least {images_needed} balanced held-out images, all correct")
+    all_correct = f"{total:,} of {total:,} correct gives a {level:.0%} interval with lower bound {low:.1%}"
+    verdict = (f"can show {threshold:.0%}: {all_correct}" if low >= threshold else
+               f"cannot show {threshold:.0%}: even {all_correct}; showing it takes at least {images_needed} balanced "
+               "held-out images, all correct")
     return {"images": total, "effective_images": effective_images(sizes), "one_error_points": one_error,
-            "correct_needed": total - allowed, "low_if_all_correct": low, "can_show": low >= threshold,
-            "images_needed": images_needed, "text": text, "verdict": verdict}
+            "points_per_error": 100 / effective_images(sizes), "correct_needed": total - allowed,
+            "low_if_all_correct": low, "can_show": low >= threshold, "images_needed": images_needed, "text": text,
+            "verdict": verdict}
 
 
 def _points(value: float) -> str:
@@ -275,26 +279,30 @@ def _points(value: float) -> str:
 
 
 def time_to_accuracy_table(curves: dict, threshold: float = 0.95) -> pd.DataFrame:
-    """One row per curve ({name: `Run.held_out_curve()`}): its held-out images and the correct answers `threshold`
-    needs on them, the training seconds until balanced accuracy first reached `threshold` (one-off tracing and
-    evaluation left out, and shown), the interval at that epoch and whether it lies above `threshold`, and where the
-    interval would start with every image right (below `threshold`: this set cannot show it at all)."""
+    """One row per curve ({name: `Run.held_out_curve()`}), in numbers. First what its held-out images can show:
+    how many there are, the points of balanced accuracy one error costs (on an unbalanced part, the mean over
+    classes: see `resolution`), the correct answers `threshold` needs, and the interval's lower bound with every
+    image right (below `threshold`: this set cannot show it at all). Then what the run did: the training seconds
+    until balanced accuracy first reached `threshold` (one-off tracing and evaluation left out, and shown), the
+    interval at that epoch and whether it lies above `threshold`. A curve that never reached `threshold` reads
+    `NOT_REACHED` in the seconds and the interval, and False in "shown above"."""
     rows = {}
     for name, curve in curves.items():
         about = resolution(curve, threshold)
         reached = curve[curve["balanced_accuracy"] >= threshold].head(1)
-        level = f"{curve.attrs['level']:.0%}"
+        seconds = time_to_accuracy(curve, threshold, "balanced_accuracy")
+        low, high = (None, None) if reached.empty else (reached["low"].iloc[0], reached["high"].iloc[0])
         rows[name] = {
             "held-out images": about["images"],
-            f"correct needed for {threshold:.0%}": f"{about['correct_needed']:,} of {about['images']:,}",
-            f"training seconds to {threshold:.0%}": time_to_accuracy(curve, threshold, "balanced_accuracy"),
-            f"{level} interval then": None if reached.empty else
-            f"{reached['low'].iloc[0]:.1%} to {reached['high'].iloc[0]:.1%}",
-            f"shown above {threshold:.0%}": None if reached.empty else bool(reached["low"].iloc[0] >= threshold),
-            f"{level} interval from, all right": f"{about['low_if_all_correct']:.1%}",
-            "one-off seconds left out": float(curve["one_off_seconds"].iloc[-1]),
+            "points per error": round(about["points_per_error"], 2),
+            f"correct needed for {threshold:.0%}": about["correct_needed"],
+            "interval's lower bound if all correct": round(about["low_if_all_correct"], 3),
+            f"training seconds to {threshold:.0%}": NOT_REACHED if seconds is None else seconds,
+            f"{curve.attrs['level']:.0%} interval then": NOT_REACHED if low is None else f"{low:.3f} to {high:.3f}",
+            f"shown above {threshold:.0%}": low is not None and bool(low >= threshold),
+            "one-off seconds left out": round(float(curve["one_off_seconds"].iloc[-1]), 2),
         }
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # --------------------------------------------------------------------------- images in, probabilities out
@@ -394,17 +402,20 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
     """Paper B's random sub-sample cross-validation: one run per repeat of `split`, each tested on its own 10%.
 
     Returns the runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
-    last epoch, the training seconds until it first reached `threshold` next to the resolution of the repeat's test
-    part (`resolution`), and the training seconds in all, one-off tracing left out (and shown); for random-init
-    backbones also the accuracy after BatchNorm re-estimation, which the curve does not include.
+    last epoch, the training seconds until it first reached `threshold` (`NOT_REACHED` if it never did) next to the
+    resolution of the repeat's test part (its images and the correct answers `threshold` needs: `resolution`), and
+    the training seconds in all, one-off tracing left out (and shown); for random-init backbones also the accuracy
+    after BatchNorm re-estimation (the saved model's, printed when the run finished), which the curve does not
+    include.
     """
     found, rows = [], []
     for repeat in sorted(split["repeat"].unique()):
         run = train_or_load(layout, recipe, split, repeat=int(repeat), log=log)
         curve = run.held_out_curve()
+        seconds, about = time_to_accuracy(curve, threshold, "balanced_accuracy"), resolution(curve, threshold)
         row = {"repeat": int(repeat), "balanced accuracy, last epoch": float(curve["balanced_accuracy"].iloc[-1]),
-               f"training seconds to {threshold:.0%}": time_to_accuracy(curve, threshold, "balanced_accuracy"),
-               "resolution": resolution(curve, threshold)["text"],
+               f"training seconds to {threshold:.0%}": NOT_REACHED if seconds is None else seconds,
+               "held-out images": about["images"], f"correct needed for {threshold:.0%}": about["correct_needed"],
                "training seconds": float(curve["train_seconds"].iloc[-1]),
                "one-off seconds left out": float(curve["one_off_seconds"].iloc[-1])}
         if not run.settings["pretrained"]:

@@ -242,20 +242,30 @@ def test_the_resolution_says_what_one_error_costs_and_whether_95_percent_can_be_
     demo = runs.resolution(curve_on({"a": 6, "b": 6, "c": 6}))
     assert demo["text"] == "18 held-out images: one error = 5.6 points; 95% needs 18 of 18 correct"
     assert not demo["can_show"] and demo["low_if_all_correct"] == pytest.approx(18 / (18 + 1.959964**2))
-    assert demo["images_needed"] == 73 and "cannot show 95%: even 18 of 18 correct" in demo["verdict"]
+    assert demo["images_needed"] == 73 and demo["verdict"].startswith(
+        "cannot show 95%: even 18 of 18 correct gives a 95% interval with lower bound 82.4%")
+    assert demo["points_per_error"] == pytest.approx(100 / 18)
     assert runs.resolution(curve_on({"a": 37, "b": 37}))["can_show"], "74 images, all right: just above 95%"
     assert not runs.resolution(curve_on({"a": 36, "b": 36}))["can_show"]
     assert runs.resolution(curve_on({"a": 20, "b": 20}))["correct_needed"] == 38, "95% of 40 allows 2 errors"
     uneven = runs.resolution(curve_on({"a": 100, "b": 10}))["text"]
     assert uneven == ("110 held-out images: one error = 0.5 to 5.0 points (by class); 95% needs at least 100 of 110 "
                       "correct"), "errors where they cost least: 10 in the large class"
+    assert runs.resolution(curve_on({"a": 100, "b": 10}))["points_per_error"] == pytest.approx(2.75), "0.5 and 5.0"
 
 
-def test_the_time_to_95_table_puts_the_resolution_next_to_the_result():
+def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers():
     table = runs.time_to_accuracy_table({"small": curve_on({"a": 6, "b": 6, "c": 6}),
-                                         "large": curve_on({"a": 500, "b": 500}, accuracy=(0.9, 0.97))})
+                                         "large": curve_on({"a": 500, "b": 500}, accuracy=(0.9, 0.97)),
+                                         "never": curve_on({"a": 6, "b": 6}, accuracy=(0.5, 0.9))})
     assert table.loc["small", "training seconds to 95%"] == 20.0 and table.loc["large", "shown above 95%"]
-    assert table.loc["small", "95% interval then"] == "82.4% to 100.0%" and not table.loc["small", "shown above 95%"]
-    assert table.loc["small", "correct needed for 95%"] == "18 of 18" and table.loc["small", "held-out images"] == 18
-    assert table.loc["small", "95% interval from, all right"] == "82.4%", "below 95%: cannot show it at all"
-    assert table.loc["large", "correct needed for 95%"] == "950 of 1,000"
+    assert table.loc["small", "95% interval then"] == "0.824 to 1.000" and not table.loc["small", "shown above 95%"]
+    assert table.loc["small", "correct needed for 95%"] == 18 and table.loc["small", "held-out images"] == 18
+    assert table.loc["small", "points per error"] == 5.56 and table.loc["never", "points per error"] == 8.33
+    assert table.loc["small", "interval's lower bound if all correct"] == 0.824, "below 95%: cannot show it at all"
+    assert table.loc["large", "correct needed for 95%"] == 950
+    never = table.loc["never"]
+    assert never["training seconds to 95%"] == never["95% interval then"] == "not reached" == runs.NOT_REACHED
+    assert not never["shown above 95%"] and table["shown above 95%"].dtype == bool
+    assert table["held-out images"].dtype.kind == table["correct needed for 95%"].dtype.kind == "i"
+    assert not table.isna().any().any(), "no None or NaN: a run that never got there says so"
