@@ -21,11 +21,12 @@ run: $(INSTALLED)
 
 # The tests, in the fast profile: unit tests and every notebook through nbval. Two workers: the notebooks run in
 # order in one (tests/conftest.py), the unit tests in the other; GPUs are hidden so that every machine tests alike.
+# Runs, figures and caches go to .test-outputs/ (conftest.py), never to the course's outputs/.
 test: $(INSTALLED)
 	CXR_FAST=1 CUDA_VISIBLE_DEVICES= $(VENV_PYTHON) -m pytest -n 2
 
 lint: $(INSTALLED)
-	$(VENV_PYTHON) -m ruff check helpers tests benchmarks experiments tools
+	$(VENV_PYTHON) -m ruff check conftest.py helpers tests benchmarks experiments tools
 
 clean-outputs:
 	rm -rf outputs data/phantoms

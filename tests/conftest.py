@@ -146,14 +146,20 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     return run
 
 
+# The test that runs in the notebooks' worker, after the notebooks (marked `last`): that outputs/ is as it was.
+AFTER_THE_NOTEBOOKS = "tests/test_course_outputs.py::test_the_test_run_leaves_the_course_outputs_as_it_found_them"
+
+
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist (`make test` runs two workers), every notebook runs in one worker, in order: 04 and 05 reuse
-    the runs 03 trained in the same outputs/ folder, and nbval needs a notebook's cells in one kernel. Each test
-    module is a unit of its own, spread over the workers."""
+    the runs 03 trained in the same output folder (the test run's own: conftest.py at the top), and nbval needs a
+    notebook's cells in one kernel. Each test module is a unit of its own, spread over the workers."""
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebooksTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            return "notebooks" if nodeid.startswith("notebooks/") else super()._split_scope(nodeid)
+            if nodeid.startswith("notebooks/") or nodeid == AFTER_THE_NOTEBOOKS:
+                return "notebooks"
+            return super()._split_scope(nodeid)
 
     return NotebooksTogether(config, log)

@@ -167,8 +167,9 @@ def test_setup_cell_on_colab_keeps_outputs_on_drive_when_asked(tmp_path, fake_co
     (tmp_path / "drive_cell.py").write_text(cell)
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER.format(pretend=pretend))
+    environment = {k: v for k, v in os.environ.items() if k != "CXR_OUTPUT_DIR"}  # the test run's own: not Drive
     done = subprocess.run([sys.executable, str(runner), str(tmp_path / "drive_cell.py")], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": f"{fake_colab}:{REPO}"})
+                          text=True, timeout=120, env={**environment, "PYTHONPATH": f"{fake_colab}:{REPO}"})
     assert done.returncode == 0, done.stderr
     assert "mounted /content/drive" in done.stdout
     assert "OUTPUT_DIR=/content/drive/MyDrive/cxr-course/outputs" in done.stdout
