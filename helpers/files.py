@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -30,12 +31,20 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
-def remove_leftovers(folder) -> int:
-    """Delete the temporary files that writers killed mid-write left in `folder`; returns how many."""
+def remove_leftovers(folder, older_than: float = 0) -> int:
+    """Delete the temporary files that writers killed mid-write left in `folder`; returns how many.
+
+    `older_than` (seconds) spares younger ones, where another process may be writing right now (a shared folder).
+    """
     found = list(Path(folder).glob(".partial-*")) if Path(folder).is_dir() else []
+    now = time.time()
+    stale = []
     for path in found:
-        path.unlink(missing_ok=True)
-    return len(found)
+        with contextlib.suppress(FileNotFoundError):  # its writer finished or removed it meanwhile
+            if older_than <= 0 or now - path.stat().st_mtime >= older_than:  # 0: all (a clock can be ahead)
+                path.unlink(missing_ok=True)
+                stale.append(path)
+    return len(stale)
 
 
 def write_text(path, text: str) -> Path:
@@ -48,7 +57,20 @@ def write_json(path, payload) -> Path:
     return write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+class UnreadableFileError(ValueError):
+    """A file is there but cannot be read (cut short, edited by hand): unlike json's own errors, it names the file."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path} cannot be read ({reason})")
+        self.path, self.reason = Path(path), reason
+
+
 def read_json(path):
     """The JSON in `path`, or None when there is no such file."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: "line 1 column 14" says nothing of which file
+        raise UnreadableFileError(path, f"not valid JSON: {exc}") from None

@@ -25,7 +25,7 @@ from helpers.datasets import dataset_tag
 from helpers.pipeline import build_dataset, to_model_input, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint, load_split
-from helpers.training import time_to_accuracy, train
+from helpers.training import damaged, model_file_problem, read_run_json, time_to_accuracy, train
 
 
 class RunNotFoundError(Exception):
@@ -50,7 +50,7 @@ class Run:
         if not path.exists():
             raise RunNotFoundError(f"{self.folder} is not a training run: expected {path.name} (made by "
                                    "`python -m helpers train`); found none")
-        return json.loads(path.read_text())
+        return read_run_json(path, self.folder)  # a damaged file is named (json's own error names none)
 
     @property
     def recipe(self) -> Recipe:
@@ -90,11 +90,15 @@ class Run:
 
     @cached_property
     def model(self):
-        """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code)."""
+        """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code). A damaged file is named
+        as such (Keras calls a truncated one "File not found")."""
         path = self.folder / "model.keras"
-        if not self.settings.get("finished") or not path.exists():
+        if not self.settings.get("finished"):
             raise RunNotFoundError(f"{self.folder} has not finished training: run the same command again to "
                                    "resume it")
+        problem = model_file_problem(path)
+        if problem:
+            raise damaged(path, self.folder, problem, f"delete the folder {self.folder} and train the run again")
         return keras.models.load_model(path, safe_mode=True)
 
     def history(self) -> pd.DataFrame:

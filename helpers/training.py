@@ -18,10 +18,13 @@ with its own compile, after which BatchNorm re-estimation runs outside any fit.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import platform
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -50,6 +53,43 @@ class _Devices:
 
 class RunSettingsError(Exception):
     """A run folder holds a different run than the one asked for."""
+
+
+class RunFolderError(ValueError):
+    """A file of a run folder is there but cannot be used (cut short, edited by hand, written by an older version):
+    the run is left as it is, never emptied or trained over, and the one-line message names the file and the run."""
+
+
+def damaged(path: Path, run_dir: Path, why: str, remedy: str | None = None) -> RunFolderError:
+    """The error for a damaged file of run `run_dir`: which file, why, and how to start again on purpose."""
+    remedy = remedy or f"restore the file, or delete the folder {run_dir} to start the run again"
+    return RunFolderError(f"{path} cannot be read ({why}); run {run_dir} was left as it is: {remedy}")
+
+
+def read_run_json(path: Path, run_dir: Path, remedy: str | None = None):
+    """The JSON object in a file of a run folder, None if there is no such file (a run not that far yet)."""
+    try:
+        found = files.read_json(path)
+    except files.UnreadableFileError as exc:
+        raise damaged(path, run_dir, exc.reason, remedy) from None
+    if path.exists() and not isinstance(found, dict):
+        raise damaged(path, run_dir, f"not a JSON object: {json.dumps(found)[:40]}", remedy)
+    return found
+
+
+def model_file_problem(path: Path) -> str | None:
+    """Why a saved .keras file cannot be loaded, or None if it looks whole: a zip archive holding the model's config
+    and weights. Keras calls a truncated or empty one "File not found", although it is there."""
+    if not path.exists():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            absent = {"config.json", "model.weights.h5"} - set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return f"cut short or not a Keras file: {path.stat().st_size:,} bytes that are no zip archive"
+    return f"cut short or not a Keras file: no {' or '.join(sorted(absent))} inside" if absent else None
 
 
 # What makes two runs the same run: a folder holding another is refused, never silently continued.
@@ -135,7 +175,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
                                              f"replicas × {settings['batch_size']}" if policy.replicas > 1 else ""))
     # First: a multi-worker strategy must be made before any other TensorFlow operation.
     devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
-    saved = _saved_states(run_dir / "checkpoints") if previous is not None else []
+    saved = _saved_states(run_dir) if previous is not None else []
     distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)  # before any variable
     keras.utils.set_random_seed(seed)
     with distribute.global_dtype_policy(policy.dtype_policy):
@@ -156,16 +196,14 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
 def _existing_run(run_dir: Path, settings: dict, log):
     """The settings of the run already in `run_dir`, None for an empty (or never started) folder.
 
-    A folder whose settings are missing or whose split.csv does not match its settings (a command that failed
-    half-way) is started again; one holding a different run is refused, saying what differs.
+    A folder without settings.json or whose split.csv does not match its settings (a command that failed half-way)
+    is started again; one holding a different run is refused, saying what differs; one whose settings.json (or a
+    finished run's model.keras) is there but unreadable stops with `RunFolderError`: a typo must not delete work.
     """
-    try:
-        previous = files.read_json(run_dir / "settings.json")
-    except ValueError:
-        previous = None
+    previous = read_run_json(run_dir / "settings.json", run_dir)
     if previous is None:
         if run_dir.exists() and any(run_dir.iterdir()):
-            log(f"{run_dir} holds no complete run (no readable settings.json): starting it afresh.")
+            log(f"{run_dir} holds no complete run (no settings.json): starting it afresh.")
         return None
     changed = differences(previous, settings)
     if changed:
@@ -176,6 +214,8 @@ def _existing_run(run_dir: Path, settings: dict, log):
                                                       settings["repeat"]) != previous["split_fingerprint"]:
         log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
         return None
+    if previous.get("finished"):
+        _check_finished(run_dir, previous)
     started_with = previous.get("global_batch_size", previous["batch_size"])  # runs before several devices: one
     if not previous.get("finished") and started_with != settings["global_batch_size"]:
         raise RunSettingsError(
@@ -185,9 +225,24 @@ def _existing_run(run_dir: Path, settings: dict, log):
     return previous
 
 
+def _check_finished(run_dir: Path, settings: dict) -> None:
+    """A run that says it is finished has what `_finish` wrote: its scores and a whole model.keras."""
+    path = run_dir / "settings.json"
+    missing = [key for key in ("scores", "epochs_run", "pretrained", "weights_used") if key not in settings]
+    if missing or settings.get("monitored_on", "val") not in settings["scores"]:
+        raise damaged(path, run_dir, f"it says finished but has no {', '.join(missing) or 'scores of its part'}: "
+                      "edited by hand, or written by an older version",
+                      f'set "finished" back to false to resume the run, or delete the folder {run_dir} to start the '
+                      "run again")
+    problem = model_file_problem(run_dir / "model.keras")
+    if problem:
+        raise damaged(run_dir / "model.keras", run_dir, problem, f"delete the folder {run_dir} to train the run again")
+
+
 def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recipe: Recipe, devices: _Devices, log):
     """(model, state): the checkpoint of the last finished epoch in `saved` (or the one before, if that one is
-    unreadable), or a newly built model and state None. Only the writer of the run folder tidies it."""
+    unreadable), or a newly built model and state None. Only the writer of the run folder tidies it; with no readable
+    checkpoint of those `saved` names it stops (`RunFolderError`): deleting them would lose every finished epoch."""
     checkpoints = run_dir / "checkpoints"
     for folder in (run_dir, checkpoints) if devices.writes else ():  # half-written files of a killed process
         files.remove_leftovers(folder)
@@ -204,8 +259,13 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
             settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
             log(f"Resuming {run_dir} after epoch {state['epochs_done']}.")
             return model, state
+        if saved:
+            raise damaged(checkpoints / saved[0]["checkpoint"], run_dir, "cut short or damaged, and so is the one "
+                          "before it" if len(saved) > 1 else "cut short or damaged; there is none before it",
+                          f"delete the folder {checkpoints} to train the run from its first epoch, or the folder "
+                          f"{run_dir} to start it again")
         if previous is not None:
-            log(f"No readable checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
+            log(f"No checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
         if devices.writes:
             shutil.rmtree(checkpoints, ignore_errors=True)
             (run_dir / "history.csv").unlink(missing_ok=True)
@@ -219,13 +279,20 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
     return model, None
 
 
-def _saved_states(checkpoints: Path) -> list[dict]:
-    """The newest state and the one before it, newest first (each names its own checkpoint file)."""
-    try:
-        state = files.read_json(checkpoints / "state.json")
-    except ValueError:
-        return []
-    return [s for s in (state, (state or {}).get("previous")) if s]
+def _saved_states(run_dir: Path) -> list[dict]:
+    """The newest state and the one before it, newest first (each names its own checkpoint file); none before the
+    first epoch ends. A state.json there but unreadable, or not of this version's form, stops the run."""
+    path = run_dir / "checkpoints" / "state.json"
+    remedy = (f"delete the folder {path.parent} to train the run from its first epoch, or the folder {run_dir} to "
+              "start it again")
+    state = read_run_json(path, run_dir, remedy)
+    found = [s for s in (state, (state or {}).get("previous")) if s]
+    for s in found:
+        missing = [key for key in ("phase", "epochs_done", "checkpoint", "history") if key not in s]
+        if missing or not isinstance(s["history"], list) or len(s["history"]) < s["epochs_done"]:
+            raise damaged(path, run_dir, f"no {', '.join(missing) or 'history of every epoch'}: written by an older "
+                          "version, or edited by hand", remedy)
+    return found
 
 
 def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, devices: _Devices) -> dict:
@@ -372,7 +439,7 @@ class _Progress:
     def __init__(self, run_dir: Path, settings: dict, recipe: Recipe, state, writes: bool, log):
         self.run_dir, self.settings, self.recipe, self.writes, self.log = run_dir, settings, recipe, writes, log
         self.state = state or {}
-        self.rows = list(self.state.get("history", []))
+        self.rows = list(self.state.get("history", []))[: self.state.get("epochs_done")]  # older states: one too many
         self.best_loss = self.state.get("best_val_loss", np.inf)
         self.best_epoch = self.state.get("best_epoch")
         self.phase = self.state.get("phase")
@@ -420,8 +487,9 @@ class _Progress:
             with files.atomic_path(checkpoints / best_weights_name(epoch + 1)) as tmp:  # weights it did not see
                 model.save_weights(tmp)
             self.best_loss, self.best_epoch = loss, epoch + 1
+        previous = ({**{k: v for k, v in self.state.items() if k != "previous"}, "history": copy.deepcopy(self.rows)}
+                    if self.state else None)  # the state as it was: its own rows, not the list that grows
         self.rows.append(row)
-        previous = {k: v for k, v in self.state.items() if k != "previous"} or None
         self.state = {"phase": self.phase, "epochs_done": epoch + 1, "checkpoint": name, "history": self.rows,
                       "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
         files.write_json(checkpoints / "state.json", {**self.state, "previous": previous})

@@ -8,6 +8,7 @@ The runs use the toy backbone (seconds per run): what is tested is the run folde
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from helpers import config
 from helpers.recipes import PAPER_A
 from helpers.runs import Run
-from tests.conftest import phantom_split, train_tiny
+from tests.conftest import InterruptAfter, Interrupted, RecordEpochs, phantom_split, train_tiny
 
 TOY = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy", early_stopping=False)
 REPO = Path(__file__).resolve().parent.parent
@@ -180,3 +181,83 @@ def test_an_epoch_never_hangs_on_a_file_corrupted_after_the_scan(phantom_root, t
                               env={**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs")})
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"Left out 1 image(s) that could not be read: {bad} (" in done.stderr
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_and_interrupted(phantom_root, tmp_path_factory):
+    """A finished run (1 epoch) and one interrupted after epoch 1 of 2, trained once and copied by each test."""
+    base = tmp_path_factory.mktemp("damaged")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "OUTPUT_DIR", base / "outputs")
+        train_tiny(base / "finished", phantom_root, TOY, epochs=1)
+        with pytest.raises(Interrupted):
+            train_tiny(base / "interrupted", phantom_root, TOY, epochs=2, callbacks=[InterruptAfter(0)])
+    return base
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _edit_json(path: Path, change) -> None:
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload))
+
+
+DAMAGES = {  # (which run, damaged file, how)
+    "a typo in a finished run's settings": ("finished", "settings.json",
+                                            lambda p: p.write_text(p.read_text().replace('"seed"', ', "seed"'))),
+    "a truncated settings.json": ("interrupted", "settings.json", _cut),
+    "settings.json that is not an object": ("finished", "settings.json", lambda p: p.write_text("null\n")),
+    "a truncated model.keras": ("finished", "model.keras", _cut),
+    "an empty model.keras": ("finished", "model.keras", lambda p: p.write_bytes(b"")),
+    "a hand-set finished": ("interrupted", "settings.json", lambda p: _edit_json(p, lambda s: s.update(finished=True))),
+    "a truncated state.json": ("interrupted", "checkpoints/state.json", _cut),
+    "an older state.json": ("interrupted", "checkpoints/state.json", lambda p: _edit_json(p, lambda s: s.pop(
+        "checkpoint"))),
+    "no readable checkpoint": ("interrupted", "checkpoints/epoch-001.keras", _cut),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_run_folder_is_never_emptied_or_trained_over_and_the_error_names_the_file(
+        finished_and_interrupted, phantom_root, tmp_path, damage):
+    """Once, one extra comma in settings.json made the run "no complete run": its checkpoints and history deleted,
+    a finished model.keras trained over. Files that are there but cannot be read now stop the command, in one line."""
+    from helpers.training import RunFolderError
+
+    which, name, spoil = DAMAGES[damage]
+    run = tmp_path / which
+    shutil.copytree(finished_and_interrupted / which, run)
+    spoil(run / name)
+    before = _snapshot(run)
+    with pytest.raises(RunFolderError) as caught:
+        train_tiny(run, phantom_root, TOY, epochs=1 if which == "finished" else 2)
+    message = str(caught.value)
+    assert "\n" not in message and str(run / name) in message and f"delete the folder {run}" in message
+    assert _snapshot(run) == before, "nothing emptied, nothing written"
+
+
+def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root, tmp_path):
+    """Once, the previous state shared its history with the newest one, so falling back to it skipped an epoch
+    ("Resuming … after epoch 2." then nothing left to train). States written that way are trimmed to their epoch."""
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[InterruptAfter(2)])  # epochs 1-3 saved
+    path = run / "checkpoints" / "state.json"
+    state = json.loads(path.read_text())
+    assert state["epochs_done"] == 3 and [len(s["history"]) for s in (state, state["previous"])] == [3, 2]
+    state["previous"]["history"] = state["history"]  # as the state was written before the fix
+    path.write_text(json.dumps(state))
+    newest = run / "checkpoints" / state["checkpoint"]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    logs, recorder = [], RecordEpochs()
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder], log=logs.append)
+    assert any(line.startswith(f"Resuming {run} after epoch 2.") for line in logs)
+    assert "main: epochs 3–3 of 3" in logs and recorder.epochs == [2], "epoch 3 trained again, after epoch 2"
+    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]

@@ -1,6 +1,7 @@
 """What a learner types or breaks: relative paths, links that loop or lead nowhere, a folder where a file is
 expected, a full disk. Each gives one line saying what failed and where, or is handled as the scan promises."""
 
+import json
 import os
 import resource
 import shutil
@@ -14,7 +15,8 @@ from helpers import config, files
 from helpers.cli import main
 from helpers.data import find_dataset, scan_cached, scan_dataset
 from helpers.runs import Run
-from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
+from helpers.splits import save_split
+from tests.conftest import TOY_PAPER_A, fake_run, phantom_split, train_tiny
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,3 +86,24 @@ def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path):
         tmp.write_text('{"fini')
         raise OSError(27, "File too large")
     assert target.read_text() == '{"finished": true}\n' and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("damaged", ["settings.json", "model.keras"])
+def test_a_damaged_run_folder_is_named_in_one_line_by_predict_and_evaluate(phantom_root, tmp_path, capsys, command,
+                                                                          damaged):
+    """Once: `error: Expecting value: line 1 column 14 (char 13)` naming no file, or Keras' "File not found" for a
+    model.keras that is there but cut short."""
+    run = tmp_path / "run"
+    fake_run(run, None, ["COVID", "Normal"], 32)
+    settings = json.loads((run / "settings.json").read_text())
+    (run / "settings.json").write_text(json.dumps({**settings, "data_root": str(find_dataset(phantom_root).root)}))
+    save_split(phantom_split(phantom_root, task=2), run / "split.csv")
+    (run / "model.keras").write_bytes(b"PK\x03\x04 cut short")
+    if damaged == "settings.json":
+        (run / "settings.json").write_text('{"recipe": ')
+    image = str(phantom_root / "COVID" / "images" / "COVID-1.png")
+    assert main([command, *([image] if command == "predict" else []), "--run", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {run / damaged} cannot be read (") and error.count("\n") == 1
+    assert f"delete the folder {run}" in error
