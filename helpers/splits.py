@@ -28,6 +28,10 @@ from helpers.data import ScanResult, task_classes
 
 SPLIT_COLUMNS = ["relpath", "label", "split", "repeat", "content_hash"]
 MODES = ("paper_a", "paper_b")
+# Bump when the way splits are made or saved changes, so saved ones are made again (3: groups by name;
+# 4: a sidecar with a checksum, without which a saved split is not trusted).
+SPLIT_FORMAT = 4
+LEFTOVER_SECONDS = 60  # a split is written in well under a second: an older temporary file is a killed write's
 
 
 def _groups(index: pd.DataFrame) -> pd.DataFrame:
@@ -125,20 +129,69 @@ def make_split(index: pd.DataFrame, mode: str = "paper_a", task: int = 4, seed: 
     raise ValueError(f"split mode must be one of {MODES}; found {mode!r}")
 
 
-def save_split(split: pd.DataFrame, path) -> Path:
+def save_split(split: pd.DataFrame, path, made_for: dict | None = None) -> Path:
+    """Write the split's CSV; with `made_for` (what it was made from) also a sidecar, `<name>.json`, holding that,
+    the number of rows and a SHA-256 of the CSV, so that a damaged copy is never trusted (`check_saved_split`).
+
+    The CSV is written as bytes with Unix line ends: the checksum is of exactly what is on disk, on every system.
+    """
+    path = Path(path)
+    text = split[SPLIT_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
     with files.atomic_path(path) as tmp:
-        split[SPLIT_COLUMNS].to_csv(tmp, index=False)
-    return Path(path)
+        tmp.write_bytes(text)
+    if made_for is not None:  # after the CSV: a kill in between leaves a CSV without sidecar, which is remade
+        files.write_json(sidecar_path(path), {"format": SPLIT_FORMAT, "made_for": made_for, "rows": len(split),
+                                              "sha256": hashlib.sha256(text).hexdigest()})
+    return path
 
 
-def load_split(path, dataset_root) -> pd.DataFrame:
-    """Read a saved split and resolve its paths against the dataset folder it was made from."""
+def sidecar_path(path) -> Path:
+    """Where `save_split` records what a split was made from and its checksum: beside it, `<name>.json`."""
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def _read_split(path) -> pd.DataFrame:
     split = pd.read_csv(path, dtype={"relpath": str, "label": str, "split": str, "content_hash": str})
     missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing:
         raise ValueError(f"{path} is not a split file: expected columns {SPLIT_COLUMNS}; missing {missing}")
+    return split
+
+
+def _resolved(split: pd.DataFrame, dataset_root) -> pd.DataFrame:
     split["path"] = [str(Path(dataset_root) / p) for p in split["relpath"]]
     return split
+
+
+def load_split(path, dataset_root) -> pd.DataFrame:
+    """Read a saved split and resolve its paths against the dataset folder it was made from."""
+    return _resolved(_read_split(path), dataset_root)
+
+
+def check_saved_split(path, made_for: dict) -> tuple[pd.DataFrame | None, str | None]:
+    """(split, None) if the file at `path` is whole and was made for `made_for`, else (None, what is wrong).
+
+    A truncated, edited or half-synced CSV would otherwise be used as it is, training and testing on fewer or
+    other images without a word; the sidecar written by `save_split` says what the file must be.
+    """
+    try:
+        record = files.read_json(sidecar_path(path))
+    except ValueError as exc:
+        return None, f"its record {sidecar_path(path).name} is unreadable: {config.first_line(exc)}"
+    if not isinstance(record, dict) or record.get("format") != SPLIT_FORMAT:
+        return None, f"no record {sidecar_path(path).name} of what it holds"
+    if record.get("made_for") != made_for:
+        return None, f"it was made for {record.get('made_for')}, not {made_for}"
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        split = _read_split(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
+        return None, f"it cannot be read: {config.first_line(exc)}"
+    if len(split) != record.get("rows"):
+        return None, f"{len(split)} rows instead of {record.get('rows')}"
+    if digest != record.get("sha256"):
+        return None, "its rows do not match their checksum"
+    return split, None
 
 
 def fingerprint(split: pd.DataFrame) -> str:
@@ -195,9 +248,6 @@ def split_key(index: pd.DataFrame, mode: str, task: int, seed: int, plan: dict) 
     return digest.hexdigest()
 
 
-SPLIT_FORMAT = 3  # bump when the way splits are made changes, so saved ones are made again (3: groups by name)
-
-
 def saved_split_path(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
                      profile: config.Profile | None = None) -> Path:
     """Where `saved_split` keeps this split: outputs/splits/<mode>_task<k>_seed<s>[_sizes]-<key>.csv."""
@@ -213,16 +263,23 @@ def saved_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: in
     what it was made from (outputs/splits/), and loaded from there afterwards.
 
     Reusing the file is what guarantees that evaluation sees exactly the test set training never saw; the key
-    guarantees that a changed dataset never reuses a split made from another one.
+    guarantees that a changed dataset never reuses a split made from another one. A damaged file (cut short,
+    edited, unreadable, or saved without its checksum) is made again, saying so in one line.
     """
     plan = split_plan(scan, mode, task, profile)
     path = saved_split_path(scan, mode, task, seed, profile)
+    files.remove_leftovers(path.parent, older_than=LEFTOVER_SECONDS)
+    made_for = {"mode": mode, "task": int(task), "seed": int(seed), "plan": dict(sorted(plan.items())),
+                "key": split_key(scan.index, mode, task, seed, plan)}
     if path.exists():
-        return load_split(path, scan.layout.root)
+        split, damage = check_saved_split(path, made_for)
+        if damage is None:
+            return _resolved(split, scan.layout.root)
+        print(f"Saved split {path} was damaged ({damage}): made it again from the scan.", flush=True)
     index = scan.index
     if "per_class" in plan:
         index = sample_distinct(index[index["label"].isin(task_classes(task))], plan["per_class"], seed)
     split = make_split(index, mode=mode, task=task, seed=seed,
                        **{k: v for k, v in plan.items() if k in ("n_per_class", "repeats")})
-    save_split(split, path)
+    save_split(split, path, made_for)
     return load_split(path, scan.layout.root)

@@ -1,9 +1,13 @@
 """Splits: seeded, stratified, duplicate-aware, saved and reloaded unchanged."""
 
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import config, splits
 from helpers.cli import main
 from helpers.data import CLASSES, find_dataset, scan_dataset
 from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, sample_distinct, save_split
@@ -132,3 +136,71 @@ def test_split_cli_writes_the_csv(phantom_root, tmp_path, capsys):
     split = pd.read_csv(out)
     assert len(split) == 2 * 20 and set(split["split"]) == {"train", "test"}
     assert np.all(split.groupby("repeat").size() == 20)
+
+
+@pytest.fixture
+def saved(phantom_root, tmp_path, monkeypatch):
+    """The phantoms' Paper A split, saved under a temporary outputs/splits/: (scan, split, path)."""
+    monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
+    scan = scan_dataset(find_dataset(phantom_root))
+    return scan, splits.saved_split(scan, "paper_a", 4), splits.saved_split_path(scan, "paper_a", 4)
+
+
+def remade_once(saved, capsys) -> str:
+    """Load the saved split again: it must come back whole, with exactly one line naming the damaged file."""
+    scan, split, path = saved
+    capsys.readouterr()
+    again = splits.saved_split(scan, "paper_a", 4)
+    pd.testing.assert_frame_equal(again, split)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "damaged" in lines[0], lines
+    splits.saved_split(scan, "paper_a", 4)
+    assert capsys.readouterr().out == "", "the remade file is trusted"
+    return lines[0]
+
+
+def test_a_saved_split_cut_short_is_remade_in_full(saved, capsys):
+    """A disk that filled, a hand edit or a sync conflict cut the last rows: they must not go missing unnoticed."""
+    scan, split, path = saved
+    assert len(split) == len(scan.index) == 40
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-6]))
+    assert "34 rows instead of 40" in remade_once(saved, capsys)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace(",train,", ",test,", 1),  # one image moved into the test set
+    lambda text: text[:len(text) // 2] + chr(ord(text[len(text) // 2]) ^ 1) + text[len(text) // 2 + 1:],  # a bit
+])
+def test_an_edited_saved_split_is_remade(saved, capsys, edit):
+    path = saved[2]
+    text = path.read_text()
+    path.write_text(edit(text))
+    assert path.read_text() != text
+    remade_once(saved, capsys)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00 not a split", b'relpath,label\n"never closed,'])
+def test_an_unreadable_saved_split_is_remade(saved, capsys, content):
+    saved[2].write_bytes(content)
+    remade_once(saved, capsys)
+
+
+def test_a_saved_split_without_its_checksum_is_remade(saved, capsys):
+    """As one saved by an older version, or by a run killed between the CSV and its record."""
+    path = saved[2]
+    path.with_name(path.name + ".json").unlink(missing_ok=True)
+    assert "no record" in remade_once(saved, capsys)
+
+
+def test_stale_partial_split_files_are_removed(saved):
+    """A kill while a split is written leaves a temporary file; one being written right now is left alone."""
+    scan, _, path = saved
+    stale = [path.with_name(f".partial-999999-{path.name}"), path.with_name(".partial-999999-other.csv")]
+    fresh = path.with_name(".partial-999998-being-written.csv")
+    for leftover in (*stale, fresh):
+        leftover.write_text("relpath,label,split\n")
+    old = time.time() - 3600
+    for leftover in stale:
+        os.utime(leftover, (old, old))
+    splits.saved_split(scan, "paper_a", 4)
+    assert [p.exists() for p in (*stale, fresh)] == [False, False, True]
