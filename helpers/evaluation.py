@@ -35,6 +35,7 @@ from sklearn.metrics import (
 
 from helpers import files, plots
 from helpers.data import load_grayscale
+from helpers.pipeline import unreadable_files
 from helpers.runs import as_run, predict_pixels, read_images
 from helpers.synthetic import add_marker as draw_marker
 
@@ -440,15 +441,22 @@ def most_confident_mistakes(predictions: pd.DataFrame, k: int = 8) -> pd.DataFra
 
 
 def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = True, progress: bool = True) -> dict:
-    """All metrics of a run on its test split, written to RUN_DIR/metrics.json (and figures)."""
+    """All metrics of a run on its test split, written to RUN_DIR/metrics.json (and figures).
+
+    Test and validation images that can no longer be read are left out (named as they are) and recorded in
+    `unreadable_files` (path → reason): `n` counts the test images actually scored, and the record says why it is
+    smaller than the split's test part.
+    """
     run = as_run(run)
     classes = run.classes
     verbose = "auto" if progress else 0
     test = run.predict_part("test", verbose=verbose)
+    left_out = unreadable_files(run.part("test")["path"])
     p_test = test[classes].to_numpy()
     metrics = classification_metrics(test["y_true"], p_test, classes)
     try:  # the temperature is fitted on validation images; Paper B's protocol has none
         val = run.predict_part("val", verbose=verbose)
+        left_out.update(unreadable_files(run.part("val")["path"]))
         temperature = fit_temperature(val["y_true"], val[classes].to_numpy())
     except ValueError:
         temperature = None
@@ -464,6 +472,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
                         "ece_after_temperature_scaling":
                             expected_calibration_error(test["y_true"], scaled) if temperature else None},
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
+        "unreadable_files": left_out,
     })
     files.write_json(run.folder / "metrics.json", metrics)
     with files.atomic_path(run.folder / "test_predictions.csv") as tmp:
@@ -509,6 +518,9 @@ def format_metrics(metrics: dict) -> str:
     lines = [f"Run {metrics['run']} ({metrics['recipe']}), {metrics['n']} test images"]
     if not metrics["pretrained"]:
         lines.append("!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning")
+    if metrics.get("unreadable_files"):  # older metrics.json files have no such record
+        lines.append(f"!! left out {len(metrics['unreadable_files'])} image(s) that could not be read "
+                     "(listed in metrics.json unreadable_files)")
     lines += [
         f"accuracy          {metrics['accuracy']:.3f}  95% CI {ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f}"
         f"   (majority baseline {metrics['majority_baseline']:.3f})",

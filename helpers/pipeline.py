@@ -37,6 +37,7 @@ IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.22
 
 
 _UNREADABLE: dict[str, str] = {}  # path → reason, for every file the pipeline could not decode in this process
+SHOWN_PATHS = 3  # a left-out line names this many files, then counts the rest: one line, however many went bad
 
 
 def unreadable_files(paths=None) -> dict:
@@ -47,11 +48,21 @@ def unreadable_files(paths=None) -> dict:
     return {p: reason for p, reason in _UNREADABLE.items() if p in wanted}
 
 
+def left_out_line(unreadable: dict, what: str = "image(s)", why: str = "could not be read") -> str:
+    """One line with the count and the first few files (path (reason)) left out: said by whatever leaves them out,
+    short enough to be read when a whole folder went bad (the full list goes to the run's record)."""
+    shown = "; ".join(f"{p} ({r})" for p, r in list(unreadable.items())[:SHOWN_PATHS])
+    more = len(unreadable) - SHOWN_PATHS
+    return f"Left out {len(unreadable)} {what} that {why}: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
 def _decode(path, size):
     """PIL decoding, the same code the scan validated; (image, True), or (blank, False) for a bad file."""
     path, size = path.decode("utf-8"), int(size)
     try:
-        return load_grayscale(path, size)[..., np.newaxis], True
+        image = load_grayscale(path, size)[..., np.newaxis]
+        _UNREADABLE.pop(path, None)  # readable again (repaired since): no longer left out by a later dataset
+        return image, True
     except BadImageError as exc:
         _UNREADABLE[path] = str(exc)
     except Exception as exc:  # noqa: BLE001 - nothing may escape into TensorFlow's threads
@@ -111,6 +122,7 @@ def build_dataset(
     cache: bool | str = True,
     progress: bool = False,
     replicas: int = 1,
+    part: str = "",
 ) -> tf.data.Dataset:
     """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)).
 
@@ -120,7 +132,8 @@ def build_dataset(
     A cached dataset is filled here, before it is returned (the decoding its first epoch would do, done now,
     with a progress bar if `progress`): files that cannot be decoded are left out and named at once, and the
     dataset knows its length, so Keras' progress bars have an end. Without a cache, an unreadable file stays in
-    as a blank image, named in `unreadable_files()`, for the caller to drop (as `Run.predict_part` does).
+    as a blank image, named in `unreadable_files()`, for the caller to drop (as `Run.predict_part` does). `part`
+    ("train", "val", "test") says in that line which images they were.
 
     Training on several `replicas` (tf.distribute), every batch must split evenly over them: `batch_size` is then
     the global batch (a multiple of `replicas`), and each epoch leaves out the last `usable % replicas` images of its
@@ -146,7 +159,7 @@ def build_dataset(
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
-        usable = _fill_cache(ds, paths, progress)
+        usable = _fill_cache(ds, paths, progress, part)
         ds = ds.filter(_is_usable).map(_drop_flag).apply(tf.data.experimental.assert_cardinality(usable))
     else:
         ds = ds.map(_drop_flag)
@@ -189,16 +202,14 @@ def _drop_flag(image, label, ok):
     return image, label
 
 
-def _fill_cache(ds, paths, progress: bool) -> int:
+def _fill_cache(ds, paths, progress: bool, part: str = "") -> int:
     """Read a cached dataset once (decoding every file into the cache); report unreadable files; count the rest."""
     batches = ds.batch(256).prefetch(2)
     if progress and len(paths) >= PROGRESS_FROM:  # a bar for seconds of work, not for a blink
         batches = tqdm(batches, total=-(-len(paths) // 256), desc="decoding images", unit="batch", leave=False)
     usable = sum(int(tf.reduce_sum(tf.cast(ok, tf.int32))) for _, _, ok in batches)
-    bad = unreadable_files(paths)
     if usable < len(paths):
-        print(f"Left out {len(paths) - usable} image(s) that could not be read: " +
-              "; ".join(f"{p} ({r})" for p, r in bad.items()), file=sys.stderr)
+        print(left_out_line(unreadable_files(paths), f"{part} image(s)".strip()), file=sys.stderr)
     return usable
 
 
@@ -223,6 +234,6 @@ def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *
         out[name] = build_dataset(
             rows["path"], rows["label"].map(class_id), len(classes), image_size, batch_size,
             training=name == "train", flip=flip, normalisation=normalisation, seed=seed, progress=progress,
-            replicas=replicas if name == "train" else 1,
+            replicas=replicas if name == "train" else 1, part=name,
         )
     return out

@@ -20,9 +20,18 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from helpers import config
-from helpers.data import CLASSES, MANIFEST_NAME, BadImageError, DatasetLayout, ScanResult, load_grayscale
+from helpers.data import (
+    CLASSES,
+    MANIFEST_NAME,
+    BadImageError,
+    DatasetLayout,
+    ScanResult,
+    canonical_class,
+    load_grayscale,
+    scan_cached,
+)
 from helpers.datasets import dataset_tag
-from helpers.pipeline import build_dataset, to_model_input, unreadable_files
+from helpers.pipeline import build_dataset, left_out_line, to_model_input, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint, load_split
 from helpers.training import damaged, model_file_problem, read_run_json, time_to_accuracy, train
@@ -156,8 +165,7 @@ class Run:
         probabilities = np.asarray(self.model.predict(dataset, verbose=verbose), dtype=np.float64)
         unreadable = unreadable_files(rows["path"])
         if unreadable:  # in the dataset as blank images, so that every row kept its prediction: drop them
-            print(f"Left out {len(unreadable)} {name} image(s) that could not be read: " +
-                  "; ".join(f"{p} ({r})" for p, r in unreadable.items()), file=sys.stderr)
+            print(left_out_line(unreadable, f"{name} image(s)"), file=sys.stderr)
             keep = ~rows["path"].isin(unreadable).to_numpy()
             rows, labels, probabilities = (rows[keep].reset_index(drop=True), labels[keep].reset_index(drop=True),
                                            probabilities[keep])
@@ -396,9 +404,13 @@ def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, re
                   **sizes) -> Run:
     """The course's run of `recipe` on `split`: trained now if missing (this can take a while), resumed if it was
     interrupted, loaded if it is finished. This is how every notebook after 03 gets its models without depending
-    on having run 03. `sizes` (epochs, image_size, batch_size, weights) override the profile's."""
+    on having run 03. `sizes` (epochs, image_size, batch_size, weights) override the profile's. The files of the
+    task's classes the scan could not read (the notebook's own scan, from its cache) are named and recorded by the run.
+    """
     folder = course_run_folder(layout, recipe, split, repeat)
-    train(folder, split, recipe, classes_of(split), layout.root, repeat=repeat, log=log, **sizes)
+    classes = classes_of(split)
+    skipped = [s for s in scan_cached(layout).skipped if canonical_class(Path(s["path"]).parts[0]) in classes]
+    train(folder, split, recipe, classes, layout.root, repeat=repeat, log=log, skipped=skipped, **sizes)
     return Run(folder)
 
 

@@ -18,11 +18,13 @@ with its own compile, after which BatchNorm re-estimation runs outside any fit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import platform
 import shutil
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -34,7 +36,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from helpers import config, distribute, files, models
-from helpers.pipeline import build_dataset, datasets_from_split, unreadable_files
+from helpers.pipeline import build_dataset, datasets_from_split, left_out_line, unreadable_files
 from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 from helpers.splits import fingerprint, load_split, save_split
 
@@ -132,6 +134,14 @@ def _repeat_fingerprint(split: pd.DataFrame, repeat: int) -> str:
     return fingerprint(split[split["repeat"] == repeat])
 
 
+def _skipped_by_scan(skipped, data_root) -> dict:
+    """The scan's unreadable files as path → reason (paths as the pipeline names them), said in one line."""
+    found = {str(Path(data_root) / item["path"]): item["reason"] for item in skipped}
+    if found:
+        print(left_out_line(found, why="the scan could not read (in no part of the split)"), file=sys.stderr)
+    return found
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """The identity settings two runs disagree on, each as "name: old → new" (the split in words: its fingerprint
     is a hash that tells a reader nothing)."""
@@ -147,7 +157,8 @@ SPLIT_CHANGED = ("the split: its images differ from those the run was trained on
 
 
 def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, repeat: int = 0, epochs=None,
-          image_size=None, batch_size=None, weights=None, seed: int = 0, callbacks=(), log=print) -> dict:
+          image_size=None, batch_size=None, weights=None, seed: int = 0, callbacks=(), log=print,
+          skipped=(), record: dict | None = None) -> dict:
     """Train `recipe` on repeat `repeat` of `split` (a table from `helpers.splits`, with image paths under
     `data_root`) into `run_dir`, or resume it there; returns the run's settings.
 
@@ -158,42 +169,55 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     The machine's device policy (`config.device_policy`) decides the numerics and the devices: on several, each
     replica takes `batch_size` images a step (`helpers.distribute`). Among several workers (TF_CONFIG) only the chief
     writes `run_dir`; the others read it to resume, and return their settings unfinished.
+
+    `skipped` is the scan's list of files it could not read ({"path": relpath, "reason"}, `ScanResult.skipped`):
+    a file that went bad after an earlier scan is in no split the new scan makes, so only this says it was left out.
+    They are named in one line and recorded in settings.json `unreadable_files`, with those the pipeline could not
+    decode. `record` (e.g. the command line's `data_used`: what was asked for and what was used) is kept in
+    settings.json from the first epoch on, so an interrupted run says it too.
     """
     run_dir = Path(run_dir)
     settings = plan_settings(recipe, split, classes, data_root, repeat=repeat, epochs=epochs,
                              image_size=image_size, batch_size=batch_size, weights=weights, seed=seed)
+    settings.update(record or {})
+    settings["unreadable_files"] = _skipped_by_scan(skipped, data_root)
     if settings["monitored_on"] == "test" and recipe.select_best:
         raise ValueError(f"recipe {recipe.name} selects its best epoch on validation images, and this split has "
                          "none; use a split with a validation part, or a recipe that keeps its last epoch")
     policy = config.device_policy()
     settings["global_batch_size"] = policy.global_batch(settings["batch_size"])
-    previous = _existing_run(run_dir, settings, log)
-    if previous is not None and previous.get("finished"):
-        log(f"{run_dir} is already trained; nothing to do.")
-        return previous
-    log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = {policy.replicas} "
-                                             f"replicas × {settings['batch_size']}" if policy.replicas > 1 else ""))
-    # First: a multi-worker strategy must be made before any other TensorFlow operation.
-    devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
-    saved = _saved_states(run_dir) if previous is not None else []
-    distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)  # before any variable
-    keras.utils.set_random_seed(seed)
-    with distribute.global_dtype_policy(policy.dtype_policy):
-        data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
-                                   repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
-                                   progress=True, replicas=policy.replicas)
-        model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
-        settings = _record_start(run_dir, split, settings, recipe, devices)
-        model = _fit_phases(model, data, settings, recipe, state, devices, callbacks, run_dir, log)
-        if devices.writes:
-            settings = _finish(run_dir, model, data, split, settings, recipe, log)
-        else:
-            log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
+    # One trainer per run folder: taken before anything in it is read to decide what to do (workers other than the
+    # chief only read it). A run loaded to evaluate or predict takes no lock.
+    with files.folder_lock(run_dir, log=log) if config.is_chief() else contextlib.nullcontext():
+        previous = _existing_run(run_dir, settings, split, log)
+        if previous is not None and previous.get("finished"):
+            log(f"{run_dir} is already trained; nothing to do.")
+            return previous
+        log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = "
+                                                 f"{policy.replicas} replicas × {settings['batch_size']}"
+                                                 if policy.replicas > 1 else ""))
+        # First: a multi-worker strategy must be made before any other TensorFlow operation.
+        devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
+        saved = _saved_states(run_dir) if previous is not None else []
+        # Before any variable is made:
+        distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)
+        keras.utils.set_random_seed(seed)
+        with distribute.global_dtype_policy(policy.dtype_policy):
+            data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
+                                       repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
+                                       progress=True, replicas=policy.replicas)
+            model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
+            settings = _record_start(run_dir, split, settings, recipe, devices)
+            model = _fit_phases(model, data, settings, recipe, state, devices, callbacks, run_dir, log)
+            if devices.writes:
+                settings = _finish(run_dir, model, data, split, settings, recipe, log)
+            else:
+                log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
     distribute.wait_for_every_worker(devices.strategy)
     return settings
 
 
-def _existing_run(run_dir: Path, settings: dict, log):
+def _existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
     """The settings of the run already in `run_dir`, None for an empty (or never started) folder.
 
     A folder without settings.json or whose split.csv does not match its settings (a command that failed half-way)
@@ -206,6 +230,8 @@ def _existing_run(run_dir: Path, settings: dict, log):
             log(f"{run_dir} holds no complete run (no settings.json): starting it afresh.")
         return None
     changed = differences(previous, settings)
+    if SPLIT_CHANGED in changed:
+        changed[changed.index(SPLIT_CHANGED)] += _images_changed(run_dir / "split.csv", split, settings)
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
@@ -223,6 +249,28 @@ def _existing_run(run_dir: Path, settings: dict, log):
             f"this machine would continue it with {settings['global_batch_size']}: resume it on as many devices as "
             "it started on, or train into another folder")
     return previous
+
+
+def _images_changed(split_file: Path, split: pd.DataFrame, settings: dict, shown: int = 3) -> str:
+    """The images that differ between the split the run saved and `split`, by relpath (up to `shown` of each kind,
+    then a count), as " [removed …; added …]": a user who deleted one training image must be told which. Empty when
+    the saved split cannot be read."""
+    try:
+        old = load_split(split_file, settings["data_root"])
+    except (OSError, ValueError, pd.errors.ParserError):  # EmptyDataError is a ValueError
+        return ""
+    old, new = (s[s["repeat"] == settings["repeat"]].drop_duplicates("relpath").set_index("relpath")
+                for s in (old, split))
+    both = old.index.intersection(new.index)
+    changed = [p for p in both if pd.notna(old.at[p, "content_hash"]) and "content_hash" in new
+               and pd.notna(new.at[p, "content_hash"]) and old.at[p, "content_hash"] != new.at[p, "content_hash"]]
+    moved = [f"{p} ({old.at[p, 'split']} → {new.at[p, 'split']})" for p in both
+             if old.at[p, "split"] != new.at[p, "split"]]
+    kinds = {"removed": sorted(old.index.difference(new.index)), "added": sorted(new.index.difference(old.index)),
+             "content changed": sorted(changed), "in another part": sorted(moved)}
+    listed = [f"{kind} {', '.join(names[:shown])}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
+              for kind, names in kinds.items() if names]
+    return f" [{'; '.join(listed)}]" if listed else ""
 
 
 def _check_finished(run_dir: Path, settings: dict) -> None:
@@ -375,7 +423,8 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
         "scores": scores, "epochs_run": int(len(history)),
         "stopped_early": bool(len(history) < settings["warmup_epochs"] + settings["main_epochs"]),
         "train_seconds": round(float(history["train_seconds"].iloc[-1]), 1),
-        "unreadable_files": unreadable_files(split["path"]), "finished": True,
+        "unreadable_files": {**settings.get("unreadable_files", {}), **unreadable_files(split["path"])},
+        "finished": True,
     })
     files.write_json(run_dir / "settings.json", settings)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ~300 MB each with optimizer state

@@ -315,3 +315,34 @@ def test_the_corrected_resampled_t_interval_is_nadeau_and_bengios_by_hand():
 def test_the_corrected_resampled_t_interval_refuses_bad_input(scores, n_train, n_test, level, message):
     with pytest.raises(ValueError, match=message):
         evaluation.corrected_resampled_t_interval(scores, n_train, n_test, level)
+
+
+def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_recorded(tmp_path, capsys):
+    import os
+
+    import keras
+
+    from helpers.splits import SPLIT_COLUMNS
+    from tests.conftest import fake_run, gray, write_png
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    run = fake_run(tmp_path / "run", model, ["COVID", "Normal"], image_size=8)
+    settings = json.loads((run.folder / "settings.json").read_text())
+    (run.folder / "settings.json").write_text(json.dumps({**settings, "weights_used": "none"}))
+    names = [f"{c}/images/{c}-{i}.png" for c in ("COVID", "Normal") for i in range(4)]
+    for i, name in enumerate(names):
+        write_png(run.folder / name, gray(seed=i, size=8))
+    pd.DataFrame({"relpath": names, "label": [n.split("/")[0] for n in names], "split": "test", "repeat": 0,
+                  "content_hash": ""})[SPLIT_COLUMNS].to_csv(run.folder / "split.csv", index=False)
+    bad = run.folder / names[5]
+    stat = bad.stat()
+    bad.write_bytes(bad.read_bytes()[:40])  # cut short, its time put back: nothing but reading it tells
+    os.utime(bad, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    metrics = evaluation.evaluate_run(run, n_resamples=10, figures=False, progress=False)
+    said = capsys.readouterr().err
+    assert f"Left out 1 test image(s) that could not be read: {bad} (" in said
+    assert metrics["n"] == 7 and list(metrics["unreadable_files"]) == [str(bad)]
+    assert json.loads((run.folder / "metrics.json").read_text())["unreadable_files"] == metrics["unreadable_files"]
+    assert "left out 1 image(s) that could not be read" in evaluation.format_metrics(metrics)

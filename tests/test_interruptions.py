@@ -1,15 +1,21 @@
 """Nothing lost, nothing stale: a training process killed (SIGKILL, by PID) at chosen moments, including while a
 checkpoint is being written, resumes to a complete run with every epoch once; a corrupt newest checkpoint falls
-back to the one before; a stray split left by a failed command is never reused.
+back to the one before; a stray split left by a failed command is never reused; a second trainer of a run folder is
+refused while the first holds it, and a killed one leaves no lock stuck.
 
 The runs use the toy backbone (seconds per run): what is tested is the run folder's bookkeeping, not ResNet50.
 """
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import config
+from helpers import config, files
+from helpers.data import find_dataset
 from helpers.recipes import PAPER_A
 from helpers.runs import Run
 from tests.conftest import InterruptAfter, Interrupted, RecordEpochs, phantom_split, train_tiny
@@ -180,7 +187,8 @@ def test_an_epoch_never_hangs_on_a_file_corrupted_after_the_scan(phantom_root, t
         done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=180,
                               env={**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs")})
         assert done.returncode == 0, done.stderr[-2000:]
-        assert f"Left out 1 image(s) that could not be read: {bad} (" in done.stderr
+        assert re.search(rf"Left out 1 (train |val |test )?image\(s\) that could not be read: {re.escape(str(bad))} \(",
+                         done.stderr), done.stderr[-2000:]
 
 
 def _snapshot(folder: Path) -> dict:
@@ -261,3 +269,101 @@ def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root,
     assert any(line.startswith(f"Resuming {run} after epoch 2.") for line in logs)
     assert "main: epochs 3–3 of 3" in logs and recorder.epochs == [2], "epoch 3 trained again, after epoch 2"
     assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- one trainer per run folder
+
+LOCKS = ["flock", "exclusive file"]  # the second: a file system that refuses flock (some FUSE mounts)
+
+HOLD = textwrap.dedent("""
+    import errno, fcntl, sys, time
+    from pathlib import Path
+    from helpers import files
+    folder, marker, mode = sys.argv[1:4]
+    if mode == "exclusive file":
+        def refuse(*_):
+            raise OSError(errno.ENOLCK, "No locks available")
+        fcntl.flock = refuse
+    with files.folder_lock(folder, log=lambda *_: None):
+        Path(marker).write_text("held")
+        time.sleep(600)  # the test kills us
+""")
+
+
+def _no_flock(*_):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+@contextlib.contextmanager
+def lock_held_by_child(folder: Path, tmp_path: Path, mode: str):
+    """A child process holding `folder`'s lock through `files.folder_lock`, killed on leaving the block."""
+    marker = tmp_path / "lock-held"
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(marker), mode], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            if child.poll() is not None:
+                raise AssertionError(f"the child ended before holding the lock: {child.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, "the child never held the lock"
+            time.sleep(0.1)
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+
+
+@pytest.mark.parametrize("mode", LOCKS)
+def test_a_second_trainer_of_a_run_folder_is_refused_in_one_line_naming_the_holder(
+        finished_and_interrupted, phantom_root, tmp_path, monkeypatch, mode):
+    """Once, a second identical command deleted the first one's checkpoints and history, and the first then ended
+    with a "finished" run of 3 epochs holding one epoch's history."""
+    run = tmp_path / "interrupted"
+    shutil.copytree(finished_and_interrupted / "interrupted", run)
+    before = _snapshot(run)
+    with lock_held_by_child(run, tmp_path, mode) as holder:
+        if mode == "exclusive file":
+            monkeypatch.setattr(fcntl, "flock", _no_flock)
+        with pytest.raises(files.FolderInUseError) as caught:
+            train_tiny(run, phantom_root, TOY, epochs=2)
+    message = str(caught.value)
+    assert "\n" not in message and f"pid {holder.pid} on host {socket.gethostname()}, started " in message
+    assert _snapshot(run) == before, "nothing read-modified-written, nothing deleted"
+
+
+@pytest.mark.parametrize("mode", LOCKS)
+def test_the_lock_of_a_killed_trainer_does_not_block_the_next_one(phantom_root, tmp_path, monkeypatch, mode):
+    run = tmp_path / "run"
+    lock = files.lock_path(run)
+    lock = lock.with_name(lock.name + ".held") if mode == "exclusive file" else lock
+    with lock_held_by_child(run, tmp_path, mode) as holder:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert json.loads(lock.read_text())["pid"] == holder.pid, "the killed holder left its lock file behind"
+    if mode == "exclusive file":
+        monkeypatch.setattr(fcntl, "flock", _no_flock)
+    logs = []
+    assert train_tiny(run, phantom_root, TOY, epochs=1, log=logs.append)["finished"]
+    if mode == "exclusive file":
+        assert not lock.exists() and sum("advisory" in line for line in logs) == 1
+    else:
+        assert lock.read_text() == "", "released: it names nobody"
+
+
+def test_a_refused_resume_names_the_training_image_that_was_deleted(phantom_root, tmp_path):
+    from helpers.training import RunSettingsError
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root, data)
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train_tiny(run, data, TOY, epochs=2, callbacks=[InterruptAfter(0)])
+    saved = pd.read_csv(run / "split.csv")
+    gone = sorted(saved.loc[saved["split"] == "train", "relpath"])[0]
+    (find_dataset(data).root / gone).unlink()
+    with pytest.raises(RunSettingsError) as caught:
+        train_tiny(run, data, TOY, epochs=2)
+    message = str(caught.value)
+    assert "\n" not in message and f"removed {gone}" in message

@@ -269,3 +269,41 @@ def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers(
     assert not never["shown above 95%"] and table["shown above 95%"].dtype == bool
     assert table["held-out images"].dtype.kind == table["correct needed for 95%"].dtype.kind == "i"
     assert not table.isna().any().any(), "no None or NaN: a run that never got there says so"
+
+
+def test_an_image_that_went_bad_after_the_scan_is_named_by_training_and_recorded_in_the_run(tmp_path, capsys):
+    """One image cut short after the scan (its modification time put back) is skipped by the new scan, so in no
+    part of the split; another spoiled in place after it (same size and time: the scan cache still trusts it) fails
+    in the pipeline. Training names both, in one line each, and the run records both."""
+    import os
+    import shutil
+
+    from helpers.data import find_dataset, scan_cached
+    from helpers.splits import saved_split
+    from helpers.synthetic import generate_phantoms
+
+    root = generate_phantoms(tmp_path / "phantoms", per_class=6, size=32, seed=0)
+    layout = find_dataset(root, classes=("COVID", "Normal"))
+
+    def spoil(path, cut: bool):
+        stat, data = path.stat(), path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if cut else bytes(16) + data[16:])
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    first = saved_split(scan_cached(layout), task=2)
+    cut = layout.root / first.loc[first["split"] == "train", "relpath"].iloc[0]
+    spoil(cut, cut=True)
+    scan = scan_cached(layout)
+    split = saved_split(scan, task=2)
+    assert [s["path"] for s in scan.skipped] == [cut.relative_to(layout.root).as_posix()]
+    spoiled = layout.root / split.loc[split["split"] == "train", "relpath"].iloc[0]
+    spoil(spoiled, cut=False)
+    assert scan_cached(layout).skipped == scan.skipped, "the cache still trusts the spoiled file"
+    capsys.readouterr()
+    run = runs.train_or_load(layout, TOY_PAPER_A, split, epochs=1, image_size=32, batch_size=8, weights="none",
+                             log=lambda *_: None)
+    said = capsys.readouterr().err
+    assert f"Left out 1 image(s) that the scan could not read (in no part of the split): {cut} (truncated" in said
+    assert f"Left out 1 train image(s) that could not be read: {spoiled} (not an image" in said
+    assert set(run.settings["unreadable_files"]) == {str(cut), str(spoiled)}
+    shutil.rmtree(root)
