@@ -7,6 +7,7 @@
   python -m helpers data download
   python -m helpers model --recipe paper_a --task 4 --weights none
   python -m helpers train --data ROOT --recipe paper_a|improved|paper_b --task 4 --out RUN_DIR [--epochs N]
+                    [--per-class N] [--profile fast|demo|full]   (default: every usable image)
   python -m helpers predict IMAGE... --run RUN_DIR [--json] [--cam OUT_DIR]
   python -m helpers evaluate --run RUN_DIR [--json]
   python -m helpers run                      (the main job: data, splits, then every notebook)
@@ -17,12 +18,14 @@ Every failure is one line on stderr saying what failed and where (exit code 2), 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 
 import tensorflow as tf
 
-from helpers import config, distribute
+from helpers import config, datasets, distribute
 from helpers.cam import FINER_LAYERS, write_overlays
 from helpers.data import (
     CLASSES,
@@ -43,7 +46,7 @@ from helpers.main_job import run_course
 from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
 from helpers.recipes import RECIPES, get_recipe
 from helpers.runs import Run, RunNotFoundError, format_predictions
-from helpers.splits import make_split, save_split, saved_split, split_summary
+from helpers.splits import make_split, sample_distinct, save_split, saved_split, split_plan, split_summary
 from helpers.synthetic import generate_phantoms
 from helpers.training import RunSettingsError, train
 
@@ -114,13 +117,17 @@ def _cmd_model(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    if args.profile:  # before anything reads the profile: training's sizes follow it too
+        config.use_profile(args.profile)
     distribute.strategy_for(config.device_policy())  # before anything else runs TensorFlow (several workers)
     recipe = get_recipe(args.recipe)
     layout = find_dataset(args.data, classes=task_classes(args.task))
-    split = saved_split(scan_cached(layout), mode=args.split, task=args.task, seed=args.seed)
+    scan = scan_cached(layout)
+    split, used = planned_split(scan, args)
+    print(used["statement"], flush=True)
     settings = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
                      epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
-                     weights=args.weights, seed=args.seed)
+                     weights=args.weights, seed=args.seed, skipped=scan.skipped, record={"data_used": used})
     if not settings.get("finished"):  # a worker other than the chief: the chief reports the run
         return 0
     part = settings["monitored_on"]
@@ -129,6 +136,68 @@ def _cmd_train(args) -> int:
           f"{settings['epochs_run']} epochs: {'validation' if part == 'val' else 'test (watched only)'} accuracy "
           f"{score['accuracy']:.3f}, loss {score['loss']:.3f} → {args.out}")
     return 0
+
+
+def data_cap(args, profile: config.Profile, is_phantom: bool, env=None) -> tuple[int, str | None, str | None]:
+    """(images per class, 0 for every one; why; how to change it) for `train`'s split.
+
+    A profile's caps exist so that a notebook on a CPU finishes: the command line uses every usable image (Paper B:
+    the paper's 900 in all) unless --per-class, CXR_REAL_PER_CLASS / CXR_SUBSAMPLE_PER_CLASS, or a profile someone
+    named (--profile, CXR_PROFILE, CXR_FAST) asks for fewer. A phantom set is already the profile's size."""
+    env = os.environ if env is None else env
+    field, var = (("subsample_per_class", "CXR_SUBSAMPLE_PER_CLASS") if args.split == "paper_b"
+                  else ("real_per_class", "CXR_REAL_PER_CLASS"))
+    named = f"--profile {args.profile}" if args.profile else config.profile_named(env)
+    if args.per_class is not None:
+        every = "the paper's 900 in all" if args.split == "paper_b" else "every image"
+        return args.per_class, f"--per-class {args.per_class}", f"--per-class 0 for {every}"
+    if is_phantom and args.split == "paper_a":
+        return 0, None, None
+    if env.get(var, "").strip():
+        return getattr(profile, field), f"{var}={env[var].strip()}", f"unset {var} or pass --per-class N to change it"
+    if named and getattr(profile, field):
+        return (getattr(profile, field), f"the {profile.name} profile's cap, {named}",
+                "--per-class N or --profile full to change it")
+    return 0, None, None
+
+
+def planned_split(scan, args, env=None) -> tuple:
+    """(split, what was asked and used) for `train`: the course's saved split of every usable image of the task, or
+    of the sample asked for; the record's statement, printed first, says which with the numbers and the override."""
+    profile = config.active_profile()
+    classes = task_classes(args.task)
+    usable = scan.index[scan.index["label"].isin(classes)]
+    cap, why, change = data_cap(args, profile, scan.layout.is_phantom, env)
+    if args.split == "paper_b":
+        planned = dataclasses.replace(profile, subsample_per_class=cap)
+    else:
+        planned = dataclasses.replace(profile, real_per_class=cap)
+        if cap and scan.layout.is_phantom:  # the saved split never samples a phantom set: sample it here
+            scan = dataclasses.replace(scan, index=sample_distinct(usable, cap, args.seed))
+    plan = split_plan(scan, args.split, args.task, planned)
+    split = saved_split(scan, mode=args.split, task=args.task, seed=args.seed, profile=planned)
+    counts = {c: int(n) for c, n in usable["label"].value_counts().reindex(classes, fill_value=0).items()}
+    used = int((split["repeat"] == args.repeat).sum())
+    of = f"of {datasets.counts_text(counts)} usable"
+    if args.split == "paper_b":
+        wanted = cap or 900 // len(classes)
+        short = (f"; only {plan['n_per_class']} distinct images in the smallest class, so {plan['n_per_class']}"
+                 if plan["n_per_class"] < wanted else "")
+        why, change = why or "the paper's 900 in all", change or "--per-class N to change it"
+        statement = (f"Using Paper B's sub-samples of {wanted} images per class{short} ({plan['repeats']} repeats, "
+                     f"{used:,} images in repeat {args.repeat}) {of} ({why}; {change})")
+    elif cap:
+        fewer = "".join(f"; every one of {c}'s {n:,}" for c, n in counts.items() if n < cap)
+        statement = f"Using {cap} images per class ({used:,} in all{fewer}) {of} ({why}; {change})"
+    else:
+        ignored = (f"; the {profile.name} profile's cap of {profile.real_per_class} per class is for notebooks on a "
+                   "CPU" if profile.real_per_class and not scan.layout.is_phantom else "")
+        statement = (f"Using every usable image: {datasets.counts_text(counts)}{ignored}; --per-class N to sample N "
+                     "per class")
+    return split, {"per_class_asked": args.per_class, "profile_asked": args.profile,
+                   "profile_named": f"--profile {args.profile}" if args.profile else config.profile_named(env),
+                   "cap": why, "per_class_used": cap or None, "plan": plan, "images_usable": int(len(usable)),
+                   "images_used": used, "statement": statement}
 
 
 def _doubts(paths) -> dict:
@@ -280,6 +349,12 @@ def _add_run_commands(commands) -> None:
     train_.add_argument("--split", choices=("paper_a", "paper_b"), default="paper_a",
                         help="paper_a: train/val/test; paper_b: a balanced sub-sample, 90/10 (with --recipe paper_b)")
     train_.add_argument("--repeat", type=non_negative_int, default=0, help="paper_b: which sub-sample (0, 1, 2)")
+    train_.add_argument("--per-class", type=non_negative_int, default=None,
+                        help="images per class to sample (paper_b: in each sub-sample); 0 or default: every usable "
+                             "image (paper_b: the paper's 900 in all), unless the profile is named")
+    train_.add_argument("--profile", choices=config.PROFILE_NAMES, default=None,
+                        help="run in this profile, as CXR_PROFILE would: its sizes, and its data cap (demo: 150 per "
+                             "class). Default: chosen by the machine, without its data cap")
     train_.set_defaults(func=_cmd_train)
 
     predict = commands.add_parser("predict", help="class probabilities for images, with a trained run")

@@ -158,6 +158,26 @@ def choose_profile(env: dict | None = None, has_gpu=None) -> Profile:
     return dataclasses.replace(_PROFILES[name], reason=reason, **changes)
 
 
+def profile_named(env: dict | None = None) -> str | None:
+    """What named the profile ("CXR_PROFILE=demo", "CXR_FAST=1"), or None when the hardware chose it: the command
+    line keeps a profile's data caps (made so that a notebook on a CPU finishes) only when someone asked for it."""
+    env = os.environ if env is None else env
+    requested = env.get("CXR_PROFILE", "").strip().lower()
+    if requested:
+        return f"CXR_PROFILE={requested}"
+    return "CXR_FAST=1" if _truthy(env.get("CXR_FAST")) else None
+
+
+def use_profile(name: str) -> Profile:
+    """Make `name` this process's profile, as CXR_PROFILE=name would (`--profile` on the command line): training and
+    every helper read the active profile, so it is set once for all of them."""
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"the profile must be one of {', '.join(PROFILE_NAMES)}; found {name!r}")
+    os.environ["CXR_PROFILE"] = name
+    active_profile.cache_clear()
+    return active_profile()
+
+
 def _count(var: str, raw: str, field: str) -> int:
     lowest = 0 if field in _MAY_BE_ZERO else 1
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import kagglehub
 
 from helpers import config
-from helpers.data import CLASSES, MANIFEST_NAME, DatasetError, DatasetLayout, find_dataset
+from helpers.data import CLASSES, MANIFEST_NAME, DatasetError, DatasetLayout, ScanResult, find_dataset, list_image_files
 from helpers.synthetic import ensure_phantoms
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
@@ -106,21 +106,34 @@ def has_lung_masks(layout: DatasetLayout) -> bool:
     return bool(layout.mask_dirs)
 
 
-def data_statement(layout: DatasetLayout, profile: config.Profile | None = None) -> str:
-    """Plain sentences on which images a notebook is looking at, and what that leaves out."""
+def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan: ScanResult | None = None) -> str:
+    """Plain sentences on which images a notebook is looking at, and what that leaves out: a profile's cap on the
+    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, else the files)."""
     profile = profile or config.active_profile()
     if layout.is_phantom:
         return (f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "
                 "every count, figure and accuracy below describes the phantoms only.")
     lines = [f"This run uses the real COVID-19 Radiography Database found at {layout.root}."]
     if profile.real_per_class:
-        lines.append(f"Profile '{profile.name}': training and testing use {profile.real_per_class} images per class "
-                     "sampled from it (a CPU would take hours over all of them); exploration uses every image. "
-                     "Set CXR_REAL_PER_CLASS=0 to use all, or run on a GPU (full profile).")
+        counts = scan.class_counts() if scan is not None else image_file_counts(layout)
+        lines.append(f"Profile '{profile.name}' ({profile.reason}): training and testing use {profile.real_per_class} "
+                     f"images per class sampled from it, of {counts_text(counts)} (the {profile.name} profile's cap, "
+                     "so that a notebook on a CPU finishes in minutes); exploration uses every image. To use all of "
+                     "them set CXR_REAL_PER_CLASS=0 (or CXR_PROFILE=full) before starting the kernel, or run on a GPU.")
     if not has_lung_masks(layout):
         lines.append("This copy has no lung masks (no masks/ folders, as in older releases): the measures that "
                      "need them (lung overlays, energy inside the lungs, the lung-blackout control) are skipped.")
     return "\n".join(lines)
+
+
+def image_file_counts(layout: DatasetLayout) -> dict:
+    """Image files per class, without decoding them: the numbers a statement can give before the scan."""
+    return {c: len(list_image_files(folder)[0]) for c, folder in layout.image_dirs.items()}
+
+
+def counts_text(counts: dict) -> str:
+    """{"COVID": 3616, "Normal": 10192} → "13,808 (COVID 3,616, Normal 10,192)"."""
+    return f"{sum(counts.values()):,} (" + ", ".join(f"{c} {n:,}" for c, n in counts.items()) + ")"
 
 
 def dataset_tag(layout: DatasetLayout) -> str:

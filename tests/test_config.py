@@ -76,3 +76,21 @@ def test_profile_cli_prints_the_active_profile(capsys, monkeypatch):
     assert profile["device_policy"] == config.device_policy().to_dict()
     assert main(["profile"]) == 0
     assert capsys.readouterr().out.endswith(f"training device policy: {config.device_policy().reason}\n")
+
+
+@pytest.mark.parametrize("env, named", [({}, None), ({"CXR_FAST": "0"}, None), ({"CXR_FAST": "1"}, "CXR_FAST=1"),
+                                        ({"CXR_PROFILE": "Demo", "CXR_FAST": "1"}, "CXR_PROFILE=demo")])
+def test_what_named_the_profile(env, named):
+    """The command line keeps a profile's data caps only when someone named the profile."""
+    assert config.profile_named(env) == named
+
+
+def test_use_profile_sets_it_for_the_whole_process(monkeypatch):
+    monkeypatch.setenv("CXR_PROFILE", "")  # restored after the test
+    try:
+        assert config.use_profile("full").name == "full" == config.active_profile().name
+        assert config.active_profile().reason == "CXR_PROFILE=full"
+        with pytest.raises(ValueError, match="one of fast, demo, full"):
+            config.use_profile("quick")
+    finally:
+        config.active_profile.cache_clear()
