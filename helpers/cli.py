@@ -48,7 +48,7 @@ from helpers.recipes import RECIPES, get_recipe
 from helpers.runs import Run, RunNotFoundError, format_predictions
 from helpers.splits import make_split, sample_distinct, save_split, saved_split, split_plan, split_summary
 from helpers.synthetic import generate_phantoms
-from helpers.training import RunSettingsError, train
+from helpers.training import RunSettingsError, TrainingInterrupted, train
 
 # What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.
 EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.StrategyError, ValueError, ImportError,
@@ -396,6 +396,9 @@ def main(argv=None) -> int:
     except EXPECTED_ERRORS as exc:
         print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:  # SIGTERM (143) or Ctrl-C (130) during training: which epochs are kept
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished epochs are kept; run the same command again to continue", file=sys.stderr)
         return 130

@@ -16,11 +16,36 @@ from datetime import datetime
 from pathlib import Path
 
 
+class DiskFullError(OSError):
+    """A file could not be written for want of space (ENOSPC) or quota (EDQUOT); its one-line message names the file
+    and says that nothing half-written was kept."""
+
+    def __init__(self, path, cause: OSError):
+        self.message = (f"{path} could not be written: {cause.strerror or _FULL.get(cause.errno, 'the disk is full')}"
+                        f"; nothing half-written was kept (a previous {Path(path).name}, if any, is as it was): free "
+                        "some space and run the same command again")
+        super().__init__(cause.errno or errno.ENOSPC, self.message)
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_FULL = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the quota) is full: by its errno, or by its text for writers that lose the
+    errno on the way (h5py)."""
+    return isinstance(exc, OSError) and (exc.errno in _FULL or any(text in str(exc) for text in _FULL.values()))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path` to write to; on success it replaces `path`, on failure it goes.
 
     The temporary name ends like the target (Keras and matplotlib choose the format by it: .keras, .weights.h5).
+    A full disk (or quota) becomes `DiskFullError`, one line naming `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +56,10 @@ def atomic_path(path):
             with open(tmp, "rb") as written:
                 os.fsync(written.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        raise DiskFullError(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 

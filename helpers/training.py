@@ -14,6 +14,10 @@ number in a second file (a kill between the two pairs one epoch's weights with a
 the write leaves a file it recovers from only on OSError and only with double_checkpoint), it knows nothing of
 the history rows, the best epoch or early stopping's count, and each of the recipes' two phases is its own fit
 with its own compile, after which BatchNorm re-estimation runs outside any fit.
+
+SIGTERM (how Kaggle and Colab end a session) and Ctrl-C stop training politely: SIGTERM's handler only raises a flag
+that is looked at after every batch, and either way the epoch under way is dropped (never saved as if complete),
+the run is not marked finished, and `TrainingInterrupted` says in one line which epochs are kept and how to go on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import dataclasses
 import json
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -55,6 +61,16 @@ class _Devices:
 
 class RunSettingsError(Exception):
     """A run folder holds a different run than the one asked for."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGTERM or Ctrl-C at a consistent point: the run folder holds its last finished epoch's
+    checkpoint and is not marked finished. The one-line message says which epochs are kept and how to continue;
+    `exit_code` is what a command exits with (128 + the signal's number: 143 for SIGTERM, 130 for Ctrl-C)."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 class RunFolderError(ValueError):
@@ -202,17 +218,23 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         # Before any variable is made:
         distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)
         keras.utils.set_random_seed(seed)
-        with distribute.global_dtype_policy(policy.dtype_policy):
-            data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
-                                       repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation, seed=seed,
-                                       progress=True, replicas=policy.replicas)
-            model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
-            settings = _record_start(run_dir, split, settings, recipe, devices)
-            model = _fit_phases(model, data, settings, recipe, state, devices, callbacks, run_dir, log)
-            if devices.writes:
-                settings = _finish(run_dir, model, data, split, settings, recipe, log)
-            else:
-                log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
+        stop = _StopRequest()
+        try:  # SIGTERM and Ctrl-C: the last finished epoch's checkpoint stays the run's state, and one line says so
+            with _sigterm_stops(stop), distribute.global_dtype_policy(policy.dtype_policy):
+                data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
+                                           repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation,
+                                           seed=seed, progress=True, replicas=policy.replicas)
+                model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
+                settings = _record_start(run_dir, split, settings, recipe, devices)
+                model = _fit_phases(model, data, settings, recipe, state, devices,
+                                    [*callbacks, _StopWhenAsked(stop)], run_dir, log)
+                stop.check()  # SIGTERM after the last batch: not marked finished, no final model
+                if devices.writes:
+                    settings = _finish(run_dir, model, data, split, settings, recipe, log)
+                else:
+                    log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
+        except KeyboardInterrupt:
+            raise _interrupted(run_dir, settings, stop.signal_number or signal.SIGINT) from None
     distribute.wait_for_every_worker(devices.strategy)
     return settings
 
@@ -645,6 +667,69 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait += 1
             if self._is_improvement(loss, self.best):
                 self.best, self.wait = loss, 0
+
+
+class _StopRequest:
+    """SIGTERM's handler: it only records the signal (a handler that raised could break a checkpoint's write
+    half-way); `check`, after every batch, turns it into the KeyboardInterrupt that `train` reports."""
+
+    def __init__(self):
+        self.signal_number = None
+
+    def __call__(self, signal_number, frame) -> None:
+        self.signal_number = signal_number
+
+    def check(self) -> None:
+        if self.signal_number is not None:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_stops(stop: _StopRequest):
+    """SIGTERM calls `stop` while the block runs, then the handler before it is put back. Only the main thread can
+    install a handler: elsewhere SIGTERM keeps its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class _StopWhenAsked(keras.callbacks.Callback):
+    """Ends the fit after the batch during which SIGTERM came (or after the epoch's saving, if it came then), by
+    raising: `model.stop_training` would let Keras validate and end the cut epoch, which `_SaveEpoch` would then keep
+    as if it were complete. The last of the callbacks, so that an epoch that did end is saved first."""
+
+    def __init__(self, stop: _StopRequest):
+        super().__init__()
+        self.stop = stop
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stop.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.stop.check()
+
+
+def _interrupted(run_dir: Path, settings: dict, signal_number: int) -> TrainingInterrupted:
+    """The one line for a run stopped by `signal_number`: the epochs its saved state keeps, and how to go on."""
+    state = None
+    with contextlib.suppress(ValueError, OSError):  # a state that cannot be read: the next run says so
+        state = files.read_json(run_dir / "checkpoints" / "state.json")
+    kept = state.get("epochs_done", 0) if isinstance(state, dict) else 0
+    kept = kept if isinstance(kept, int) else 0
+    total = settings["warmup_epochs"] + settings["main_epochs"]
+    how = "SIGTERM" if signal_number == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    if kept == 0:
+        return TrainingInterrupted(f"Stopped by {how} during epoch 1: run {run_dir} has no finished epoch yet; run "
+                                   "the same command again to start it.", signal_number)
+    epochs = "epoch 1" if kept == 1 else f"epochs 1–{kept}"
+    when, goal = (f"during epoch {kept + 1}", "resume") if kept < total else ("after its last epoch", "finish it")
+    return TrainingInterrupted(f"Stopped by {how} {when}: run {run_dir} keeps {epochs}; run the same command again "
+                               f"to {goal}.", signal_number)
 
 
 @keras.saving.register_keras_serializable(package="cxr_course")

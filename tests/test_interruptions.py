@@ -1,7 +1,8 @@
 """Nothing lost, nothing stale: a training process killed (SIGKILL, by PID) at chosen moments, including while a
 checkpoint is being written, resumes to a complete run with every epoch once; a corrupt newest checkpoint falls
 back to the one before; a stray split left by a failed command is never reused; a second trainer of a run folder is
-refused while the first holds it, and a killed one leaves no lock stuck.
+refused while the first holds it, and a killed one leaves no lock stuck. SIGTERM and Ctrl-C during an epoch, and a
+full disk while a checkpoint or the final model is written, stop in one line saying what was kept and how to go on.
 
 The runs use the toy backbone (seconds per run): what is tested is the run folder's bookkeeping, not ResNet50.
 """
@@ -367,3 +368,169 @@ def test_a_refused_resume_names_the_training_image_that_was_deleted(phantom_root
         train_tiny(run, data, TOY, epochs=2)
     message = str(caught.value)
     assert "\n" not in message and f"removed {gone}" in message
+
+
+# --------------------------------------------------------------------------- stopped politely
+
+CLI_ARGS = ["train", "--task", "4", "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--weights", "none"]
+
+# `python -m helpers train` on the toy backbone; with a marker, it waits after epoch 2's first batch for the test's
+# SIGTERM (and the marker's ".sent" twin), as a Kaggle or Colab session that ends then.
+CLI_CHILD = textwrap.dedent("""
+    import dataclasses, functools, sys, time
+    from pathlib import Path
+    import keras
+    from helpers import cli, training
+    from helpers.recipes import PAPER_A
+
+    root, run, marker = sys.argv[1:4]
+
+    class WaitForSigterm(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 0:
+                Path(marker).write_text("epoch 2")
+                deadline = time.monotonic() + 60
+                while not Path(marker + ".sent").exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+    cli.get_recipe = lambda name: dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy",
+                                                      early_stopping=False)
+    if marker:
+        cli.train = functools.partial(training.train, callbacks=[WaitForSigterm()])
+    sys.exit(cli.main([*CLI_ARGS, "--data", root, "--out", run]))
+""").replace("CLI_ARGS", repr(CLI_ARGS))
+
+
+def _train_command(phantom_root, run: Path, tmp_path: Path, marker: Path | None = None):
+    """The CLI's train in a child; with `marker`, SIGTERM is sent once it is in its second epoch."""
+    env = {**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs"), "PYTHONPATH": str(REPO),
+           "CUDA_VISIBLE_DEVICES": ""}
+    child = subprocess.Popen([sys.executable, "-c", CLI_CHILD, str(phantom_root), str(run), str(marker or "")],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if marker is not None:
+            deadline = time.monotonic() + 240
+            while not marker.exists():
+                if child.poll() is not None:
+                    raise AssertionError(f"the child ended before epoch 2: {child.stderr.read()[-2000:]}")
+                assert time.monotonic() < deadline, "the child never reached epoch 2"
+                time.sleep(0.1)
+            os.kill(child.pid, signal.SIGTERM)
+            Path(f"{marker}.sent").write_text("sent")
+        out, err = child.communicate(timeout=300)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    return child.returncode, out, err
+
+
+def _left_at_epoch_1(run: Path) -> None:
+    """What an epoch-boundary kill after epoch 1 leaves: not finished, no final model, epoch 1's state and row."""
+    assert not json.loads((run / "settings.json").read_text())["finished"]
+    assert not (run / "model.keras").exists()
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*.keras")) == ["epoch-001.keras"]
+    assert list(Run(run).history()["epoch"]) == [0]
+    assert not list(run.rglob(".partial-*"))
+
+
+def test_sigterm_during_an_epoch_stops_in_one_line_and_the_same_command_resumes(phantom_root, tmp_path):
+    """Kaggle and Colab end a session with SIGTERM: once, it killed training with no word of what was kept."""
+    run = tmp_path / "run"
+    code, out, err = _train_command(phantom_root, run, tmp_path, marker=tmp_path / "in-epoch-2")
+    said = [line for line in err.splitlines() if "Stopped by" in line]
+    assert code == 143, err[-2000:]
+    assert said == [f"Stopped by SIGTERM during epoch 2: run {run} keeps epoch 1; run the same command again to "
+                    "resume."], err[-2000:]
+    assert "Traceback" not in err
+    _left_at_epoch_1(run)
+    code, out, err = _train_command(phantom_root, run, tmp_path)
+    assert code == 0, err[-2000:]
+    assert f"Resuming {run} after epoch 1." in out and "Trained paper_a_toy" in out
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["finished"] and settings["epochs_run"] == 3
+    assert list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"
+
+
+class CtrlCInEpoch2(RecordEpochs):
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epochs[-1] == 1 and batch == 0:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_an_epoch_stops_in_one_line_and_the_same_command_resumes(phantom_root, tmp_path, monkeypatch,
+                                                                                capsys):
+    from helpers import cli, training
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(cli, "get_recipe", lambda name: TOY)
+    monkeypatch.setattr(cli, "train", lambda *a, **k: training.train(*a, **k, callbacks=[CtrlCInEpoch2()]))
+    argv = [*CLI_ARGS, "--data", str(phantom_root), "--out", str(run)]
+    try:
+        code = cli.main(argv)
+    except KeyboardInterrupt as exc:  # never past the test: pytest would end the whole session
+        code = f"escaped: {exc!r}"
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err == (f"Stopped by Ctrl-C (SIGINT) during epoch 2: run {run} keeps epoch 1; run the same command again "
+                   "to resume.\n")
+    _left_at_epoch_1(run)
+    recorder = RecordEpochs()
+    monkeypatch.setattr(cli, "train", lambda *a, **k: training.train(*a, **k, callbacks=[recorder]))
+    assert cli.main(argv) == 0
+    assert recorder.epochs == [1, 2] and list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"
+    assert json.loads((run / "settings.json").read_text())["finished"]
+
+
+def test_a_sigterm_handler_is_put_back_and_never_installed_outside_the_main_thread(phantom_root, tmp_path):
+    import threading
+
+    from helpers import training
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert train_tiny(tmp_path / "run", phantom_root, TOY, epochs=1)["finished"]
+    assert signal.getsignal(signal.SIGTERM) is before
+    seen = []
+
+    def in_a_thread():
+        with training._sigterm_stops(training._StopRequest()):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join(timeout=60)
+    assert seen == [before]
+
+
+@pytest.mark.parametrize("target", ["checkpoints/epoch-002.keras", "model.keras"])
+@pytest.mark.parametrize("full", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_while_saving_names_the_file_and_keeps_nothing_half_written(phantom_root, tmp_path, monkeypatch,
+                                                                                target, full):
+    import zipfile
+
+    from helpers import cli
+
+    run = tmp_path / "run"
+    real_open = zipfile.ZipFile.open
+
+    def open_on_a_full_disk(self, name, mode="r", **kwargs):  # where Keras writes a .keras file's parts
+        if mode == "w" and str(self.filename).endswith(f"-{Path(target).name}"):
+            raise OSError(full, os.strerror(full))
+        return real_open(self, name, mode, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(files.DiskFullError) as caught:
+        patch.setattr(zipfile.ZipFile, "open", open_on_a_full_disk)
+        train_tiny(run, phantom_root, TOY, epochs=3)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{run / target} could not be written: {os.strerror(full)}; ")
+    assert "nothing half-written was kept" in message and "free some space and run the same command again" in message
+    assert cli.describe_error(caught.value) == message, "the command says it in the same one line"
+    assert not list(run.rglob(".partial-*")) and not (run / target).exists()
+    assert not json.loads((run / "settings.json").read_text())["finished"]
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == (1 if target.startswith("checkpoints") else 3), "the last complete epoch"
+    settings = train_tiny(run, phantom_root, TOY, epochs=3)
+    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"
