@@ -122,7 +122,7 @@ def data_statement(layout: DatasetLayout, profile: config.Profile | None = None,
                      "them set CXR_REAL_PER_CLASS=0 (or CXR_PROFILE=full) before starting the kernel, or run on a GPU.")
     if not has_lung_masks(layout):
         lines.append("This copy has no lung masks (no masks/ folders, as in older releases): the measures that "
-                     "need them (lung overlays, energy inside the lungs, the lung-blackout control) are skipped.")
+                     "need them (lung overlays, energy inside the lungs, the pair of lung controls) are skipped.")
     return "\n".join(lines)
 
 

@@ -198,7 +198,7 @@ def describe_class_mix(table: pd.DataFrame) -> str:
     balanced = " (class-balanced)" if a["test_balanced"] else ""
     lines = [f"{drawn}. Its test set{balanced}: {shares('test share')}.",
              f"The dataset's own mix: {shares('dataset share')}"
-             + (" (balanced: generated phantoms are made so)." if a["dataset_balanced"] else "."),
+             + (" (balanced)." if a["dataset_balanced"] else "."),
              f"Always answering the largest class scores {table['test share'].max():.1%} on this test set, "
              f"{table['dataset share'].max():.1%} at the dataset's mix."]
     if a["keeps_mix"]:
