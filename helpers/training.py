@@ -5,7 +5,9 @@ A run folder holds everything needed to evaluate or resume it:
   split.csv       the exact train/val/test split it was given
   history.csv     one row per finished epoch, metrics named after the part they were measured on
   model.keras     the final model (without optimizer state)
-  checkpoints/    the two newest epochs' full models (weights and optimizer) and state.json, for resuming
+  checkpoints/    for resuming: state.json, the newest epoch's full model (weights and optimizer), and the weights
+                  alone of that epoch, of the one before (the fall-back) and of the best one; about 0.5 GB for
+                  ResNet50, not 1.2 GB (benchmarks/README.md). Resuming from the fall-back restarts the optimizer.
 Re-running the same call continues after the last finished epoch (a Colab disconnect, a kill). Every file is
 written to a temporary name and renamed into place, so an interruption leaves the previous good state.
 
@@ -242,9 +244,9 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
 def _existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
     """The settings of the run already in `run_dir`, None for an empty (or never started) folder.
 
-    A folder without settings.json or whose split.csv does not match its settings (a command that failed half-way)
-    is started again; one holding a different run is refused, saying what differs; one whose settings.json (or a
-    finished run's model.keras) is there but unreadable stops with `RunFolderError`: a typo must not delete work.
+    A folder without settings.json (a command that failed half-way) is started again; one holding a different run is
+    refused, saying what differs; one whose settings.json, split.csv (once an epoch was saved) or finished run's
+    model.keras is there but unreadable, or missing, stops with `RunFolderError`: a typo must not delete work.
     """
     previous = read_run_json(run_dir / "settings.json", run_dir)
     if previous is None:
@@ -257,10 +259,11 @@ def _existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
-    split_file = run_dir / "split.csv"
-    if not split_file.exists() or _repeat_fingerprint(load_split(split_file, settings["data_root"]),
-                                                      settings["repeat"]) != previous["split_fingerprint"]:
-        log(f"{run_dir}'s split.csv does not match its settings: starting the run afresh.")
+    split_problem = _split_file_problem(run_dir / "split.csv", settings, previous["split_fingerprint"])
+    if split_problem:
+        if previous.get("finished") or (run_dir / "checkpoints").exists() or (run_dir / "history.csv").exists():
+            raise damaged(run_dir / "split.csv", run_dir, split_problem)  # epochs that must not be trained over
+        log(f"{run_dir}'s split.csv is not usable ({split_problem}) and no epoch was saved: starting the run afresh.")
         return None
     if previous.get("finished"):
         _check_finished(run_dir, previous)
@@ -271,6 +274,20 @@ def _existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
             f"this machine would continue it with {settings['global_batch_size']}: resume it on as many devices as "
             "it started on, or train into another folder")
     return previous
+
+
+def _split_file_problem(split_file: Path, settings: dict, fingerprint: str) -> str | None:
+    """Why a run folder's split.csv is not the split its settings.json records (missing, unreadable, edited), or
+    None. settings.json is written after split.csv, so with both there a mismatch is damage, not a half-done start."""
+    if not split_file.exists():
+        return "missing"
+    try:
+        saved = load_split(split_file, settings["data_root"])
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        return config.first_line(exc)
+    if _repeat_fingerprint(saved, settings["repeat"]) != fingerprint:
+        return "its rows are not the split its settings.json records: cut short or edited"
+    return None
 
 
 def _images_changed(split_file: Path, split: pd.DataFrame, settings: dict, shown: int = 3) -> str:
@@ -318,8 +335,10 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
         files.remove_leftovers(folder)
     with devices.strategy.scope():
         for state in saved:
+            weights_only = state["checkpoint"] == best_weights_name(state["epochs_done"])  # the fall-back
             try:
-                model = keras.models.load_model(checkpoints / state["checkpoint"])
+                model = (_weights_only_model(checkpoints, state["epochs_done"], settings, previous, recipe)
+                         if weights_only else keras.models.load_model(checkpoints / state["checkpoint"]))
             except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, whatever Keras calls it
                 log(f"Checkpoint {state['checkpoint']} could not be read ({config.first_line(exc)}); "
                     "trying the one before.")
@@ -327,8 +346,9 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
             model.jit_compile = devices.policy.xla  # the saved compile settings would leave it to "auto"
             distribute.allow_multi_worker_fit(model, devices.strategy)
             settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
-            log(f"Resuming {run_dir} after epoch {state['epochs_done']}.")
-            return model, state
+            log(f"Resuming {run_dir} after epoch {state['epochs_done']}." + (
+                " Its checkpoint holds the weights only: optimizer state restarted." if weights_only else ""))
+            return model, {**state, "weights_only": True} if weights_only else state
         if saved:
             raise damaged(checkpoints / saved[0]["checkpoint"], run_dir, "cut short or damaged, and so is the one "
                           "before it" if len(saved) > 1 else "cut short or damaged; there is none before it",
@@ -347,6 +367,17 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
     distribute.allow_multi_worker_fit(model, devices.strategy)
     return model, None
+
+
+def _weights_only_model(checkpoints: Path, epoch: int, settings: dict, previous: dict, recipe: Recipe):
+    """The recipe's model with the weights of a weights-only checkpoint (the fall-back); `_fit_phases` compiles it
+    with a new optimizer. Built without downloading anything: every weight is then read from the file."""
+    model, _, _ = models.build_model(recipe.head, len(settings["classes"]), settings["image_size"], "none",
+                                     recipe.dropout, backbone=recipe.backbone)
+    if previous["weights_used"] == "none":
+        models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
+    load_epoch_weights(model, checkpoints, epoch)
+    return model
 
 
 def _saved_states(run_dir: Path) -> list[dict]:
@@ -403,7 +434,7 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
         done = progress.epochs_done
         if last <= first or done >= last:
             continue
-        if not (state is not None and state["phase"] == phase and done > first):
+        if not (state is not None and state["phase"] == phase and done > first and not state.get("weights_only")):
             with devices.strategy.scope():  # a phase begins (or the state is of the other phase): set it up
                 _configure_phase(model, recipe, phase, settings["pretrained"], devices.policy,
                                  len(settings["classes"]))
@@ -418,7 +449,7 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
     if not devices.writes:  # another worker: the chief keeps the best epoch
         return model
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
-        model.load_weights(run_dir / "checkpoints" / best_weights_name(progress.best_epoch))
+        load_epoch_weights(model, run_dir / "checkpoints", progress.best_epoch)
         log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")
     return model
 
@@ -552,31 +583,56 @@ class _Progress:
             return
         checkpoints = self.run_dir / "checkpoints"
         name = f"epoch-{epoch + 1:03d}.keras"
+        # The weights alone (a third of the full model): the fall-back once the next epoch is saved, and the best
+        # epoch's. Named after its epoch: a state never names weights it did not see.
+        save_weights(model, checkpoints / best_weights_name(epoch + 1))
         with files.atomic_path(checkpoints / name) as tmp:
             model.save(tmp)
-        if self.recipe.select_best and loss < self.best_loss:  # named after its epoch: a state never names
-            with files.atomic_path(checkpoints / best_weights_name(epoch + 1)) as tmp:  # weights it did not see
-                model.save_weights(tmp)
+        if self.recipe.select_best and loss < self.best_loss:
             self.best_loss, self.best_epoch = loss, epoch + 1
-        previous = ({**{k: v for k, v in self.state.items() if k != "previous"}, "history": copy.deepcopy(self.rows)}
-                    if self.state else None)  # the state as it was: its own rows, not the list that grows
+        previous = None
+        if self.state:  # the state as it was (its own rows, not the list that grows), named by its weights alone
+            previous = {**{k: v for k, v in self.state.items() if k not in ("previous", "weights_only")},
+                        "history": copy.deepcopy(self.rows)}
+            if (checkpoints / best_weights_name(previous["epochs_done"])).exists():  # not in older versions' runs
+                previous["checkpoint"] = best_weights_name(previous["epochs_done"])
         self.rows.append(row)
         self.state = {"phase": self.phase, "epochs_done": epoch + 1, "checkpoint": name, "history": self.rows,
                       "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
         files.write_json(checkpoints / "state.json", {**self.state, "previous": previous})
         _write_history(self.run_dir, self.rows)
-        keep = {name, previous["checkpoint"] if previous else None}
-        for old in checkpoints.glob("epoch-*.keras"):  # this epoch's and the previous one's stay
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
-        best_kept = {best_weights_name(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")}
-        for old in checkpoints.glob("best-epoch-*.weights.h5"):  # the best of this state and of the one before
-            if old.name not in best_kept:
+        keep = {name, best_weights_name(epoch + 1), previous["checkpoint"] if previous else None}
+        keep |= {name.format(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")
+                 for name in ("epoch-{:03d}.weights.npz", OLD_BEST_WEIGHTS)}
+        for old in [*checkpoints.glob("epoch-*.keras"), *checkpoints.glob("*epoch-*.weights.*")]:
+            if old.name not in keep:  # one full model; the weights of this epoch, the one before and the best
                 old.unlink(missing_ok=True)
 
 
 def best_weights_name(epoch: int) -> str:
-    return f"best-epoch-{epoch:03d}.weights.h5"
+    """The weights alone of an epoch: its fall-back while it is the one before the newest, and the best epoch's."""
+    return f"epoch-{epoch:03d}.weights.npz"
+
+
+OLD_BEST_WEIGHTS = "best-epoch-{:03d}.weights.h5"  # runs before issue 21: weights with the optimizer's slots
+
+
+def save_weights(model, path: Path) -> None:
+    """The model's weights without the optimizer's, atomically: `Model.save_weights` in Keras 3 also writes Adam's
+    two slots per weight, which triples the file."""
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, *model.get_weights())
+
+
+def load_epoch_weights(model, checkpoints: Path, epoch: int) -> None:
+    """Epoch `epoch`'s weights (written by `save_weights`, or by a version before it) into `model`."""
+    path = checkpoints / best_weights_name(epoch)
+    if not path.exists() and (checkpoints / OLD_BEST_WEIGHTS.format(epoch)).exists():
+        model.load_weights(checkpoints / OLD_BEST_WEIGHTS.format(epoch))
+        return
+    with np.load(path) as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    model.set_weights(weights)  # refuses a file of another architecture, naming the shapes
 
 
 def _write_history(run_dir: Path, rows: list) -> None:

@@ -28,7 +28,7 @@ import helpers  # noqa: F401 - first: it splits the CPU (CXR_LOGICAL_DEVICES) be
 import keras
 import numpy as np
 
-from helpers import config, distribute
+from helpers import config, distribute, training
 from helpers.data import find_dataset, task_classes
 from helpers.recipes import RECIPES
 from helpers.runs import Run
@@ -72,15 +72,15 @@ def record_changes() -> list:
 
 
 def record_weight_loads() -> list:
-    """Every weights file this process loads into a model (best epochs), in order."""
+    """Every epoch's weights this process loads into a model (best epochs), in order."""
     loaded = []
-    real_load_weights = keras.Model.load_weights
+    real_load = training.load_epoch_weights
 
-    def load_weights(self, path, *args, **kwargs):
-        loaded.append(str(path))
-        return real_load_weights(self, path, *args, **kwargs)
+    def load_epoch_weights(model, checkpoints, epoch):
+        loaded.append(str(checkpoints / training.best_weights_name(epoch)))
+        return real_load(model, checkpoints, epoch)
 
-    keras.Model.load_weights = load_weights
+    training.load_epoch_weights = load_epoch_weights
     return loaded
 
 

@@ -58,6 +58,8 @@ CHILD = textwrap.dedent("""
         if (what == "state" and name == "state.json" or what == "history" and name == "history.csv") and \\
                 len(list((Path(run) / "checkpoints").glob(f"epoch-{int(epoch):03d}.keras"))):
             stop_here()
+        if what == "weights" and name == f"epoch-{int(epoch):03d}.weights.npz":
+            stop_here()  # written to its temporary name, not yet in place
         real_replace(src, dst)
     os.replace = replace
 
@@ -80,7 +82,8 @@ CHILD = textwrap.dedent("""
 
 
 def kill_training_at(phantom_root, run: Path, pause: str, tmp_path: Path) -> None:
-    """Start a training child, wait until it reaches `pause` ("checkpoint:2": while epoch 2's checkpoint is
+    """Start a training child, wait until it reaches `pause` ("weights:2": while epoch 2's weights alone are
+    written; "checkpoint:2": while epoch 2's checkpoint is
     written; "state:2": after it, before the state that points at it; "history:2": before history.csv), kill it."""
     marker = tmp_path / f"reached-{pause.replace(':', '-')}"
     env = {**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(tmp_path / "outputs"), "PYTHONPATH": str(REPO)}
@@ -105,7 +108,7 @@ def isolated_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
 
 
-@pytest.mark.parametrize("pause", ["checkpoint:2", "state:2", "history:2"])
+@pytest.mark.parametrize("pause", ["weights:2", "checkpoint:2", "state:2", "history:2"])
 def test_a_kill_at_any_moment_of_saving_an_epoch_loses_nothing_and_repeats_nothing(phantom_root, tmp_path, pause):
     run = tmp_path / "run"
     kill_training_at(phantom_root, run, pause, tmp_path)
@@ -123,7 +126,7 @@ def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root
     import keras
     import numpy as np
 
-    from helpers.training import best_weights_name
+    from helpers.training import load_epoch_weights
 
     run = tmp_path / "run"
     kill_training_at(phantom_root, run, "state:2", tmp_path)
@@ -131,7 +134,7 @@ def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root
     assert state["epochs_done"] == 1 and state["best_epoch"] == 1
     model = keras.models.load_model(run / "checkpoints" / state["checkpoint"])
     epoch_1 = model.get_weights()
-    model.load_weights(run / "checkpoints" / best_weights_name(state["best_epoch"]))
+    load_epoch_weights(model, run / "checkpoints", state["best_epoch"])  # the weights alone
     assert all(np.array_equal(a, b) for a, b in zip(epoch_1, model.get_weights()))
     assert train_tiny(run, phantom_root, TOY, epochs=3)["finished"]
 
@@ -230,6 +233,9 @@ DAMAGES = {  # (which run, damaged file, how)
     "an older state.json": ("interrupted", "checkpoints/state.json", lambda p: _edit_json(p, lambda s: s.pop(
         "checkpoint"))),
     "no readable checkpoint": ("interrupted", "checkpoints/epoch-001.keras", _cut),
+    "a finished run's split.csv cut short": ("finished", "split.csv", lambda p: p.write_text(
+        "".join(p.read_text().splitlines(keepends=True)[:-6]))),
+    "an interrupted run's split.csv deleted": ("interrupted", "split.csv", lambda p: p.unlink()),
 }
 
 
@@ -252,6 +258,27 @@ def test_a_damaged_run_folder_is_never_emptied_or_trained_over_and_the_error_nam
     assert _snapshot(run) == before, "nothing emptied, nothing written"
 
 
+def test_a_model_keras_whose_insides_are_damaged_is_named_with_its_run(finished_and_interrupted, tmp_path):
+    """A whole zip whose weights are garbage passes the quick look; loading it must still name the file and run."""
+    import zipfile
+
+    from helpers.training import RunFolderError
+
+    run = tmp_path / "finished"
+    shutil.copytree(finished_and_interrupted / "finished", run)
+    path = run / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["model.weights.h5"] = b"not an HDF5 file" * 100
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(RunFolderError) as caught:
+        _ = Run(run).model
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and f"delete the folder {run}" in message
+
+
 def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root, tmp_path):
     """Once, the previous state shared its history with the newest one, so falling back to it skipped an epoch
     ("Resuming … after epoch 2." then nothing left to train). States written that way are trimmed to their epoch."""
@@ -270,6 +297,77 @@ def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root,
     assert any(line.startswith(f"Resuming {run} after epoch 2.") for line in logs)
     assert "main: epochs 3–3 of 3" in logs and recorder.epochs == [2], "epoch 3 trained again, after epoch 2"
     assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+
+
+def test_the_checkpoints_hold_one_full_model_and_the_weights_alone_of_the_epoch_before(phantom_root, tmp_path):
+    """Issue 21: two full checkpoints (with Adam's slots, three times the weights) an epoch filled a Drive. The
+    fall-back is the weights alone of the epoch before; the best epoch's weights are the same kind of file."""
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[InterruptAfter(1)])  # epochs 1-2 saved
+    checkpoints = run / "checkpoints"
+    state = json.loads((checkpoints / "state.json").read_text())
+    assert state["checkpoint"] == "epoch-002.keras" and state["previous"]["checkpoint"] == "epoch-001.weights.npz"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "epoch-001.weights.npz", "epoch-002.keras", "epoch-002.weights.npz", "state.json"]
+    full, fall_back = (checkpoints / n for n in ("epoch-002.keras", "epoch-001.weights.npz"))
+    assert fall_back.stat().st_size < full.stat().st_size / 2, "no optimizer slots in the fall-back"
+    held = sum(p.stat().st_size for p in checkpoints.glob("epoch-*"))
+    assert held < 2 * full.stat().st_size, "less than the two full checkpoints kept before"
+
+
+def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_repeats_no_epoch(phantom_root, tmp_path):
+    import keras
+    import numpy as np
+
+    from helpers.training import load_epoch_weights
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[InterruptAfter(1)])  # epochs 1-2 saved
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    newest = run / "checkpoints" / state["checkpoint"]
+    epoch_1 = keras.models.load_model(newest)
+    load_epoch_weights(epoch_1, run / "checkpoints", state["previous"]["epochs_done"])
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = []
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            resumed.append([w.copy() for w in self.model.get_weights()])
+
+    logs, recorder = [], RecordEpochs()
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder, FirstWeights()], log=logs.append)
+    assert any(line.startswith(f"Resuming {run} after epoch 1.") and "optimizer state restarted" in line
+               for line in logs)
+    assert all(np.array_equal(a, b) for a, b in zip(epoch_1.get_weights(), resumed[0])), "epoch 1's weights"
+    assert recorder.epochs == [1, 2], "epochs 2 and 3 trained again, each once"
+    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+
+
+def test_an_epochs_weights_load_from_this_versions_file_and_from_the_best_file_of_a_run_before_it(tmp_path):
+    """A run interrupted before issue 21 names its best epoch's weights `best-epoch-NNN.weights.h5` (with Adam's
+    slots); resumed now, it must still keep that epoch. A file of another model is refused, naming the shapes."""
+    import keras
+    import numpy as np
+
+    from helpers.training import OLD_BEST_WEIGHTS, best_weights_name, load_epoch_weights, save_weights
+
+    def model(units=3):
+        built = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+        built.compile("adam", "mse")
+        built.fit(np.ones((4, 4)), np.ones((4, units)), verbose=0)  # Adam's slots exist
+        return built
+
+    trained = model()
+    save_weights(trained, tmp_path / best_weights_name(2))
+    trained.save_weights(tmp_path / OLD_BEST_WEIGHTS.format(1))
+    for epoch in (1, 2):
+        fresh = model()
+        load_epoch_weights(fresh, tmp_path, epoch)
+        assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), fresh.get_weights())), epoch
+    with pytest.raises(ValueError, match="shape"):
+        load_epoch_weights(model(units=5), tmp_path, 2)
 
 
 # --------------------------------------------------------------------------- one trainer per run folder
