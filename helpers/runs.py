@@ -108,7 +108,11 @@ class Run:
         problem = model_file_problem(path)
         if problem:
             raise damaged(path, self.folder, problem, f"delete the folder {self.folder} and train the run again")
-        return keras.models.load_model(path, safe_mode=True)
+        try:
+            return keras.models.load_model(path, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - a whole zip with damaged insides: Keras' error names no run
+            raise damaged(path, self.folder, f"its contents do not load: {config.first_line(exc)}",
+                          f"delete the folder {self.folder} and train the run again") from exc
 
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.folder / "history.csv")
