@@ -206,6 +206,21 @@ def set_backbone_trainable(model, trainable: bool, batchnorm_trainable: bool | N
             layer.trainable = trainable
 
 
+RANDOM_LAYERS = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
+                 keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+
+
+def has_random_layers(model) -> bool:
+    """Whether training draws random numbers inside the model (dropout, noise), from generators whose state moves."""
+    pending = list(model.layers)
+    while pending:
+        layer = pending.pop()
+        if isinstance(layer, RANDOM_LAYERS):
+            return True
+        pending.extend(getattr(layer, "layers", []))
+    return False
+
+
 def set_batchnorm_momentum(model, momentum: float) -> None:
     """Random-init runs: Keras' default momentum 0.99 makes the moving statistics lag far behind
     weights that change fast, so evaluation (which uses them) sees a different network than training."""

@@ -6,8 +6,9 @@ A run folder holds everything needed to evaluate or resume it:
   history.csv     one row per finished epoch, metrics named after the part they were measured on
   model.keras     the final model (without optimizer state)
   checkpoints/    for resuming: state.json, the newest epoch's full model (weights and optimizer), and the weights
-                  alone of that epoch, of the one before (the fall-back) and of the best one; about 0.5 GB for
+                  alone of that epoch, of the one before (the fall-back) and of the best one; about 0.6 GB for
                   ResNet50, not 1.2 GB (benchmarks/README.md). Resuming from the fall-back restarts the optimizer.
+                  A recipe that keeps its last epoch (Paper B) keeps the two newest full models instead.
 Re-running the same call continues after the last finished epoch (a Colab disconnect, a kill). Every file is
 written to a temporary name and renamed into place, so an interruption leaves the previous good state.
 
@@ -359,14 +360,45 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
         if devices.writes:
             shutil.rmtree(checkpoints, ignore_errors=True)
             (run_dir / "history.csv").unlink(missing_ok=True)
-        model, weights_used, fallback = models.build_model(
-            recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
-            recipe.dropout, backbone=recipe.backbone)
+        model, weights_used, fallback = _fresh_model(recipe, settings, devices, log)
     settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
     if weights_used == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
     distribute.allow_multi_worker_fit(model, devices.strategy)
     return model, None
+
+
+# The last model this process built for a new run, kept so that the next run of the same architecture, classes,
+# size, weights, seed and devices (Paper B's repeats) starts from a fresh build's weights without building and
+# tracing again: on a CPU the first epoch of a fit spends about 20 s tracing the training step.
+_KEPT: dict = {}
+
+
+def forget_kept_model() -> None:
+    """Drop the model kept for the next run (tests that must build afresh; memory)."""
+    _KEPT.clear()
+
+
+def _fresh_model(recipe: Recipe, settings: dict, devices: _Devices, log):
+    """(model, weights used, fallback reason) for a run's first epoch: the kept model with its initial weights put
+    back, or a new build. A kept model trains exactly as a new one (tested): same weights, optimizer restarted by
+    `_configure_phase`. Models with random layers (dropout draws from a generator that has moved on) and several
+    workers (each would have to agree) are never kept."""
+    key = (recipe.head, recipe.backbone, recipe.dropout, len(settings["classes"]), settings["image_size"],
+           settings["weights_requested"], settings["seed"], repr(devices.policy), id(devices.strategy))
+    if _KEPT.get("key") == key:
+        _KEPT["model"].set_weights(_KEPT["initial_weights"])
+        log("Reusing the model built and traced for the previous run of this architecture, its weights reset to "
+            "those of a new build.")
+        return _KEPT["model"], _KEPT["weights_used"], _KEPT["fallback"]
+    _KEPT.clear()  # one model at a time: a ResNet50 with Adam's slots is about 300 MB
+    model, weights_used, fallback = models.build_model(
+        recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
+        recipe.dropout, backbone=recipe.backbone)
+    if devices.policy.workers == 1 and not models.has_random_layers(model):
+        _KEPT.update(key=key, model=model, initial_weights=model.get_weights(), weights_used=weights_used,
+                     fallback=fallback)
+    return model, weights_used, fallback
 
 
 def _weights_only_model(checkpoints: Path, epoch: int, settings: dict, previous: dict, recipe: Recipe):
@@ -510,8 +542,16 @@ def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy
         freeze_bn = pretrained and recipe.freeze_batchnorm
         models.set_backbone_trainable(model, True, batchnorm_trainable=False if freeze_bn else True)
         rate = recipe.learning_rate if pretrained else recipe.scratch_learning_rate
+    compiled_as = (phase, rate, pretrained and recipe.freeze_batchnorm, policy.xla, n_classes)
+    if _KEPT.get("model") is model and _KEPT.get("compiled_as") == compiled_as:  # its traced step stays
+        for variable, value in zip(model.optimizer.variables, _KEPT["optimizer_start"]):
+            variable.assign(value)  # Adam's step count and moments as a new optimizer has them
+        return
     model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
                   metrics=_metrics(n_classes), jit_compile=policy.xla)
+    if _KEPT.get("model") is model:
+        model.optimizer.build(model.trainable_variables)
+        _KEPT.update(compiled_as=compiled_as, optimizer_start=[v.numpy() for v in model.optimizer.variables])
 
 
 def _metrics(n_classes: int) -> list:
@@ -584,8 +624,10 @@ class _Progress:
         checkpoints = self.run_dir / "checkpoints"
         name = f"epoch-{epoch + 1:03d}.keras"
         # The weights alone (a third of the full model): the fall-back once the next epoch is saved, and the best
-        # epoch's. Named after its epoch: a state never names weights it did not see.
-        save_weights(model, checkpoints / best_weights_name(epoch + 1))
+        # epoch's. Named after its epoch: a state never names weights it did not see. A recipe that keeps its last
+        # epoch needs no best weights: its fall-back is the previous full model, as much on disk and less written.
+        if self.recipe.select_best:
+            save_weights(model, checkpoints / best_weights_name(epoch + 1))
         with files.atomic_path(checkpoints / name) as tmp:
             model.save(tmp)
         if self.recipe.select_best and loss < self.best_loss:

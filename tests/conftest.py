@@ -21,7 +21,7 @@ from helpers.recipes import IMPROVED, PAPER_A
 from helpers.runs import Run
 from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
-from helpers.training import train
+from helpers.training import forget_kept_model, train
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +98,15 @@ def phantom_split(root, mode: str = "paper_a", task: int = 4, **options):
     split = make_split(scan_dataset(layout).index, mode=mode, task=task, **options)
     split["path"] = [str(layout.root / p) for p in split["relpath"]]
     return split
+
+
+@pytest.fixture(autouse=True)
+def no_model_kept_from_another_test():
+    """Each test builds its own first model: a run reusing another test's (training keeps the last one built for
+    the next run of its kind) would skip the tracing some tests measure. The reuse itself has its own test."""
+    forget_kept_model()
+    yield
+    forget_kept_model()
 
 
 def train_tiny(run, root, recipe=PAPER_A, task: int = 4, split=None, **options):

@@ -158,6 +158,49 @@ def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test
         train_tiny(tmp_path / "x", phantom_root, IMPROVED, task=3, split=split, epochs=1)
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["float32", "mixed_float16"])
+def test_a_run_that_reuses_the_previous_runs_model_trains_exactly_as_a_new_build(phantom_root, tmp_path, monkeypatch,
+                                                                                  mixed):
+    """Issue 22: Paper B's repeats reuse one built and traced model instead of tracing each (about 20 s a run on a
+    CPU). Reused, a run must give the history and weights of a new build: initial weights and Adam restarted."""
+    from helpers import training
+
+    if mixed:
+        monkeypatch.setenv("CXR_MIXED_PRECISION", "1")
+    recipe = dataclasses.replace(PAPER_B, backbone="toy")
+    split = phantom_split(phantom_root, "paper_b", task=3)
+    logs = {}
+
+    def run(name, repeat, epochs):
+        logs[name] = []
+        train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, repeat=repeat, epochs=epochs,
+                   log=logs[name].append)
+        return Run(tmp_path / name)
+
+    training.forget_kept_model()
+    run("first", repeat=0, epochs=2)  # builds, traces and trains the model it keeps
+    reused = run("reused", repeat=1, epochs=3)
+    training.forget_kept_model()
+    built = run("built", repeat=1, epochs=3)
+    assert [any(line.startswith("Reusing the model") for line in logs[n]) for n in logs] == [False, True, False]
+    columns = [c for c in reused.history() if "seconds" not in c]
+    pd.testing.assert_frame_equal(reused.history()[columns], built.history()[columns])
+    assert all(np.array_equal(a, b) for a, b in zip(reused.model.get_weights(), built.model.get_weights()))
+    one_off = {name: r.history()["one_off_seconds"].iloc[0] for name, r in (("reused", reused), ("built", built))}
+    assert one_off["reused"] < one_off["built"], "the reused run did not trace its training step again"
+
+
+def test_a_model_with_dropout_is_never_reused(phantom_root, tmp_path):
+    """Dropout draws from a generator that a finished run has moved on: a reused model would train differently."""
+    from helpers import training
+
+    logs = []
+    training.forget_kept_model()
+    for name in ("one", "two"):
+        train_tiny(tmp_path / name, phantom_root, TOY_PAPER_A, epochs=1, log=logs.append)
+    assert not any(line.startswith("Reusing the model") for line in logs)
+
+
 def test_time_to_accuracy_reads_the_first_epoch_over_the_line():
     history = pd.DataFrame({"test_accuracy": [0.5, 0.96, 0.94, 0.99], "train_seconds": [10, 20, 30, 40]})
     assert time_to_accuracy(history, 0.95) == 20
