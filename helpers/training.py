@@ -220,7 +220,9 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         saved = _saved_states(run_dir) if previous is not None else []
         # Before any variable is made:
         distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)
-        keras.utils.set_random_seed(seed)
+        if settings["weights_requested"] == "imagenet":  # asked once per process, and before seeding: the question
+            models.imagenet_unavailable()  # builds a ResNet50, whose draws would otherwise shift the first build's
+        keras.utils.set_random_seed(seed)  # initial weights only (a run's weights must depend on its seed alone)
         stop = _StopRequest()
         try:  # SIGTERM and Ctrl-C: the last finished epoch's checkpoint stays the run's state, and one line says so
             with _sigterm_stops(stop), distribute.global_dtype_policy(policy.dtype_policy):

@@ -89,6 +89,9 @@ def test_batchnorm_reestimation_recovers_the_data_statistics():
     np.testing.assert_allclose(layer.moving_mean.numpy(), data.mean(axis=0), atol=0.05)
     np.testing.assert_allclose(layer.moving_variance.numpy(), data.var(axis=0), rtol=0.1)
     assert layer.momentum == 0.99, "the layer's own momentum is put back"
+    per_batch = np.stack([b.mean(axis=0) for b, _ in batches]), np.stack([b.var(axis=0) for b, _ in batches])
+    np.testing.assert_allclose(layer.moving_mean.numpy(), per_batch[0].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), per_batch[1].mean(axis=0), rtol=1e-4)
 
 
 def test_model_cli_prints_paper_a_table(capsys):
