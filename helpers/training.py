@@ -647,7 +647,7 @@ class _Progress:
         _write_history(self.run_dir, self.rows)
         keep = {name, best_weights_name(epoch + 1), previous["checkpoint"] if previous else None}
         keep |= {name.format(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")
-                 for name in ("epoch-{:03d}.weights.npz", OLD_BEST_WEIGHTS)}
+                 for name in (EPOCH_WEIGHTS, OLD_BEST_WEIGHTS)}
         for old in [*checkpoints.glob("epoch-*.keras"), *checkpoints.glob("*epoch-*.weights.*")]:
             if old.name not in keep:  # one full model; the weights of this epoch, the one before and the best
                 old.unlink(missing_ok=True)
@@ -655,9 +655,10 @@ class _Progress:
 
 def best_weights_name(epoch: int) -> str:
     """The weights alone of an epoch: its fall-back while it is the one before the newest, and the best epoch's."""
-    return f"epoch-{epoch:03d}.weights.npz"
+    return EPOCH_WEIGHTS.format(epoch)
 
 
+EPOCH_WEIGHTS = "epoch-{:03d}.weights.npz"  # the weights alone, no optimizer: `save_weights`
 OLD_BEST_WEIGHTS = "best-epoch-{:03d}.weights.h5"  # runs before issue 21: weights with the optimizer's slots
 
 

@@ -396,3 +396,13 @@ def test_two_workers_train_one_run_the_chief_alone_writes_it_and_it_resumes_afte
     np.testing.assert_allclose(chief["test_probabilities"],
                                Run(run).predict_part("test", verbose=0)[list(CLASSES)].to_numpy(), atol=1e-6)
     assert pd.Series(history["val_loss"]).notna().all()
+
+
+def test_a_reused_model_trains_as_a_new_build_on_two_devices_in_float32_and_mixed_float16(tmp_path):
+    """Paper B's repeats reuse one model (issue 22); on several devices its weights and optimizer live on each
+    replica. The reuse test, run again in a process whose CPU is split into two logical devices."""
+    env = {**os.environ, "CXR_LOGICAL_DEVICES": "2", "CXR_FAST": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q",
+                           "tests/test_training.py", "-k", "reuses and not resnet50"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:]
