@@ -124,7 +124,8 @@ def build_dataset(
     replicas: int = 1,
     part: str = "",
 ) -> tf.data.Dataset:
-    """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)).
+    """Batches of (float32 images (B, S, S, 3), one-hot labels (B, n_classes)); with `normalisation` None, uint8
+    grayscale images (B, S, S, 1) as cached (benchmarks/input_pipeline.py measures what that would save a GPU).
 
     `training` shuffles every epoch and enables `flip` (horizontal flips, as Paper B); evaluation
     datasets keep file order. `cache` is True (memory), a file path prefix (disk), or False.
@@ -139,8 +140,9 @@ def build_dataset(
     the global batch (a multiple of `replicas`), and each epoch leaves out the last `usable % replicas` images of its
     shuffled order (fewer than `replicas`, different ones every epoch) so that its last batch splits evenly too.
     """
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}; found {normalisation!r}")
+    if normalisation is not None and normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, or None for uint8 grayscale batches; "
+                         f"found {normalisation!r}")
     paths = [str(p) for p in paths]
     labels = np.asarray(labels, dtype=np.int64)
     if len(paths) != len(labels) or not paths:
@@ -170,8 +172,9 @@ def build_dataset(
         if replicas > 1:
             ds = ds.take(_evenly_split(usable if cache else len(paths), batch_size, replicas))
 
-    def finish(images, label):
-        return to_model_input(images, normalisation), tf.one_hot(label, n_classes)
+    def finish(images, label):  # None: the batch as cached, for a model that normalises inside (12× fewer bytes)
+        inputs = images if normalisation is None else to_model_input(images, normalisation)
+        return inputs, tf.one_hot(label, n_classes)
 
     def flip_and_finish(pair, bits):
         return finish(random_horizontal_flip(pair[0], bits), pair[1])

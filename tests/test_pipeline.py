@@ -33,6 +33,16 @@ def test_batches_have_model_shapes_and_one_hot_labels(asymmetric_images):
     np.testing.assert_array_equal(labels.argmax(1), [i % 4 for i in range(64)])  # evaluation keeps order
 
 
+def test_without_a_normalisation_batches_stay_uint8_grayscale_and_normalise_to_the_same_inputs(asymmetric_images):
+    """Issue 22's option for a fast GPU: the cached bytes sent as they are, 12× fewer than float32 RGB, and the
+    model input they make (normalised on the device) equal to the pipeline's own."""
+    labels = [i % 4 for i in range(64)]
+    grey, _ = _epoch(build_dataset(asymmetric_images, labels, 4, image_size=8, batch_size=10, normalisation=None))
+    ready, _ = _epoch(build_dataset(asymmetric_images, labels, 4, image_size=8, batch_size=10))
+    assert grey.shape == (64, 8, 8, 1) and grey.dtype == np.uint8 and ready.nbytes == 12 * grey.nbytes
+    np.testing.assert_array_equal(to_model_input(grey).numpy(), ready)
+
+
 def test_each_file_is_decoded_once_however_many_epochs(asymmetric_images, monkeypatch):
     calls = []
     original = pipeline.load_grayscale
