@@ -646,8 +646,8 @@ class _Progress:
         files.write_json(checkpoints / "state.json", {**self.state, "previous": previous})
         _write_history(self.run_dir, self.rows)
         keep = {name, best_weights_name(epoch + 1), previous["checkpoint"] if previous else None}
-        keep |= {name.format(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")
-                 for name in (EPOCH_WEIGHTS, OLD_BEST_WEIGHTS)}
+        keep |= {pattern.format(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")
+                 for pattern in (EPOCH_WEIGHTS, OLD_BEST_WEIGHTS)}
         for old in [*checkpoints.glob("epoch-*.keras"), *checkpoints.glob("*epoch-*.weights.*")]:
             if old.name not in keep:  # one full model; the weights of this epoch, the one before and the best
                 old.unlink(missing_ok=True)
