@@ -72,7 +72,8 @@ class Profile:
 
     name: str
     image_size: int
-    epochs: int
+    epochs: int  # an upper bound for recipes that stop early
+    fixed_epochs: int  # epochs of a recipe without early stopping (Paper B), which pays for every one (0: epochs)
     batch_size: int
     phantom_per_class: int  # images per class when generated phantoms stand in for the real data
     phantom_size: int  # pixel size of generated phantoms (the real dataset is 299)
@@ -97,21 +98,24 @@ class Profile:
 # demo runs on a CPU: ResNet50 on all ~15,000 real training images at 128 px would take hours on 2 cores,
 # so it trains on a sample of the real data (real_per_class), and says so wherever it shows a number.
 _PROFILES = {
-    "fast": Profile("fast", image_size=64, epochs=1, batch_size=16, phantom_per_class=12, phantom_size=96,
-                    sample_per_class=12, subsample_per_class=12, subsample_repeats=2, real_per_class=12,
-                    weights="none"),
-    "demo": Profile("demo", image_size=128, epochs=4, batch_size=32, phantom_per_class=150, phantom_size=299,
-                    sample_per_class=200, subsample_per_class=60, subsample_repeats=3, real_per_class=150,
-                    weights="imagenet"),
-    "full": Profile("full", image_size=224, epochs=100, batch_size=32, phantom_per_class=250, phantom_size=299,
-                    sample_per_class=1000, subsample_per_class=0, subsample_repeats=3, real_per_class=0,
-                    weights="imagenet"),
+    "fast": Profile("fast", image_size=64, epochs=1, fixed_epochs=0, batch_size=16, phantom_per_class=12,
+                    phantom_size=96, sample_per_class=12, subsample_per_class=12, subsample_repeats=2,
+                    real_per_class=12, weights="none"),
+    # Paper B in demo: 30 images per class per sub-sample and 3 epochs, so that notebook 06's seven runs fit in its
+    # 6 minutes on 2 CPU cores (benchmarks/README.md, "Where notebook 06's minutes go"); data_statement says so.
+    "demo": Profile("demo", image_size=128, epochs=4, fixed_epochs=3, batch_size=32, phantom_per_class=150,
+                    phantom_size=299, sample_per_class=200, subsample_per_class=30, subsample_repeats=3,
+                    real_per_class=150, weights="imagenet"),
+    "full": Profile("full", image_size=224, epochs=100, fixed_epochs=0, batch_size=32, phantom_per_class=250,
+                    phantom_size=299, sample_per_class=1000, subsample_per_class=0, subsample_repeats=3,
+                    real_per_class=0, weights="imagenet"),
 }
 
 # Environment variable → Profile field it overrides.
 _OVERRIDES = {
     "CXR_IMAGE_SIZE": "image_size",
     "CXR_EPOCHS": "epochs",
+    "CXR_FIXED_EPOCHS": "fixed_epochs",
     "CXR_BATCH_SIZE": "batch_size",
     "CXR_PHANTOM_PER_CLASS": "phantom_per_class",
     "CXR_PHANTOM_SIZE": "phantom_size",
@@ -121,7 +125,7 @@ _OVERRIDES = {
     "CXR_REAL_PER_CLASS": "real_per_class",
     "CXR_WEIGHTS": "weights",
 }
-_MAY_BE_ZERO = {"subsample_per_class", "real_per_class"}  # 0 means "all" / "the paper's size"
+_MAY_BE_ZERO = {"subsample_per_class": "the paper's 900 in all", "real_per_class": "all", "fixed_epochs": "as epochs"}
 WEIGHT_CHOICES = ("imagenet", "none")
 
 
@@ -185,7 +189,7 @@ def _count(var: str, raw: str, field: str) -> int:
     except ValueError:
         value = -1
     if value < lowest:
-        kind = "a whole number ≥ 0 (0: all)" if lowest == 0 else "a positive whole number"
+        kind = f"a whole number ≥ 0 (0: {_MAY_BE_ZERO[field]})" if lowest == 0 else "a positive whole number"
         raise ValueError(f"{var} must be {kind}; found {raw!r}")
     return value
 

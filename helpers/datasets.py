@@ -14,6 +14,7 @@ import kagglehub
 
 from helpers import config
 from helpers.data import CLASSES, MANIFEST_NAME, DatasetError, DatasetLayout, ScanResult, find_dataset, list_image_files
+from helpers.recipes import PAPER_B
 from helpers.synthetic import ensure_phantoms
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
@@ -106,24 +107,47 @@ def has_lung_masks(layout: DatasetLayout) -> bool:
     return bool(layout.mask_dirs)
 
 
-def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan: ScanResult | None = None) -> str:
+def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan: ScanResult | None = None,
+                   paper_b: bool = False) -> str:
     """Plain sentences on which images a notebook is looking at, and what that leaves out: a profile's cap on the
-    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, else the files)."""
+    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, else the files);
+    with `paper_b`, how the profile shrinks Paper B's protocol."""
     profile = profile or config.active_profile()
     if layout.is_phantom:
-        return (f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "
-                "every count, figure and accuracy below describes the phantoms only.")
-    lines = [f"This run uses the real COVID-19 Radiography Database found at {layout.root}."]
-    if profile.real_per_class:
+        lines = [f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "
+                 "every count, figure and accuracy below describes the phantoms only."]
+    else:
+        lines = [f"This run uses the real COVID-19 Radiography Database found at {layout.root}."]
+    if profile.real_per_class and not layout.is_phantom:
         counts = scan.class_counts() if scan is not None else image_file_counts(layout)
         lines.append(f"Profile '{profile.name}' ({profile.reason}): training and testing use {profile.real_per_class} "
                      f"images per class sampled from it, of {counts_text(counts)} (the {profile.name} profile's cap, "
                      "so that a notebook on a CPU finishes in minutes); exploration uses every image. To use all of "
                      "them set CXR_REAL_PER_CLASS=0 (or CXR_PROFILE=full) before starting the kernel, or run on a GPU.")
-    if not has_lung_masks(layout):
+    if paper_b:
+        lines.extend(paper_b_sizes(profile))
+    if not layout.is_phantom and not has_lung_masks(layout):
         lines.append("This copy has no lung masks (no masks/ folders, as in older releases): the measures that "
                      "need them (lung overlays, energy inside the lungs, the pair of lung controls) are skipped.")
     return "\n".join(lines)
+
+
+def paper_b_sizes(profile: config.Profile) -> list[str]:
+    """What the profile changes in Paper B's protocol (900 balanced images per draw, 3 draws, 20 epochs), and why."""
+    epochs = profile.fixed_epochs or profile.epochs
+    changes = []
+    if profile.subsample_per_class:
+        changes.append(f"draws {profile.subsample_per_class} images per class instead of the paper's 900 images "
+                       "in all (CXR_SUBSAMPLE_PER_CLASS)")
+    if profile.subsample_repeats != 3:
+        changes.append(f"draws {profile.subsample_repeats} times instead of 3 (CXR_SUBSAMPLE_REPEATS)")
+    if epochs < PAPER_B.epochs:
+        changes.append(f"trains {epochs} epoch{'s' * (epochs != 1)} instead of {PAPER_B.epochs} (CXR_FIXED_EPOCHS)")
+    if not changes:
+        return []
+    return [f"Profile '{profile.name}' shrinks Paper B's protocol: it " + ", ".join(changes) + ", so that this "
+            "notebook finishes in minutes on a CPU. Set the variables in brackets (or CXR_PROFILE=full) before "
+            "starting the kernel to change them; the full profile, chosen on a GPU, runs the paper's sizes."]
 
 
 def image_file_counts(layout: DatasetLayout) -> dict:

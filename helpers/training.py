@@ -127,6 +127,11 @@ def positive(name: str, value, default: int) -> int:
     return int(value)
 
 
+def profile_epochs(recipe: Recipe, profile: config.Profile) -> int:
+    """The profile's epochs for this recipe: an upper bound if it stops early, else every one is trained."""
+    return profile.epochs if recipe.early_stopping else (profile.fixed_epochs or profile.epochs)
+
+
 def plan_settings(recipe: Recipe, split: pd.DataFrame, classes, data_root, *, repeat: int = 0, epochs=None,
                   image_size=None, batch_size=None, weights=None, seed: int = 0) -> dict:
     """What is asked for: the recipe's sizes shrunk to the active profile's (fast, demo) unless given."""
@@ -141,7 +146,7 @@ def plan_settings(recipe: Recipe, split: pd.DataFrame, classes, data_root, *, re
     return {
         "recipe": recipe.to_dict(), "classes": list(classes), "data_root": str(Path(data_root).resolve()),
         "split_fingerprint": _repeat_fingerprint(split, repeat), "repeat": int(repeat), "image_size": image_size,
-        "epochs": positive("epochs", epochs, min(recipe.epochs, profile.epochs)),
+        "epochs": positive("epochs", epochs, min(recipe.epochs, profile_epochs(recipe, profile))),
         "batch_size": positive("batch_size", batch_size, min(recipe.batch_size, profile.batch_size)),
         "weights_requested": weights or profile.weights, "seed": int(seed),
         "monitored_on": "val" if (part["split"] == "val").any() else "test",

@@ -51,6 +51,19 @@ def test_bad_settings_say_what_was_expected(env, message):
         choose_profile(env)
 
 
+def test_a_recipe_without_early_stopping_trains_the_profiles_fixed_epochs():
+    from helpers.recipes import PAPER_A, PAPER_B
+    from helpers.training import profile_epochs
+
+    demo = choose_profile({}, has_gpu=False)
+    assert demo.fixed_epochs < demo.epochs  # Paper B pays for every epoch: the demo shortens it alone
+    assert (profile_epochs(PAPER_A, demo), profile_epochs(PAPER_B, demo)) == (demo.epochs, demo.fixed_epochs)
+    as_epochs = choose_profile({"CXR_FAST": "1", "CXR_EPOCHS": "5", "CXR_FIXED_EPOCHS": "0"})
+    assert profile_epochs(PAPER_B, as_epochs) == 5
+    with pytest.raises(ValueError, match=r"CXR_FIXED_EPOCHS must be a whole number ≥ 0 \(0: as epochs\)"):
+        choose_profile({"CXR_FAST": "1", "CXR_FIXED_EPOCHS": "-1"})
+
+
 def test_zero_means_all_where_it_can():
     assert choose_profile({"CXR_FAST": "1", "CXR_REAL_PER_CLASS": "0"}).real_per_class == 0
 

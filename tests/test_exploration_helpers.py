@@ -119,6 +119,17 @@ def test_data_statement_says_phantom_or_real_sampled_or_not_and_masks_or_not(pha
     assert "This copy has no lung masks" in datasets.data_statement(without_masks, full)
 
 
+def test_paper_bs_statement_says_what_the_profile_shrinks_even_on_phantoms(phantom_root):
+    demo, full = config.choose_profile({}, has_gpu=False), config.choose_profile({}, has_gpu=True)
+    layout = find_dataset(phantom_root)
+    statement = datasets.data_statement(layout, demo, paper_b=True)
+    assert "GENERATED PHANTOM" in statement
+    assert f"draws {demo.subsample_per_class} images per class instead of the paper's 900" in statement
+    assert f"trains {demo.fixed_epochs} epochs instead of 20 (CXR_FIXED_EPOCHS)" in statement
+    assert "shrinks" not in datasets.data_statement(layout, demo)  # only where Paper B is run
+    assert "shrinks" not in datasets.data_statement(layout, full, paper_b=True)  # the paper's sizes
+
+
 def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(config, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(config, "PHANTOM_DIR", tmp_path / "data" / "phantoms")
