@@ -4,8 +4,9 @@ from tensors already in memory (the input pipeline's upper bound: no decoding, n
 The pipeline must never be the bottleneck: target at least 0.95 of the in-memory rate. Both feeds train
 the same compiled model, alternately, after a warm-up epoch each (graph tracing; the pipeline's cache).
 It trains under the course's device policy (`helpers.config.device_policy`), so it measures what training does on
-this machine: on GPUs mixed precision, XLA on one, MirroredStrategy on several (each taking the batch); on a CPU
-split with CXR_LOGICAL_DEVICES=N, MirroredStrategy over N logical devices.
+this machine: on GPUs mixed precision, XLA on one, MirroredStrategy on several (each taking the batch), and uint8
+grayscale batches normalised inside the model; on a CPU split with CXR_LOGICAL_DEVICES=N, MirroredStrategy over N
+logical devices. CXR_UINT8_INPUTS=1 forces the GPU's uint8 feed on a CPU.
 
     python benchmarks/training.py [--quick]
     CXR_LOGICAL_DEVICES=2 python benchmarks/training.py [--quick]
@@ -32,8 +33,8 @@ def main() -> None:
     from helpers.config import device_policy
     from helpers.data import CLASSES
     from helpers.distribute import global_dtype_policy, strategy_for
-    from helpers.models import build_model
-    from helpers.pipeline import build_dataset, to_model_input
+    from helpers.models import build_model, inputs_for
+    from helpers.pipeline import build_dataset
     from helpers.runs import read_images
 
     policy = device_policy()  # as training runs
@@ -41,18 +42,18 @@ def main() -> None:
     batch = policy.global_batch(batch)  # each replica takes the batch, as in training
     index = phantom_index(per_class, folder=args.data)
     labels = index["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    keras.utils.set_random_seed(0)
+    pixel_inputs = "resnet50" if policy.uint8_inputs else None  # as training builds it (`training.pixel_inputs`)
+    with global_dtype_policy(policy.dtype_policy), strategy.scope():
+        model, _, _ = build_model("linear", len(CLASSES), size, weights="none", pixel_inputs=pixel_inputs)
+        model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
     pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True,
-                             replicas=policy.replicas)
+                             replicas=policy.replicas, normalisation=None if pixel_inputs else "resnet50")
     used = len(index) - len(index) % policy.replicas  # what an epoch of the pipeline uses
     pixels, _ = read_images(index["path"][:used], size)
-    inputs = to_model_input(pixels[..., np.newaxis], "resnet50")  # float32 RGB, held in memory
+    inputs = inputs_for(model, pixels[..., np.newaxis], "resnet50")  # what the model takes, held in memory
     in_memory = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels[:used], len(CLASSES)))).batch(batch)
     in_memory = in_memory.cache().prefetch(tf.data.AUTOTUNE)
-
-    keras.utils.set_random_seed(0)
-    with global_dtype_policy(policy.dtype_policy), strategy.scope():
-        model, _, _ = build_model("linear", len(CLASSES), size, weights="none")
-        model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
     print(f"device policy: {policy.reason}")
     feeds = {"course pipeline (PNG files)": pipeline, "tensors in memory": in_memory}
     for feed in feeds.values():  # warm-up: tracing, and the pipeline's decode-once cache
@@ -74,6 +75,7 @@ def main() -> None:
         "pipeline_img_s": round(median(rates["course pipeline (PNG files)"]), 2),
         "in_memory_img_s": round(median(rates["tensors in memory"]), 2),
         "ratio": round(ratio, 3), "target": TARGET, "target_met": bool(ratio >= TARGET), "policy": policy.reason,
+        "uint8_inputs": policy.uint8_inputs,
     })
 
 

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 
 from helpers import files, plots
 from helpers.data import load_grayscale
-from helpers.models import float32_copy
-from helpers.pipeline import to_model_input
+from helpers.models import float32_copy, inputs_for
 from helpers.runs import as_run, read_images
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
@@ -253,7 +252,7 @@ def map_images(run, pixels, method: str = "auto", layer: str | None = None):
     """Maps of every class upsampled to the images' size (N, H, W, K) and the probabilities (N, K),
     for uint8 images (N, H, W) at the run's input size. Meant for a handful of images: it keeps every map."""
     run = as_run(run)
-    inputs = to_model_input(np.asarray(pixels)[..., np.newaxis], run.normalisation)
+    inputs = inputs_for(run.model, np.asarray(pixels)[..., np.newaxis], run.normalisation)
     maps, probabilities = explain(run.model, inputs, method, layer)
     size = np.asarray(pixels).shape[-1]
     upsampled = np.stack([upsample(maps[..., k], size) for k in range(maps.shape[-1])], axis=-1)
@@ -308,7 +307,7 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
     if bad:
         raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0][0]}: {bad[0][1]}")
     target = np.array([run.classes.index(label) for label in chunk["label"]])
-    inputs = to_model_input(pixels[..., np.newaxis], run.normalisation)
+    inputs = inputs_for(run.model, pixels[..., np.newaxis], run.normalisation)
     if choose_method(run.model, method, layer) == "cam":
         maps, probabilities = explain(run.model, inputs, "cam")
         maps = maps[np.arange(len(chunk)), ..., target]

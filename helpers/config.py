@@ -293,6 +293,10 @@ class DevicePolicy:
     mixed_precision: bool
     xla: bool
     reason: str
+    # Batches leave the input pipeline as uint8 grayscale and the model normalises them itself: 12× fewer bytes to
+    # the device, which on a fast GPU is the pipeline's bound (benchmarks/input_pipeline.py). Last, with a default,
+    # so that policies written before it still read.
+    uint8_inputs: bool = False
 
     @property
     def replicas(self) -> int:
@@ -322,6 +326,7 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
     Keras itself turns XLA off under tf.distribute). The CPU: float32 (float16 convolutions are emulated there, tens
     of times slower), and MirroredStrategy over its logical devices if CXR_LOGICAL_DEVICES split it. Several workers
     (TF_CONFIG): MultiWorkerMirroredStrategy. CXR_MIXED_PRECISION=0|1 and CXR_XLA=0|1 override the numerics.
+    On a GPU the model takes uint8 grayscale batches and normalises them itself; CXR_UINT8_INPUTS=0|1 overrides it.
     """
     env = os.environ if env is None else env
     gpus = tuple(visible_gpus() if gpus is None else gpus)
@@ -355,12 +360,14 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
     if xla and several:
         raise ValueError("CXR_XLA=1 cannot apply to several devices: Keras compiles one step over all of them, and XLA "
                          "cannot compile a function whose variables live on several devices; unset CXR_XLA")
+    uint8 = _switch(env, "CXR_UINT8_INPUTS", bool(gpus), notes)
     parts = [what + (f" × {workers} workers (TF_CONFIG)" if workers > 1 else ""),
              {"default": "one device", "mirrored": f"MirroredStrategy, {len(devices) * workers} replicas",
               "multi_worker": f"MultiWorkerMirroredStrategy, {len(devices) * workers} replicas"}[strategy],
              "mixed_float16" if mixed else "float32",
-             "XLA" if xla else "no XLA" + (" (not with several devices)" if several else "")]
-    return DevicePolicy(kind, devices, workers, strategy, mixed, xla, "; ".join(parts + notes))
+             "XLA" if xla else "no XLA" + (" (not with several devices)" if several else ""),
+             *(["uint8 inputs, normalised in the model"] if uint8 else [])]
+    return DevicePolicy(kind, devices, workers, strategy, mixed, xla, "; ".join(parts + notes), uint8)
 
 
 def _counted(names) -> str:

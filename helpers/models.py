@@ -17,6 +17,7 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers.config import first_line
+from helpers.pipeline import to_model_input
 
 HEADS = ("paper_a", "linear")
 # "toy": two small convolutions with BatchNorm, a stand-in that trains in seconds: for tests of the machinery
@@ -30,35 +31,45 @@ RESNET18_ARCHITECTURE = {
 }
 HEAD_LAYERS = ("gap", "fc1024", "dropout", "logits", "probabilities")
 LAST_CONV_LAYER = "conv5_block3_out"
+PIXELS_LAYER = "pixels_to_input"  # the first layer of a model that takes uint8 grayscale pixels
+PIXEL_INPUT_BACKBONES = ("resnet50", "toy")  # built on the model's own input; KerasHub's ResNet18 is not
 PAPER_A_TABLE_1 = {"backbone": 23_587_712, "dense_1024": 1_049_600, "output_4_classes": 4_100}
 
 
-def load_backbone(weights: str, image_size: int, backbone: str = "resnet50"):
+def load_backbone(weights: str, image_size: int, backbone: str = "resnet50", input_tensor=None):
     """ResNet without its top, and what was actually loaded: (model, weights_used, fallback_reason).
 
     `weights` is "imagenet", "none" or a path to a weights file for the backbone without top. When the
     ImageNet download fails (no network), the backbone is randomly initialised and a warning that cannot
-    be missed is printed: such a run is not transfer learning.
+    be missed is printed: such a run is not transfer learning. `input_tensor` (resnet50, toy): build the backbone
+    on it, flat, instead of on an input of its own.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}; found {backbone!r}")
+    if input_tensor is not None and backbone not in PIXEL_INPUT_BACKBONES:
+        raise ValueError(f"backbone {backbone} cannot be built on another input; "
+                         f"only {', '.join(PIXEL_INPUT_BACKBONES)} can")
     if backbone == "resnet18":
         return _load_resnet18(weights, image_size)
     if backbone == "toy":
-        return _toy_backbone(image_size, weights), str(weights or "none"), None
-    shape = (image_size, image_size, 3)
+        return _toy_backbone(image_size, weights, input_tensor), str(weights or "none"), None
+
+    def resnet50(loaded):
+        return keras.applications.ResNet50(weights=loaded, include_top=False, input_shape=(image_size, image_size, 3),
+                                           input_tensor=input_tensor)
+
     if weights in (None, "none"):
-        return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", None
+        return resnet50(None), "none", None
     if weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"weights must be 'imagenet', 'none' or an existing file; {path} not found")
-        return keras.applications.ResNet50(weights=str(path), include_top=False, input_shape=shape), str(path), None
+        return resnet50(str(path)), str(path), None
     reason = imagenet_unavailable()
     if reason is None:
-        return keras.applications.ResNet50(weights="imagenet", include_top=False, input_shape=shape), "imagenet", None
+        return resnet50("imagenet"), "imagenet", None
     warn_random_init(reason)
-    return keras.applications.ResNet50(weights=None, include_top=False, input_shape=shape), "none", reason
+    return resnet50(None), "none", reason
 
 
 @lru_cache(maxsize=1)
@@ -89,9 +100,9 @@ def weights_or_none(requested: str = "imagenet") -> str | None:
     return "imagenet"
 
 
-def _toy_backbone(image_size: int, weights):
-    inputs = keras.Input((image_size, image_size, 3))
-    x = inputs
+def _toy_backbone(image_size: int, weights, input_tensor=None):
+    x = keras.Input((image_size, image_size, 3)) if input_tensor is None else input_tensor
+    inputs = keras.utils.get_source_inputs(x)[0]
     for i, filters in enumerate((8, 16), start=1):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"toy{i}_conv")(x)
         x = keras.layers.BatchNormalization(name=f"toy{i}_bn")(x)
@@ -142,18 +153,25 @@ def warn_random_init(reason: str) -> None:
 
 
 def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224, weights: str = "imagenet",
-                dropout: float | None = None, backbone: str = "resnet50"):
+                dropout: float | None = None, backbone: str = "resnet50", pixel_inputs: str | None = None):
     """(model, weights_used, fallback_reason) for a ResNet classifier (ResNet50 unless `backbone` says 18).
 
     head "paper_a": GAP → Dense(1024, ReLU) → Dropout(0.5) → Dense(n) → softmax, as Paper A.
     head "linear":  GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
                     which is what makes a class activation map exact (Paper B's CAM).
+    `pixel_inputs` (a normalisation, e.g. "resnet50"): the model takes uint8 grayscale pixels (S, S, 1) and
+    normalises them itself, as `pipeline.to_model_input` does, so that a GPU is sent 12× fewer bytes a batch.
+    It has the same weights as the model without: `inputs_for` gives either what it takes.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}; found {head!r}")
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes; found {n_classes}")
-    base, weights_used, fallback = load_backbone(weights, image_size, backbone)
+    inputs = normalised = None
+    if pixel_inputs is not None:
+        inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="pixels")
+        normalised = PixelsToInput(pixel_inputs, name=PIXELS_LAYER)(inputs)
+    base, weights_used, fallback = load_backbone(weights, image_size, backbone, input_tensor=normalised)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
     if head == "paper_a":
         x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
@@ -163,8 +181,43 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    model = keras.Model(base.input, probabilities, name=f"{backbone}_{head}")
+    model = keras.Model(base.input if inputs is None else inputs, probabilities, name=f"{backbone}_{head}")
     return model, weights_used, fallback
+
+
+@keras.saving.register_keras_serializable(package="cxr_course")
+class PixelsToInput(keras.layers.Layer):
+    """uint8 grayscale pixels (B, S, S, 1) → the backbone's normalised 3-channel input, inside the model: the
+    pipeline's `to_model_input`, computed in float32 whatever the policy (as the pipeline computes it)."""
+
+    def __init__(self, normalisation: str, **kwargs):
+        super().__init__(**{**kwargs, "dtype": "float32"})
+        to_model_input(tf.zeros((1, 1, 1, 1), tf.uint8), normalisation)  # refuses an unknown one now, not later
+        self.normalisation = normalisation
+
+    def call(self, pixels):
+        return to_model_input(pixels, self.normalisation)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "normalisation": self.normalisation}
+
+
+def takes_pixels(model) -> bool:
+    """Whether `model` takes uint8 grayscale pixels (built with `pixel_inputs`) rather than normalised images."""
+    return model.inputs[0].shape[-1] == 1
+
+
+def fed_normalisation(model, normalisation: str) -> str | None:
+    """What a dataset for `model` normalises with (`pipeline.build_dataset`): None, uint8 pixels, if it takes them."""
+    return None if takes_pixels(model) else normalisation
+
+
+def inputs_for(model, pixels, normalisation: str):
+    """uint8 grayscale images (N, H, W, 1) as `model` takes them: as they are, or normalised (`to_model_input`)."""
+    return tf.convert_to_tensor(pixels, tf.uint8) if takes_pixels(model) else to_model_input(pixels, normalisation)
 
 
 def backbone_layers(model) -> list:

@@ -31,7 +31,8 @@ from helpers.data import (
     scan_cached,
 )
 from helpers.datasets import dataset_tag
-from helpers.pipeline import build_dataset, left_out_line, to_model_input, unreadable_files
+from helpers.models import fed_normalisation, inputs_for
+from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint, load_split
 from helpers.training import damaged, model_file_problem, read_run_json, time_to_accuracy, train
@@ -164,8 +165,8 @@ class Run:
         no longer be read is left out and named (the rest are still predicted)."""
         rows = self.part(name)
         labels = rows["label"].map(self.classes.index)
-        dataset = build_dataset(rows["path"], labels, len(self.classes), self.image_size,
-                                self.settings["batch_size"], normalisation=self.normalisation, cache=False)
+        dataset = build_dataset(rows["path"], labels, len(self.classes), self.image_size, self.settings["batch_size"],
+                                normalisation=fed_normalisation(self.model, self.normalisation), cache=False)
         probabilities = np.asarray(self.model.predict(dataset, verbose=verbose), dtype=np.float64)
         unreadable = unreadable_files(rows["path"])
         if unreadable:  # in the dataset as blank images, so that every row kept its prediction: drop them
@@ -343,7 +344,7 @@ def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64, prog
     starts = range(0, len(pixels), batch_size)
     if progress if progress is not None else len(starts) > 4:
         starts = tqdm(starts, desc="predicting", unit="batch")
-    chunks = [np.asarray(model(to_model_input(pixels[i:i + batch_size, ..., np.newaxis], normalisation),
+    chunks = [np.asarray(model(inputs_for(model, pixels[i:i + batch_size, ..., np.newaxis], normalisation),
                                training=False), dtype=np.float64) for i in starts]
     return np.concatenate(chunks) if chunks else np.zeros((0, model.output.shape[-1]))
 

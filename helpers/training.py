@@ -231,10 +231,11 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         stop = _StopRequest()
         try:  # SIGTERM and Ctrl-C: the last finished epoch's checkpoint stays the run's state, and one line says so
             with _sigterm_stops(stop), distribute.global_dtype_policy(policy.dtype_policy):
-                data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
-                                           repeat=repeat, flip=recipe.flip, normalisation=recipe.normalisation,
-                                           seed=seed, progress=True, replicas=policy.replicas)
                 model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
+                data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
+                                           repeat=repeat, flip=recipe.flip, seed=seed, progress=True,
+                                           normalisation=models.fed_normalisation(model, recipe.normalisation),
+                                           replicas=policy.replicas)
                 settings = _record_start(run_dir, split, settings, recipe, devices)
                 model = _fit_phases(model, data, settings, recipe, state, devices,
                                     [*callbacks, _StopWhenAsked(stop)], run_dir, log)
@@ -345,7 +346,8 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
         for state in saved:
             weights_only = state["checkpoint"] == best_weights_name(state["epochs_done"])  # the fall-back
             try:
-                model = (_weights_only_model(checkpoints, state["epochs_done"], settings, previous, recipe)
+                model = (_weights_only_model(checkpoints, state["epochs_done"], settings, previous, recipe,
+                                             devices.policy)
                          if weights_only else keras.models.load_model(checkpoints / state["checkpoint"]))
             except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, whatever Keras calls it
                 log(f"Checkpoint {state['checkpoint']} could not be read ({config.first_line(exc)}); "
@@ -401,18 +403,26 @@ def _fresh_model(recipe: Recipe, settings: dict, devices: _Devices, log):
     _KEPT.clear()  # one model at a time: a ResNet50 with Adam's slots is about 300 MB
     model, weights_used, fallback = models.build_model(
         recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
-        recipe.dropout, backbone=recipe.backbone)
+        recipe.dropout, backbone=recipe.backbone, pixel_inputs=pixel_inputs(recipe, devices.policy))
     if devices.policy.workers == 1 and not models.has_random_layers(model):
         _KEPT.update(key=key, model=model, initial_weights=model.get_weights(), weights_used=weights_used,
                      fallback=fallback)
     return model, weights_used, fallback
 
 
-def _weights_only_model(checkpoints: Path, epoch: int, settings: dict, previous: dict, recipe: Recipe):
+def pixel_inputs(recipe: Recipe, policy: config.DevicePolicy) -> str | None:
+    """The normalisation a new model does itself when the policy sends it uint8 pixels (a GPU's; `build_model`),
+    else None. A resumed or loaded model is fed as it was built, whatever the policy now (`fed_normalisation`)."""
+    return recipe.normalisation if policy.uint8_inputs and recipe.backbone in models.PIXEL_INPUT_BACKBONES else None
+
+
+def _weights_only_model(checkpoints: Path, epoch: int, settings: dict, previous: dict, recipe: Recipe,
+                        policy: config.DevicePolicy):
     """The recipe's model with the weights of a weights-only checkpoint (the fall-back); `_fit_phases` compiles it
     with a new optimizer. Built without downloading anything: every weight is then read from the file."""
     model, _, _ = models.build_model(recipe.head, len(settings["classes"]), settings["image_size"], "none",
-                                     recipe.dropout, backbone=recipe.backbone)
+                                     recipe.dropout, backbone=recipe.backbone,
+                                     pixel_inputs=pixel_inputs(recipe, policy))
     if previous["weights_used"] == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
     load_epoch_weights(model, checkpoints, epoch)
@@ -506,7 +516,7 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
         train_rows = split[(split["split"] == "train") & (split["repeat"] == settings["repeat"])]
         reference = build_dataset(train_rows["path"], train_rows["label"].map(settings["classes"].index),
                                   len(settings["classes"]), settings["image_size"], settings["batch_size"],
-                                  normalisation=recipe.normalisation)
+                                  normalisation=models.fed_normalisation(model, recipe.normalisation))
         settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference)
     scores[monitored] = evaluate(model, data[monitored])
     save_for_inference(model, run_dir / "model.keras")

@@ -71,10 +71,12 @@ def test_local_weights_file_is_loaded(tmp_path):
     donor = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
     path = tmp_path / "resnet50_notop.weights.h5"
     donor.save_weights(path)
-    model, weights_used, reason = build_model("linear", 2, 32, weights=str(path))
-    assert weights_used == str(path) and reason is None
-    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
-                                  donor.get_layer("conv1_conv").get_weights()[0])
+    for pixel_inputs in (None, "resnet50"):  # also into a model that takes uint8 pixels (a GPU's)
+        model, weights_used, reason = build_model("linear", 2, 32, weights=str(path), pixel_inputs=pixel_inputs)
+        assert weights_used == str(path) and reason is None
+        for layer in ("conv1_conv", "conv5_block3_3_bn"):
+            for mine, theirs in zip(model.get_layer(layer).get_weights(), donor.get_layer(layer).get_weights()):
+                np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(FileNotFoundError, match="weights must be 'imagenet', 'none' or an existing file"):
         build_model("linear", 2, 32, weights=str(tmp_path / "missing.h5"))
 
@@ -128,3 +130,42 @@ def test_a_mixed_precision_model_has_a_float32_twin_with_the_same_weights():
     np.testing.assert_allclose(exact(images), mixed(images), atol=0.02)  # the same model, less rounding
     float32_model, _, _ = build_model("linear", 3, 32, weights="none")
     assert models.float32_copy(float32_model) is float32_model
+
+
+@pytest.mark.parametrize("backbone, size, normalisation", [
+    ("resnet50", 64, "resnet50"), ("toy", 32, "rescale"), ("toy", 32, "imagenet_torch")])
+def test_a_model_that_takes_uint8_pixels_predicts_and_maps_as_the_one_fed_normalised_images(
+        tmp_path, backbone, size, normalisation):
+    """The GPU's input path (issue 22): the same weights give the same probabilities and maps, reloaded too."""
+    from helpers import cam, pipeline
+
+    fed, _, _ = build_model("linear", 3, size, "none", backbone=backbone)
+    own, _, _ = build_model("linear", 3, size, "none", backbone=backbone, pixel_inputs=normalisation)
+    assert not models.takes_pixels(fed) and models.takes_pixels(own)
+    assert own.inputs[0].dtype == "uint8" and own.inputs[0].shape == (None, size, size, 1)
+    assert not any(isinstance(layer, keras.Model) for layer in own.layers), "still flat, for the maps"
+    assert parameter_table(own)["parameters"].tolist() == parameter_table(fed)["parameters"].tolist()
+    own.set_weights(fed.get_weights())  # the very same list of weights
+    own.save(tmp_path / "own.keras")
+    reloaded = keras.models.load_model(tmp_path / "own.keras")  # safe mode: a registered layer, no lambda
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, size, size, 1), dtype=np.uint8)
+    images = pipeline.to_model_input(pixels, normalisation)
+    np.testing.assert_array_equal(models.inputs_for(own, pixels, normalisation), pixels)
+    np.testing.assert_array_equal(models.inputs_for(fed, pixels, normalisation), images)
+    expected = fed(images, training=False).numpy()
+    for model in (own, reloaded):
+        np.testing.assert_allclose(model(pixels, training=False).numpy(), expected, rtol=1e-6, atol=1e-7)
+        for method in ("cam", "gradcam"):
+            maps, _ = cam.explain(model, models.inputs_for(model, pixels, normalisation), method)
+            np.testing.assert_allclose(maps, cam.explain(fed, images, method)[0], atol=1e-6)
+    # a dataset follows the model it feeds: uint8 batches (None) for the one that normalises itself
+    assert models.fed_normalisation(own, normalisation) is None
+    assert models.fed_normalisation(fed, normalisation) == normalisation
+
+
+def test_pixel_inputs_refuse_what_they_cannot_build():
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        build_model("linear", 2, 32, "none", backbone="toy", pixel_inputs="div255")
+    with pytest.raises(ValueError, match="backbone resnet18 cannot be built on another input; only resnet50, toy"):
+        models.load_backbone("none", 32, "resnet18", input_tensor=keras.Input((32, 32, 3)))

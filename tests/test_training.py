@@ -16,7 +16,7 @@ from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
 from helpers.runs import Run, RunNotFoundError
 from helpers.training import RunSettingsError, time_to_accuracy
-from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
+from tests.conftest import TOY_PAPER_A, InterruptAfter, Interrupted, phantom_split, train_tiny
 
 
 @pytest.fixture(autouse=True)
@@ -196,6 +196,47 @@ def test_a_run_that_reuses_the_previous_runs_model_trains_exactly_as_a_new_build
     assert all(np.array_equal(a, b) for a, b in zip(reused.model.get_weights(), built.model.get_weights()))
     one_off = {name: r.history()["one_off_seconds"].iloc[0] for name, r in (("reused", reused), ("built", built))}
     assert one_off["reused"] < one_off["built"], "the reused run did not trace its training step again"
+
+
+def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_normalised_images(phantom_root, tmp_path,
+                                                                                            monkeypatch):
+    """Issue 22, the GPU's input path forced on the CPU: batches leave the pipeline as uint8 grayscale and the model
+    normalises them itself. Same seed, same numbers: history, scores, weights, probabilities and maps. A run begun
+    that way resumes where the policy feeds normalised images, fed as its model was built."""
+    from helpers import cam, models, training
+
+    recipe = dataclasses.replace(PAPER_B, backbone="toy")  # no dropout: two runs of one seed train alike
+    split = phantom_split(phantom_root, "paper_b", task=3)
+    trained = {}
+    for name, uint8 in (("normalised", "0"), ("pixels", "1")):
+        monkeypatch.setenv("CXR_UINT8_INPUTS", uint8)
+        training.forget_kept_model()
+        trained[name] = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2)
+    fed, own = Run(tmp_path / "normalised"), Run(tmp_path / "pixels")
+    assert not models.takes_pixels(fed.model) and models.takes_pixels(own.model)
+    assert trained["pixels"]["device_policy"]["uint8_inputs"] and "uint8 inputs" in trained["pixels"]["device_policy"][
+        "reason"]
+    columns = [c for c in fed.history() if "seconds" not in c]
+    pd.testing.assert_frame_equal(own.history()[columns], fed.history()[columns], atol=1e-6)
+    assert trained["pixels"]["scores"] == trained["normalised"]["scores"]  # rounded to 4 places
+    for a, b in zip(own.model.get_weights(), fed.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    test = own.part("test")
+    pd.testing.assert_frame_equal(own.predict_part("test", verbose=0), fed.predict_part("test", verbose=0), atol=1e-5)
+    pixels, _ = runs.read_images(test["path"], own.image_size)
+    for method in ("cam", "gradcam"):
+        np.testing.assert_allclose(cam.map_images(own, pixels, method)[0], cam.map_images(fed, pixels, method)[0],
+                                   atol=1e-4)
+
+    monkeypatch.setenv("CXR_UINT8_INPUTS", "1")
+    with pytest.raises(Interrupted):
+        train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2,
+                   callbacks=[InterruptAfter(0)])
+    monkeypatch.setenv("CXR_UINT8_INPUTS", "0")
+    logs = []
+    settings = train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2, log=logs.append)
+    assert settings["finished"] and f"Resuming {tmp_path / 'resumed'} after epoch 1." in logs
+    assert models.takes_pixels(Run(tmp_path / "resumed").model), "fed as it was built"
 
 
 def test_a_model_with_dropout_is_never_reused(phantom_root, tmp_path):
