@@ -297,6 +297,9 @@ class DevicePolicy:
     # the device, which on a fast GPU is the pipeline's bound (benchmarks/input_pipeline.py). Last, with a default,
     # so that policies written before it still read.
     uint8_inputs: bool = False
+    # Keras runs each step eagerly instead of tracing it first (CXR_EAGER=1): runs of a few steps, such as the tests'
+    # notebooks, finish sooner (ResNet50 at 64 px traces for about 40 s on 2 CPU cores); anything longer, slower.
+    eager: bool = False
 
     @property
     def replicas(self) -> int:
@@ -327,6 +330,7 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
     of times slower), and MirroredStrategy over its logical devices if CXR_LOGICAL_DEVICES split it. Several workers
     (TF_CONFIG): MultiWorkerMirroredStrategy. CXR_MIXED_PRECISION=0|1 and CXR_XLA=0|1 override the numerics.
     On a GPU the model takes uint8 grayscale batches and normalises them itself; CXR_UINT8_INPUTS=0|1 overrides it.
+    CXR_EAGER=1 runs the steps untraced (the tests' notebooks: a few steps each).
     """
     env = os.environ if env is None else env
     gpus = tuple(visible_gpus() if gpus is None else gpus)
@@ -356,7 +360,11 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
     several = len(devices) * workers > 1
     strategy = "multi_worker" if workers > 1 else "mirrored" if several else "default"
     mixed = _switch(env, "CXR_MIXED_PRECISION", bool(gpus), notes)
-    xla = _switch(env, "CXR_XLA", bool(gpus) and not several, notes)
+    eager = _switch(env, "CXR_EAGER", False, notes)
+    xla = _switch(env, "CXR_XLA", bool(gpus) and not several and not eager, notes)
+    if xla and eager:
+        raise ValueError("CXR_XLA=1 and CXR_EAGER=1 cannot go together: XLA compiles the traced step that eager "
+                         "execution skips; unset one of them")
     if xla and several:
         raise ValueError("CXR_XLA=1 cannot apply to several devices: Keras compiles one step over all of them, and XLA "
                          "cannot compile a function whose variables live on several devices; unset CXR_XLA")
@@ -366,8 +374,9 @@ def device_policy(gpus=None, cpus=None, workers=None, env=None) -> DevicePolicy:
               "multi_worker": f"MultiWorkerMirroredStrategy, {len(devices) * workers} replicas"}[strategy],
              "mixed_float16" if mixed else "float32",
              "XLA" if xla else "no XLA" + (" (not with several devices)" if several else ""),
-             *(["uint8 inputs, normalised in the model"] if uint8 else [])]
-    return DevicePolicy(kind, devices, workers, strategy, mixed, xla, "; ".join(parts + notes), uint8)
+             *(["uint8 inputs, normalised in the model"] if uint8 else []),
+             *(["steps run eagerly, untraced"] if eager else [])]
+    return DevicePolicy(kind, devices, workers, strategy, mixed, xla, "; ".join(parts + notes), uint8, eager)
 
 
 def _counted(names) -> str:

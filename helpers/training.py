@@ -476,7 +476,8 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
     validation = []  # on several replicas: their BatchNorm statistics averaged, a one-device copy validating
     if devices.policy.replicas > 1:
         twin = distribute.one_device_copy(model)
-        twin.compile(loss="categorical_crossentropy", metrics=_metrics(len(settings["classes"])))
+        twin.compile(loss="categorical_crossentropy", metrics=_metrics(len(settings["classes"])),
+                     run_eagerly=devices.policy.eager)
         validation = [distribute.AverageBatchNormStatistics(devices.strategy),
                       distribute.ValidateOnOneDevice(twin, watched, devices.strategy, progress.stop_training_clock)]
     for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
@@ -559,13 +560,13 @@ def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy
         freeze_bn = pretrained and recipe.freeze_batchnorm
         models.set_backbone_trainable(model, True, batchnorm_trainable=False if freeze_bn else True)
         rate = recipe.learning_rate if pretrained else recipe.scratch_learning_rate
-    compiled_as = (phase, rate, pretrained and recipe.freeze_batchnorm, policy.xla, n_classes)
+    compiled_as = (phase, rate, pretrained and recipe.freeze_batchnorm, policy.xla, policy.eager, n_classes)
     if _KEPT.get("model") is model and _KEPT.get("compiled_as") == compiled_as:  # its traced step stays
         for variable, value in zip(model.optimizer.variables, _KEPT["optimizer_start"]):
             variable.assign(value)  # Adam's step count and moments as a new optimizer has them
         return
     model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
-                  metrics=_metrics(n_classes), jit_compile=policy.xla)
+                  metrics=_metrics(n_classes), jit_compile=policy.xla, run_eagerly=policy.eager)
     if _KEPT.get("model") is model:
         model.optimizer.build(model.trainable_variables)
         _KEPT.update(compiled_as=compiled_as, optimizer_start=[v.numpy() for v in model.optimizer.variables])

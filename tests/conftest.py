@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 # isort: off
@@ -154,6 +155,18 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     run = Run(folder)
     run.__dict__["model"] = model  # what `Run.model` would load
     return run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The notebooks' kernels (nbval starts one per notebook, before its first cell, with this process's environment)
+    run Keras' steps eagerly: in the fast profile each run takes a few steps, and tracing ResNet50's step costs more
+    than running them (alone on 2 cores: notebook 03 in 132 s against 204 s traced, 06 in about 150 against 221).
+    The traced path, ResNet50's included, is what the unit tests train through; `make run` traces as learners do."""
+    if item.nodeid.startswith("notebooks/"):
+        os.environ["CXR_EAGER"] = "1"
+    else:
+        os.environ.pop("CXR_EAGER", None)
 
 
 # The test that runs in the notebooks' worker, after the notebooks (marked `last`): that outputs/ is as it was.

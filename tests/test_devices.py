@@ -70,6 +70,7 @@ def odd_phantoms(tmp_path_factory) -> Path:
     (["Tesla T4"], 0, 1, {"CXR_MIXED_PRECISION": "0", "CXR_XLA": "0"}, ("default", 1, False, False)),
     ([], 1, 1, {"CXR_UINT8_INPUTS": "1"}, ("default", 1, False, False)),
     (["Tesla T4"], 0, 1, {"CXR_UINT8_INPUTS": "0"}, ("default", 1, True, True)),
+    (["Tesla T4"], 0, 1, {"CXR_EAGER": "1"}, ("default", 1, True, False)),  # eager steps: nothing for XLA to compile
 ])
 def test_the_device_policy_of_each_machine(gpus, cpus, workers, env, expected):
     policy = config.device_policy(gpus, cpus, workers, env)
@@ -77,6 +78,8 @@ def test_the_device_policy_of_each_machine(gpus, cpus, workers, env, expected):
     uint8 = env.get("CXR_UINT8_INPUTS", "1" if gpus else "0") == "1"  # a GPU is sent uint8 pixels unless told not
     assert policy.uint8_inputs == uint8 and ("uint8 inputs, normalised in the model" in policy.reason) == uint8
     assert policy.global_batch(16) == 16 * expected[1]
+    eager = env.get("CXR_EAGER") == "1"
+    assert policy.eager == eager and ("steps run eagerly, untraced" in policy.reason) == eager
     assert policy.to_dict()["dtype_policy"] == ("mixed_float16" if expected[2] else "float32")
 
 
@@ -88,6 +91,8 @@ def test_the_policy_says_why_and_refuses_what_cannot_work():
     assert late.replicas == 1 and "came after TensorFlow started" in late.reason
     with pytest.raises(ValueError, match="CXR_XLA=1 cannot apply to several devices"):
         config.device_policy(["Tesla T4", "Tesla T4"], 0, 1, {"CXR_XLA": "1"})
+    with pytest.raises(ValueError, match="CXR_XLA=1 and CXR_EAGER=1 cannot go together"):
+        config.device_policy(["Tesla T4"], 0, 1, {"CXR_XLA": "1", "CXR_EAGER": "1"})
     with pytest.raises(ValueError, match=r"CXR_LOGICAL_DEVICES must be a whole number ≥ 1 .*found 'two'"):
         config.device_policy([], 1, 1, {"CXR_LOGICAL_DEVICES": "two"})
     with pytest.raises(ValueError, match=r"CXR_MIXED_PRECISION must be 0 or 1; found 'maybe'"):

@@ -198,6 +198,44 @@ def test_a_run_that_reuses_the_previous_runs_model_trains_exactly_as_a_new_build
     assert one_off["reused"] < one_off["built"], "the reused run did not trace its training step again"
 
 
+class RecordEagerness(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.eager = []
+
+    def on_train_begin(self, logs=None):
+        self.eager.append(self.model.run_eagerly)
+
+
+def test_an_eager_run_trains_as_a_traced_one_and_resumes_eagerly(phantom_root, tmp_path, monkeypatch):
+    """CXR_EAGER=1 (the tests' notebooks) skips tracing, not a number: same seed, same history and weights."""
+    from helpers import training
+
+    recipe = dataclasses.replace(PAPER_B, backbone="toy")
+    split = phantom_split(phantom_root, "paper_b", task=3)
+    seen = {}
+    for name, eager in (("traced", "0"), ("eager", "1")):
+        monkeypatch.setenv("CXR_EAGER", eager)
+        training.forget_kept_model()
+        seen[name] = RecordEagerness()
+        settings = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2,
+                              callbacks=[seen[name]])
+        assert settings["device_policy"]["eager"] is (eager == "1")
+    assert (seen["traced"].eager, seen["eager"].eager) == ([False], [True])
+    traced, eager = Run(tmp_path / "traced"), Run(tmp_path / "eager")
+    columns = [c for c in traced.history() if "seconds" not in c]
+    pd.testing.assert_frame_equal(eager.history()[columns], traced.history()[columns], atol=1e-5)
+    for a, b in zip(eager.model.get_weights(), traced.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    with pytest.raises(Interrupted):
+        train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2,
+                   callbacks=[InterruptAfter(0)])
+    resumed = RecordEagerness()
+    train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2, callbacks=[resumed])
+    assert resumed.eager == [True], "a loaded checkpoint runs as the policy says, not as it was saved"
+
+
 def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_normalised_images(phantom_root, tmp_path,
                                                                                             monkeypatch):
     """Issue 22, the GPU's input path forced on the CPU: batches leave the pipeline as uint8 grayscale and the model
