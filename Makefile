@@ -6,6 +6,8 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: run test lint bench clean-outputs
 
 $(INSTALLED): pyproject.toml
@@ -22,8 +24,15 @@ run: $(INSTALLED)
 # The tests, in the fast profile: unit tests and every notebook through nbval. Two workers: the notebooks run in
 # order in one (tests/conftest.py), the unit tests in the other; GPUs are hidden so that every machine tests alike.
 # Runs, figures and caches go to .test-outputs/ (conftest.py), never to the course's outputs/.
-test: $(INSTALLED)
+test: $(INSTALLED) $(CHROMIUM)
 	CXR_FAST=1 CUDA_VISIBLE_DEVICES= $(VENV_PYTHON) -m pytest -n 2
+
+# The browser test (tests/test_browser.py) drives Debian's Chromium: installed here on a machine without it.
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "tests/test_browser.py needs Chromium at $(CHROMIUM): install it"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium chromium-driver \
+		|| { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
+		     $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 lint: $(INSTALLED)
 	$(VENV_PYTHON) -m ruff check conftest.py helpers tests benchmarks experiments tools

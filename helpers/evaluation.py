@@ -12,6 +12,7 @@ a resample lacks a class, which this loop leaves out of that class's interval.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -147,6 +148,56 @@ def predictive_values(sensitivity, specificity, prevalence):
         ppv = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), np.nan)
         npv = np.where(true_neg + false_neg > 0, true_neg / (true_neg + false_neg), np.nan)
     return ppv, npv
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatingPoint:
+    """One class against the rest at one threshold: the 2×2 counts, the four rates, and PPV and NPV moved by Bayes'
+    rule to other prevalences (`at_prevalence`: one row per named prevalence)."""
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    sensitivity: float
+    specificity: float
+    ppv: float
+    npv: float
+    at_prevalence: pd.DataFrame
+
+    @property
+    def false_positive_rate(self) -> float:
+        return 1 - self.specificity
+
+    def counts(self) -> pd.DataFrame:
+        """The 2×2 table as a notebook shows it: true class in rows, the answer in columns."""
+        return pd.DataFrame([[self.tp, self.fn], [self.fp, self.tn]], index=["has it", "has not"],
+                            columns=["called positive", "called negative"])
+
+
+def operating_point(is_positive, scores, threshold: float, prevalences: dict | None = None) -> OperatingPoint:
+    """Call an image positive when its score (the class's probability) is at least `threshold`, and measure it.
+
+    `prevalences` (name → share of positives, e.g. {"dataset": 0.17, "a clinic": 0.05}) get PPV and NPV by Bayes'
+    rule from this sensitivity and specificity (`predictive_values`), which carries the specificity over with the
+    test set's mix of negatives (`specificity_at_mix` re-weights it); the test set's own prevalence is always a row.
+    """
+    is_positive, scores = np.asarray(is_positive, dtype=bool), np.asarray(scores, dtype=np.float64)
+    if is_positive.shape != scores.shape or not is_positive.size:
+        raise ValueError(f"need one score per image and at least one image; found {is_positive.shape} labels and "
+                         f"{scores.shape} scores")
+    called = scores >= threshold
+    tn, fp, fn, tp = (int(n) for n in confusion_matrix(is_positive, called, labels=[False, True]).ravel())
+    def share(part, whole):  # NaN where undefined: a class with no image, or nothing called positive
+        return part / whole if whole else np.nan
+
+    sensitivity, specificity = share(tp, tp + fn), share(tn, tn + fp)
+    shares = {"test set": float(is_positive.mean()), **(prevalences or {})}
+    ppv, npv = predictive_values(sensitivity, specificity, list(shares.values()))
+    table = pd.DataFrame({"prevalence": list(shares.values()), "PPV": ppv, "NPV": npv}, index=list(shares))
+    return OperatingPoint(float(threshold), tp, fp, fn, tn, sensitivity, specificity, share(tp, tp + fp),
+                          share(tn, tn + fn), table)
 
 
 def specificity_at_mix(matrix, positive: int, mix) -> float:

@@ -295,6 +295,28 @@ def roc_pr_curves(y_true, probabilities, classes, save_as=None):
     return _finish(fig, save_as)
 
 
+def operating_point(is_positive, scores, point, name: str = "COVID", save_as=None):
+    """One class's ROC and precision–recall curves with the threshold's point on each (`evaluation.OperatingPoint`)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    colour = CLASS_COLOURS.get(name)
+    if np.asarray(is_positive).any() and not np.asarray(is_positive).all():
+        fpr, tpr, _ = roc_curve(is_positive, scores)
+        axes[0].plot(fpr, tpr, color=colour)
+        precision, recall, _ = precision_recall_curve(is_positive, scores)
+        axes[1].plot(recall, precision, color=colour, drawstyle="steps-post")
+    axes[0].plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    axes[0].plot(point.false_positive_rate, point.sensitivity, "o", color="black",
+                 label=f"threshold {point.threshold:.2f}")
+    axes[1].plot(point.sensitivity, point.ppv, "o", color="black", label=f"threshold {point.threshold:.2f}")
+    axes[0].set(xlabel="false positive rate (1 − specificity)", ylabel="sensitivity", xlim=(-0.02, 1.02),
+                ylim=(-0.02, 1.02), title=f"ROC, {name} vs the rest")
+    axes[1].set(xlabel="recall (sensitivity)", ylabel="precision (PPV, at the test set's mix)", xlim=(-0.02, 1.02),
+                ylim=(0, 1.02), title=f"precision–recall, {name} vs the rest")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="lower right")
+    return _finish(fig, save_as)
+
+
 def reliability_diagram(tables: dict, save_as=None):
     """Accuracy against confidence per bin for each {name: helpers.evaluation.reliability table}."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))

@@ -171,6 +171,8 @@ def pytest_runtest_setup(item):
 
 # The test that runs in the notebooks' worker, after the notebooks (marked `last`): that outputs/ is as it was.
 AFTER_THE_NOTEBOOKS = "tests/test_course_outputs.py::test_the_test_run_leaves_the_course_outputs_as_it_found_them"
+# Tests in a real browser: in the notebooks' worker too (marked `last`), to reuse the runs the notebooks trained.
+BROWSER_TESTS = "tests/test_browser.py"
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -181,7 +183,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class NotebooksTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            if nodeid.startswith("notebooks/") or nodeid == AFTER_THE_NOTEBOOKS:
+            if nodeid.startswith(("notebooks/", BROWSER_TESTS)) or nodeid == AFTER_THE_NOTEBOOKS:
                 return "notebooks"
             return super()._split_scope(nodeid)
 

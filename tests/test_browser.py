@@ -1,0 +1,140 @@
+"""What a learner sees (issue 23): JupyterLab in headless Chromium, notebook 04 run in it, its threshold slider moved.
+
+JupyterLab serves a copy of the notebook on 127.0.0.1 with a token; Playwright drives Debian's Chromium (the test
+command installs both). The kernel uses the test run's outputs folder, so it reuses the runs the notebooks trained
+(in the notebooks' worker, after them: tests/conftest.py); the screenshot goes to that folder, never to outputs/.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import config, data, datasets, evaluation, explorers, recipes, runs, splits
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    """(base URL with its token, the folder it serves): JupyterLab started for this test, stopped after it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium chromium-driver)")
+    root, home = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-home")
+    shutil.copy(REPO / "notebooks" / "04_evaluation.ipynb", root)
+    port, token = free_port(), secrets.token_hex(16)
+    news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "Jupyter news?" pop-up over the page
+    notebook = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    notebook.parent.mkdir(parents=True)
+    notebook.write_text('{"windowingMode": "none"}')  # every cell in the page, whether in view or not
+    env = {**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(config.OUTPUT_DIR), "CUDA_VISIBLE_DEVICES": "",
+           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+         "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run the notebook's cells by command
+         *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI here runs as root
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"JupyterLab did not start: {server.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    yield base, token, root
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def a_threshold_that_changes_sensitivity() -> tuple[float, str, str]:
+    """(threshold, sensitivity shown at 0.5, at that threshold), from the plain function on the run notebook 04
+    evaluates (trained by then): a threshold at which the slider must change what is shown."""
+    layout = datasets.active_dataset()
+    split = splits.saved_split(data.scan_cached(layout), mode="paper_a", task=4)
+    run = runs.train_or_load(layout, recipes.PAPER_A, split, log=lambda *_: None)
+    is_covid, scores = explorers.one_class_scores(run.predict_part("test", verbose=0), run.classes, "COVID")
+
+    def sensitivity_shown(threshold):  # as the explorer prints it
+        return f"{evaluation.operating_point(is_covid, scores, threshold).sensitivity:.3f}"
+
+    candidates = [np.floor(q * 100) / 100 for q in np.quantile(scores[is_covid], [0.5, 0.25, 0.75, 0.0])]
+    for threshold in [t for t in candidates if 0 < t < 1 and t != 0.5]:
+        if sensitivity_shown(threshold) != sensitivity_shown(0.5):
+            return float(threshold), sensitivity_shown(0.5), sensitivity_shown(threshold)
+    raise AssertionError(f"no threshold among {candidates} changes the sensitivity shown: scores {scores.tolist()}")
+
+
+@pytest.mark.last
+def test_moving_notebook_04s_threshold_slider_in_jupyterlab_shows_the_functions_sensitivity(jupyterlab):
+    playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
+    base, token, _ = jupyterlab
+    shots = config.OUTPUT_DIR / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            threshold, before, at_half, shown, wanted = drive_the_explorer(page, base, token, shots)
+        except Exception:
+            page.screenshot(path=str(shots / "04_failure.png"))  # what the page showed when the test gave up
+            raise
+        finally:
+            browser.close()
+    assert before == at_half, f"at threshold 0.5 the page showed sensitivity {before}; the function says {at_half}"
+    assert shown == wanted, f"the page shows sensitivity {shown} at threshold {threshold}; the function says {wanted}"
+
+
+def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:
+    """Open 04, run all its cells, type a new threshold into the slider's readout; what was shown, and wanted."""
+    page.goto(f"{base}/lab/tree/04_evaluation.ipynb?token={token}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
+                           "?.connectionStatus === 'connected'", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")  # Run ▸ Run All Cells
+    sensitivity = page.locator("td.cxr-sensitivity").first
+    sensitivity.wait_for(state="attached", timeout=180_000)  # the explorer drawn
+    threshold, at_half, wanted = a_threshold_that_changes_sensitivity()
+    # textContent, not innerText: JupyterLab skips rendering cells out of view, whose innerText is then empty
+    page.wait_for_function("selector => document.querySelector(selector)?.textContent.trim()",
+                           arg="td.cxr-sensitivity", timeout=60_000)
+    before = sensitivity.text_content()
+    slider = page.locator(".widget-slider", has_text="threshold").first
+    slider.scroll_into_view_if_needed()
+    readout = slider.locator(".widget-readout")
+    readout.fill(f"{threshold:.2f}")
+    readout.press("Enter")
+    page.wait_for_function("([selector, text]) => document.querySelector(selector)?.textContent === text",
+                           arg=["td.cxr-sensitivity", wanted], timeout=60_000)
+    page.locator(".widget-vbox", has=slider).first.screenshot(path=str(shots / "04_operating_point.png"))
+    return threshold, before, at_half, sensitivity.text_content(), wanted
