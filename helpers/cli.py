@@ -30,15 +30,13 @@ from helpers.cam import FINER_LAYERS, write_overlays
 from helpers.data import (
     CLASSES,
     TASK_CLASSES,
-    BadImageError,
     DatasetError,
     find_dataset,
     format_report,
-    load_grayscale,
+    radiograph_doubt,
     scan_cached,
     scan_dataset,
     task_classes,
-    unlike_a_radiograph,
 )
 from helpers.datasets import download_dataset
 from helpers.evaluation import evaluate_run, format_metrics
@@ -202,15 +200,7 @@ def planned_split(scan, args, env=None) -> tuple:
 
 def _doubts(paths) -> dict:
     """Per readable image, why it looks nothing like a chest radiograph (if it does not)."""
-    found = {}
-    for path in paths:
-        try:
-            reason = unlike_a_radiograph(load_grayscale(path))
-        except BadImageError:
-            continue
-        if reason:
-            found[str(path)] = reason
-    return found
+    return {str(path): reason for path in paths if (reason := radiograph_doubt(path))}
 
 
 def _cmd_predict(args) -> int:

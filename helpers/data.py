@@ -289,6 +289,15 @@ def unlike_a_radiograph(array: np.ndarray) -> str | None:
     return None
 
 
+def radiograph_doubt(path) -> str | None:
+    """Why an image file looks nothing like a chest radiograph (`unlike_a_radiograph`), or None: also None for a
+    file that cannot be read, whose error is reported where it is read."""
+    try:
+        return unlike_a_radiograph(load_grayscale(path))
+    except BadImageError:
+        return None
+
+
 def inspect_image(path) -> dict:
     """Decode one file fully and describe it; the content hash is of the decoded grayscale pixels,
     so the same picture saved as RGB and as grayscale counts as a duplicate."""

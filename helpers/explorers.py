@@ -8,8 +8,11 @@ it to show and to check; `.state` is always the state on screen, computed by the
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
+import tempfile
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -17,7 +20,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluation, plots
+from helpers import cam, data, evaluation, pipeline, plots
+from helpers.runs import as_run
 
 
 class OperatingPointExplorer:
@@ -80,3 +84,212 @@ def one_class_scores(predictions: pd.DataFrame, classes, name: str = "COVID") ->
     if name not in classes:
         raise ValueError(f"class must be one of {list(classes)}; found {name!r}")
     return (predictions["y_true"].to_numpy() == list(classes).index(name)), predictions[name].to_numpy()
+
+
+# --------------------------------------------------------------------------- 02: what the model is given
+
+
+def model_input(path, size: int, normalisation: str = "resnet50", flip: bool = False) -> np.ndarray:
+    """One image file as the model receives it (size, size, 3): decoded to grayscale, resized, flipped if asked,
+    normalised. The course pipeline's steps, for one file."""
+    pixels = data.load_grayscale(path, size)
+    if flip:
+        pixels = np.fliplr(pixels)
+    return np.asarray(pipeline.to_model_input(pixels[np.newaxis, ..., np.newaxis], normalisation))[0]
+
+
+class PreprocessingExplorer:
+    """Image, input size, normalisation and flip: the model's input beside the histogram of its values."""
+
+    def __init__(self, paths, sizes=(64, 128, 224, 299), normalisations=("rescale", "resnet50"), size: int = 224):
+        self.paths = [str(p) for p in paths]
+        self.image = widgets.Dropdown(options=[(Path(p).name, p) for p in self.paths], description="image")
+        self.size = widgets.ToggleButtons(options=list(sizes), value=size if size in sizes else sizes[0],
+                                          description="size (px)")
+        self.normalisation = widgets.ToggleButtons(options=list(normalisations), description="normalise")
+        self.flip = widgets.Checkbox(value=False, description="flip left–right")
+        self.summary, self.figure = widgets.HTML(), widgets.Image(format="png")
+        for control in (self.image, self.size, self.normalisation, self.flip):
+            control.observe(self._update, names="value")
+        self.widget = widgets.VBox([self.image, self.size, widgets.HBox([self.normalisation, self.flip]),
+                                    self.summary, self.figure])
+        self.state = None
+        self._update()
+
+    def _update(self, _change=None) -> None:
+        self.state = model_input(self.image.value, self.size.value, self.normalisation.value, self.flip.value)
+        x = self.state
+        self.summary.value = (f"{x.shape[0]}×{x.shape[1]}×{x.shape[2]} {x.dtype}: values from "
+                              f'<span class="cxr-min">{x.min():.1f}</span> to <span class="cxr-max">{x.max():.1f}'
+                              f'</span>, mean <span class="cxr-mean">{x.mean():.1f}</span>')
+        title = f"{self.normalisation.value}, {self.size.value} px" + (", flipped" if self.flip.value else "")
+        self.figure.value = png(plots.model_input(x, title))
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+# --------------------------------------------------------------------------- 03: your own radiograph
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A run's answer for one image file: every class's probability, and why it should not be trusted (if so)."""
+
+    image: str
+    probabilities: pd.Series  # class → probability; empty if the file could not be read
+    error: str | None  # why the file could not be read
+    warning: str | None  # why the image looks nothing like a chest radiograph (`predict` prints the same)
+
+    @property
+    def predicted(self) -> str | None:
+        return None if self.probabilities.empty else str(self.probabilities.idxmax())
+
+
+def judge(run, path) -> Verdict:
+    """What `python -m helpers predict PATH --run RUN` says about one image: probabilities and warning."""
+    run = as_run(run)
+    row = run.predict([path]).iloc[0]
+    error = row["error"] if isinstance(row["error"], str) else None
+    probabilities = pd.Series(dtype=float) if error else row[run.classes].astype(float)
+    return Verdict(str(path), probabilities, error, None if error else data.radiograph_doubt(path))
+
+
+class RadiographExplorer:
+    """Upload a PNG or JPEG: every class's probability from `run`, with the command line's warning for an image
+    that does not look like a chest radiograph. Starts on `example` (a path) so that there is something to see."""
+
+    def __init__(self, run, example):
+        self.run = as_run(run)
+        self.upload = widgets.FileUpload(accept=".png,.jpg,.jpeg", multiple=False, description="your image")
+        self.upload.observe(self._uploaded, names="value")
+        self.summary, self.figure = widgets.HTML(), widgets.Image(format="png")
+        self.widget = widgets.VBox([self.upload, widgets.HBox([self.figure, self.summary])])
+        self._folder = tempfile.TemporaryDirectory(prefix="cxr-upload-")
+        self.state = None
+        self.show(example)
+
+    def show(self, path) -> Verdict:
+        """Judge one image file and show the verdict."""
+        self.state = judge(self.run, path)
+        self.summary.value = verdict_html(self.state)
+        self.figure.value = b"" if self.state.error else png(plots.image_versions(
+            {Path(path).name: data.load_grayscale(path)[np.newaxis]}))
+        return self.state
+
+    def _uploaded(self, change) -> None:
+        for upload in change["new"]:  # one at a time (multiple=False)
+            target = Path(self._folder.name) / Path(upload["name"]).name
+            target.write_bytes(bytes(upload["content"]))
+            self.show(target)
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+def verdict_html(verdict: Verdict) -> str:
+    name = html.escape(Path(verdict.image).name)
+    if verdict.error:
+        return f'<b>{name}</b>: <span class="cxr-error">{html.escape(verdict.error)}</span>'
+    rows = "".join(f'<tr><td>{html.escape(c)}</td><td class="cxr-probability" data-class="{html.escape(c)}">'
+                   f"{p:.3f}</td></tr>" for c, p in verdict.probabilities.items())
+    warning = (f'<p class="cxr-warning">⚠ This image {html.escape(verdict.warning)}: far from a chest radiograph, so '
+               "its probabilities mean nothing.</p>" if verdict.warning else "")
+    return (f"<b>{name}</b>: most probable <b>{html.escape(verdict.predicted)}</b>{warning}"
+            f"<table><tr><th>class</th><th>probability</th></tr>{rows}</table>")
+
+
+# --------------------------------------------------------------------------- 05: where the model looks
+
+
+@dataclasses.dataclass(frozen=True)
+class MapView:
+    """One image under one class's map: the map (H, W, 0–1), every class's probability, the map's share inside
+    the lungs (None without a lung mask; NaN when the map is empty: no evidence for the class anywhere)."""
+
+    map: np.ndarray
+    probabilities: pd.Series
+    energy_in_lungs: float | None
+
+
+def map_view(run, pixels, class_name: str, method: str = "cam", layer: str | None = None,
+             lungs=None) -> MapView:
+    """The map `predict --cam` draws (`cam.map_images`) of one class for one uint8 image (H, W) at the run's size."""
+    run = as_run(run)
+    maps, probabilities = cam.map_images(run, np.asarray(pixels)[np.newaxis], method, layer)
+    one = maps[0, ..., run.classes.index(class_name)]
+    inside = None if lungs is None else float(cam.energy_inside(one[np.newaxis], np.asarray(lungs)[np.newaxis])[0])
+    return MapView(one, pd.Series(probabilities[0], index=run.classes), inside)
+
+
+# Grad-CAM's finer live layers of ResNet50 (notebook 05 measures why these and not the blocks after them).
+FINER_LAYERS = ("conv4_block5_out", "conv3_block3_out")
+
+
+class MapExplorer:
+    """A test image (or an upload), a class, CAM or Grad-CAM, a live layer and the overlay's opacity; the
+    probabilities beside the map. `rows`: a run's part with `path` (and `mask_path` for the lungs' share)."""
+
+    def __init__(self, run, rows: pd.DataFrame, layers=FINER_LAYERS, opacity: float = 0.45):
+        self.run = as_run(run)
+        self.rows = rows.reset_index(drop=True)
+        options = [(f"{row.label}: {Path(row.path).name}", i) for i, row in self.rows.iterrows()]
+        self.image = widgets.Dropdown(options=options, description="image")
+        self.upload = widgets.FileUpload(accept=".png,.jpg,.jpeg", multiple=False, description="or yours")
+        self.class_name = widgets.Dropdown(options=self.run.classes, description="class")
+        self.method = widgets.ToggleButtons(options=[("CAM", "cam"), ("Grad-CAM", "gradcam")], description="method")
+        self.layer = widgets.Dropdown(options=[("last block", None), *[(n, n) for n in layers]], description="layer")
+        self.opacity = widgets.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="opacity",
+                                           continuous_update=False)
+        self.summary, self.figure = widgets.HTML(), widgets.Image(format="png")
+        self._uploads, self._folder = {}, tempfile.TemporaryDirectory(prefix="cxr-upload-")
+        self.upload.observe(self._uploaded, names="value")
+        for control in (self.image, self.class_name, self.method, self.layer, self.opacity):
+            control.observe(self._update, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.image, self.upload]),
+                                    widgets.HBox([self.class_name, self.layer]), self.method, self.opacity,
+                                    widgets.HBox([self.figure, self.summary])])
+        self.state = None
+        self._update()
+
+    def _image(self):
+        """(name, uint8 pixels at the run's size, lung mask or None) of the chosen image."""
+        choice = self.image.value
+        if isinstance(choice, str):  # an upload
+            return Path(choice).name, data.load_grayscale(choice, self.run.image_size), None
+        row = self.rows.loc[choice]
+        lungs = cam.read_masks([row.get("mask_path")], self.run.image_size)
+        return Path(row.path).name, data.load_grayscale(row.path, self.run.image_size), \
+            None if lungs is None else lungs[0]
+
+    def _update(self, _change=None) -> None:
+        self.layer.disabled = self.method.value == "cam"  # CAM is defined on the last block only
+        layer = None if self.layer.disabled else self.layer.value
+        name, pixels, lungs = self._image()
+        self.state = map_view(self.run, pixels, self.class_name.value, self.method.value, layer, lungs)
+        self.summary.value = map_view_html(self.state, self.class_name.value)
+        shown = self.run.classes.index(self.class_name.value)
+        self.figure.value = png(plots.cam_overlays(
+            pixels[np.newaxis], self.state.map[np.newaxis, ..., np.newaxis], [self.class_name.value],
+            self.state.probabilities.to_numpy()[np.newaxis, [shown]], titles=[name], alpha=self.opacity.value))
+
+    def _uploaded(self, change) -> None:
+        for upload in change["new"]:
+            target = Path(self._folder.name) / Path(upload["name"]).name
+            target.write_bytes(bytes(upload["content"]))
+            self.image.options = [*[o for o in self.image.options if o[1] != str(target)],
+                                  (f"yours: {target.name}", str(target))]
+            self.image.value = str(target)  # redraws
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+def map_view_html(view: MapView, class_name: str) -> str:
+    rows = "".join(f'<tr><td>{html.escape(c)}</td><td class="cxr-probability" data-class="{html.escape(c)}">'
+                   f"{p:.3f}</td></tr>" for c, p in view.probabilities.items())
+    lungs = ("no lung mask" if view.energy_in_lungs is None else "none: the map is empty"
+             if np.isnan(view.energy_in_lungs) else f"{view.energy_in_lungs:.3f}")
+    return (f"<table><tr><th>class</th><th>probability</th></tr>{rows}</table>"
+            f"<p>share of the {html.escape(class_name)} map inside the lungs: "
+            f'<span class="cxr-lungs">{lungs}</span></p>')

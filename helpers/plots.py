@@ -222,6 +222,19 @@ def value_histograms(batches: dict, save_as=None):
     return _finish(fig, save_as)
 
 
+def model_input(values, title: str = "", save_as=None):
+    """What a model is given (H, W, 3): its first channel as an image on its own value scale, beside the histogram
+    of all its values (notebook 02's explorer)."""
+    values = np.asarray(values)
+    fig, (image_ax, hist_ax) = plt.subplots(1, 2, figsize=(7.4, 3), gridspec_kw={"width_ratios": [1, 1.3]})
+    shown = image_ax.imshow(values[..., 0], cmap="gray")
+    fig.colorbar(shown, ax=image_ax, fraction=0.046, pad=0.04)
+    image_ax.set(xticks=[], yticks=[], title=title)
+    sns.histplot(values.ravel()[::7], bins=60, ax=hist_ax, color="slategray")
+    hist_ax.set(xlabel="input value", ylabel="")
+    return _finish(fig, save_as)
+
+
 def throughput(results: pd.DataFrame, save_as=None):
     """Images per second per input pipeline and epoch (a `timing.compare_input_pipelines` table)."""
     fig, ax = plt.subplots(figsize=(7, 2.6))

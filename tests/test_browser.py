@@ -1,4 +1,5 @@
-"""What a learner sees (issue 23): JupyterLab in headless Chromium, notebook 04 run in it, its threshold slider moved.
+"""What a learner sees (issue 23): JupyterLab in headless Chromium, notebook 04 run in it and its threshold slider
+moved; notebook 05 run down to its map explorer, and the explorer switched to Grad-CAM at a finer layer.
 
 JupyterLab serves a copy of the notebook on 127.0.0.1 with a token; Playwright drives Debian's Chromium (the test
 command installs both). The kernel uses the test run's outputs folder, so it reuses the runs the notebooks trained
@@ -7,7 +8,9 @@ command installs both). The kernel uses the test run's outputs folder, so it reu
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -20,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import config, data, datasets, evaluation, explorers, recipes, runs, splits
+from helpers import cam, config, data, datasets, evaluation, explorers, recipes, runs, splits
 
 REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_04, NOTEBOOK_05 = "04_evaluation.ipynb", "05_class_activation_maps.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,7 +45,8 @@ def jupyterlab(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium chromium-driver)")
     root, home = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-home")
-    shutil.copy(REPO / "notebooks" / "04_evaluation.ipynb", root)
+    for name in (NOTEBOOK_04, NOTEBOOK_05):
+        shutil.copy(REPO / "notebooks" / name, root)
     port, token = free_port(), secrets.token_hex(16)
     news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
@@ -115,12 +120,17 @@ def test_moving_notebook_04s_threshold_slider_in_jupyterlab_shows_the_functions_
     assert shown == wanted, f"the page shows sensitivity {shown} at threshold {threshold}; the function says {wanted}"
 
 
-def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:
-    """Open 04, run all its cells, type a new threshold into the slider's readout; what was shown, and wanted."""
-    page.goto(f"{base}/lab/tree/04_evaluation.ipynb?token={token}")
+def open_notebook(page, base: str, token: str, name: str) -> None:
+    """Open a notebook in JupyterLab and wait for its kernel."""
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
                            "?.connectionStatus === 'connected'", timeout=60_000)
+
+
+def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:
+    """Open 04, run all its cells, type a new threshold into the slider's readout; what was shown, and wanted."""
+    open_notebook(page, base, token, NOTEBOOK_04)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")  # Run ▸ Run All Cells
     sensitivity = page.locator("td.cxr-sensitivity").first
     sensitivity.wait_for(state="attached", timeout=180_000)  # the explorer drawn
@@ -138,3 +148,68 @@ def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:
                            arg=["td.cxr-sensitivity", wanted], timeout=60_000)
     page.locator(".widget-vbox", has=slider).first.screenshot(path=str(shots / "04_operating_point.png"))
     return threshold, before, at_half, sensitivity.text_content(), wanted
+
+
+def a_finer_map_than_the_first() -> tuple[str, str]:
+    """(share of the map in the lungs shown first, shown for Grad-CAM at conv4_block5_out): the plain function's
+    numbers for 05's first test image and first class, on the run 05 explains (trained by then)."""
+    layout = datasets.active_dataset()
+    scan = data.scan_cached(layout)
+    run = runs.train_or_load(layout, recipes.IMPROVED, splits.saved_split(scan, mode="paper_a", task=4),
+                             log=lambda *_: None)
+    first = run.part("test", scan).iloc[:1]
+    pixels, _ = runs.read_images(first["path"], run.image_size)
+    lungs = cam.read_masks(first["mask_path"], run.image_size)[0]
+
+    def shown(method, layer):  # as the explorer prints it
+        html = explorers.map_view_html(explorers.map_view(run, pixels[0], run.classes[0], method, layer, lungs), "")
+        return re.search(r'class="cxr-lungs">([^<]*)<', html).group(1)
+
+    return shown("cam", None), shown("gradcam", "conv4_block5_out")
+
+
+@pytest.mark.last
+def test_switching_notebook_05s_map_to_grad_cam_at_a_finer_layer_shows_the_functions_numbers(jupyterlab):
+    playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
+    base, token, _ = jupyterlab
+    shots = config.OUTPUT_DIR / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    at_first, wanted = a_finer_map_than_the_first()
+    assert at_first != wanted, "a change the page must show"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            before, after = drive_the_map_explorer(page, base, token, shots, wanted)
+        except Exception:
+            page.screenshot(path=str(shots / "05_failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert before == at_first, f"at first the page showed {before} of the map in the lungs; the function: {at_first}"
+    assert after == wanted, f"with Grad-CAM at conv4_block5_out the page shows {after}; the function says {wanted}"
+
+
+def drive_the_map_explorer(page, base: str, token: str, shots: Path, wanted: str) -> tuple[str, str]:
+    """Open 05, run its cells down to the map explorer, choose Grad-CAM and a finer layer: (shown before, after)."""
+    cells = json.loads((REPO / "notebooks" / NOTEBOOK_05).read_text())["cells"]
+    explorer_cell = next(i for i, cell in enumerate(cells) if cell.get("id") == "map-code")
+    open_notebook(page, base, token, NOTEBOOK_05)
+    page.wait_for_function("count => window.jupyterapp.shell.currentWidget.content.widgets.length === count",
+                           arg=len(cells), timeout=60_000)
+    chosen = page.evaluate("""index => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = index;  // the cell after the explorer's
+        window.jupyterapp.commands.execute('notebook:run-all-above');
+        return notebook.activeCellIndex;
+    }""", explorer_cell + 1)
+    assert chosen == explorer_cell + 1, f"JupyterLab made cell {chosen} active, not {explorer_cell + 1}"
+    shown = page.locator(".cxr-lungs").first
+    shown.wait_for(state="attached", timeout=180_000)
+    before = shown.text_content()
+    page.locator(".widget-toggle-buttons button", has_text="Grad-CAM").first.click()
+    page.locator(".widget-dropdown", has_text="layer").locator("select").first.select_option(label="conv4_block5_out")
+    page.wait_for_function("([selector, text]) => document.querySelector(selector)?.textContent === text",
+                           arg=[".cxr-lungs", wanted], timeout=60_000)
+    page.locator(".widget-vbox", has=shown).first.screenshot(path=str(shots / "05_map_explorer.png"))
+    return before, shown.text_content()

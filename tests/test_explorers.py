@@ -1,5 +1,8 @@
 """Explorers (issue 23): each a thin layer of ipywidgets over a plain function, whose state is that function's."""
 
+import datetime
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,3 +57,131 @@ def test_one_class_scores_come_from_a_prediction_table_and_name_a_missing_class(
     assert is_positive.tolist() == [False, True, False] and scores.tolist() == [0.1, 0.8, 0.3]
     with pytest.raises(ValueError, match=r"class must be one of \[.*'Viral Pneumonia'\]; found 'Lung'"):
         explorers.one_class_scores(table, classes, "Lung")
+
+
+# --------------------------------------------------------------------------- 02, 03, 05
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A run of a linear-head toy model (random weights: only what the explorers compute from it matters)."""
+    import keras
+
+    from helpers import models
+    from tests.conftest import fake_run
+
+    keras.utils.set_random_seed(0)
+    model, _, _ = models.build_model("linear", n_classes=3, image_size=32, weights="none", backbone="toy")
+    run = fake_run(tmp_path_factory.mktemp("toy") / "run", model, ["COVID", "Normal", "Viral Pneumonia"], 32)
+    model.save(run.folder / "model.keras")  # for the command line, which loads it
+    return run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A radiograph-like picture with a left-right gradient, a flat one, a file that is no image, and lung mask."""
+    from tests.conftest import write_png
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    ramp = np.clip(np.linspace(20, 230, 96)[np.newaxis, :] + rng.normal(0, 12, (96, 96)), 0, 255).astype(np.uint8)
+    lungs = np.zeros((96, 96), np.uint8)
+    lungs[20:80, 10:45] = lungs[20:80, 55:90] = 255
+    (folder / "broken.png").write_bytes(b"not a png")
+    return {"ramp": write_png(folder / "ramp.png", ramp), "flat": write_png(folder / "flat.png", np.full((96, 96),
+            128, np.uint8)), "broken": folder / "broken.png", "lungs": write_png(folder / "lungs.png", lungs)}
+
+
+def upload_of(path) -> tuple:
+    """What ipywidgets' FileUpload holds after a learner picks this file."""
+    content = Path(path).read_bytes()
+    return ({"name": Path(path).name, "type": "image/png", "size": len(content),
+             "last_modified": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc),
+             "content": memoryview(content)},)
+
+
+def test_model_input_is_the_pipelines_for_one_file_flipped_when_asked(images):
+    from helpers import data, pipeline
+
+    pixels = data.load_grayscale(images["ramp"], 64)
+    expected = pipeline.to_model_input(pixels[np.newaxis, ..., np.newaxis], "resnet50").numpy()[0]
+    np.testing.assert_allclose(explorers.model_input(images["ramp"], 64, "resnet50"), expected)
+    flipped = explorers.model_input(images["ramp"], 64, "rescale", flip=True)
+    assert flipped.shape == (64, 64, 3) and 0 <= flipped.min() and flipped.max() <= 1
+    np.testing.assert_allclose(flipped, explorers.model_input(images["ramp"], 64, "rescale")[:, ::-1])
+    assert flipped[:, 0].mean() > flipped[:, -1].mean(), "the bright right side is now on the left"
+
+
+def test_the_preprocessing_explorer_shows_the_functions_input_and_follows_its_controls(images):
+    explorer = explorers.PreprocessingExplorer([images["ramp"]], sizes=(64, 128), size=128)
+    np.testing.assert_array_equal(explorer.state, explorers.model_input(images["ramp"], 128, "rescale"))
+    assert f'<span class="cxr-max">{explorer.state.max():.1f}</span>' in explorer.summary.value
+    first_figure = bytes(explorer.figure.value)
+    explorer.size.value, explorer.normalisation.value, explorer.flip.value = 64, "resnet50", True
+    np.testing.assert_array_equal(explorer.state, explorers.model_input(images["ramp"], 64, "resnet50", flip=True))
+    assert explorer.state.shape == (64, 64, 3) and "64×64×3" in explorer.summary.value
+    assert bytes(explorer.figure.value) != first_figure
+
+
+def test_judging_an_image_gives_predicts_probabilities_and_the_command_lines_warning(toy_run, images, capsys):
+    from helpers.cli import main
+
+    verdict = explorers.judge(toy_run, images["ramp"])
+    expected = toy_run.predict([images["ramp"]]).iloc[0]
+    assert verdict.probabilities.to_dict() == pytest.approx(expected[toy_run.classes].astype(float).to_dict())
+    assert verdict.warning is None and verdict.predicted == expected["predicted"]
+    flat = explorers.judge(toy_run, images["flat"])
+    assert flat.warning.startswith("is almost uniform")
+    main(["predict", str(images["flat"]), "--run", str(toy_run.folder)])
+    assert f"{images['flat']} {flat.warning}: far from a chest radiograph" in capsys.readouterr().err, \
+        "the same warning as the command line"
+    broken = explorers.judge(toy_run, images["broken"])
+    assert broken.error and broken.probabilities.empty and broken.predicted is None
+    assert 'class="cxr-error"' in explorers.verdict_html(broken)
+
+
+def test_the_radiograph_explorer_judges_an_uploaded_file(toy_run, images):
+    explorer = explorers.RadiographExplorer(toy_run, images["ramp"])
+    assert explorer.state.probabilities.equals(explorers.judge(toy_run, images["ramp"]).probabilities)
+    assert "cxr-warning" not in explorer.summary.value and bytes(explorer.figure.value).startswith(b"\x89PNG")
+    explorer.upload.value = upload_of(images["flat"])
+    assert Path(explorer.state.image).name == "flat.png" and explorer.state.warning.startswith("is almost uniform")
+    assert 'class="cxr-warning"' in explorer.summary.value and "flat.png" in explorer.summary.value
+    explorer.upload.value = upload_of(images["broken"])
+    assert explorer.state.error and 'class="cxr-error"' in explorer.summary.value
+
+
+def test_a_map_view_is_the_map_predict_cam_draws_with_the_lungs_share(toy_run, images):
+    from helpers import cam, data
+
+    pixels = data.load_grayscale(images["ramp"], 32)
+    lungs = data.load_grayscale(images["lungs"], 32) > 127
+    view = explorers.map_view(toy_run, pixels, "Normal", "gradcam", "toy1_out", lungs)
+    maps, probabilities = cam.map_images(toy_run, pixels[np.newaxis], "gradcam", "toy1_out")
+    np.testing.assert_allclose(view.map, maps[0, ..., 1])
+    np.testing.assert_allclose(view.probabilities.to_numpy(), probabilities[0])
+    assert view.energy_in_lungs == pytest.approx(cam.energy_inside(maps[:1, ..., 1], lungs[np.newaxis])[0])
+    assert explorers.map_view(toy_run, pixels, "Normal").energy_in_lungs is None, "no mask, no share"
+
+
+def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, images):
+    from helpers import data
+
+    rows = pd.DataFrame({"path": [str(images["ramp"])], "label": ["Normal"], "mask_path": [str(images["lungs"])]})
+    explorer = explorers.MapExplorer(toy_run, rows, layers=("toy1_out",))
+    pixels, lungs = data.load_grayscale(images["ramp"], 32), data.load_grayscale(images["lungs"], 32) > 127
+    first = explorers.map_view(toy_run, pixels, "COVID", "cam", None, lungs)
+    np.testing.assert_allclose(explorer.state.map, first.map)
+    assert explorer.layer.disabled, "CAM has one layer: the last block"
+    assert explorer.summary.value == explorers.map_view_html(first, "COVID")
+    figures = [bytes(explorer.figure.value)]
+    explorer.method.value, explorer.layer.value, explorer.class_name.value = "gradcam", "toy1_out", "Normal"
+    wanted = explorers.map_view(toy_run, pixels, "Normal", "gradcam", "toy1_out", lungs)
+    assert not explorer.layer.disabled
+    np.testing.assert_allclose(explorer.state.map, wanted.map)
+    assert f'<span class="cxr-lungs">{wanted.energy_in_lungs:.3f}</span>' in explorer.summary.value
+    explorer.opacity.value = 0.9
+    figures.append(bytes(explorer.figure.value))
+    explorer.upload.value = upload_of(images["flat"])
+    assert explorer.image.label == "yours: flat.png" and "no lung mask" in explorer.summary.value
+    assert len(set(figures + [bytes(explorer.figure.value)])) == 3, "each change redrawn"
