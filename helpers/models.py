@@ -283,19 +283,24 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def reestimate_batchnorm(model, dataset, max_batches: int | None = None) -> int:
+def reestimate_batchnorm(model, dataset, max_batches: int | None = None, traced: bool = True) -> int:
     """Replace every BatchNorm layer's moving statistics by their average over `dataset` batches,
     computed with the final weights (a forward pass in training mode; no weight is updated).
 
     With momentum 0 each pass leaves its own batch's statistics in the layer, which are summed here: the same
     average as a momentum of k/(k+1) at batch k, but one traced forward pass serves every batch (eager calls of
-    ResNet50 took 11 s for Paper B's 27 demo batches, traced 4 s). Returns the number of batches used.
+    ResNet50 took 11 s for Paper B's 27 demo batches, traced 4 s). Untraced (`traced=False`, under CXR_EAGER=1)
+    for a few batches: tracing the fast profile's 3 cost 10 s. Returns the number of batches used.
     """
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     saved = {layer.name: (layer.momentum, layer.trainable) for layer in layers}
     for layer in layers:
         layer.trainable, layer.momentum = True, 0.0
-    forward = tf.function(lambda images: model(images, training=True), reduce_retracing=True)
+    def forward(images):
+        return model(images, training=True)
+
+    if traced:
+        forward = tf.function(forward, reduce_retracing=True)
     sums = [[0.0, 0.0] for _ in layers]
     used = 0
     for images, _ in dataset:

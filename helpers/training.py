@@ -508,6 +508,7 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
     """Score the final model on the monitored part (before and after BatchNorm re-estimation for random-init
     backbones), save it for inference, mark the run finished, and remove the resume checkpoints. A model trained on
     several devices is first copied to one: what is scored is what is saved, each image counted once."""
+    eager = bool(model.run_eagerly)  # as the policy compiled it (CXR_EAGER=1): then no tracing here either
     if model.distribute_strategy.num_replicas_in_sync > 1:
         model = distribute.one_device_copy(model)
     monitored = settings["monitored_on"]
@@ -518,7 +519,7 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
         reference = build_dataset(train_rows["path"], train_rows["label"].map(settings["classes"].index),
                                   len(settings["classes"]), settings["image_size"], settings["batch_size"],
                                   normalisation=models.fed_normalisation(model, recipe.normalisation))
-        settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference)
+        settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference, traced=not eager)
     scores[monitored] = evaluate(model, data[monitored])
     save_for_inference(model, run_dir / "model.keras")
     history = pd.read_csv(run_dir / "history.csv")

@@ -53,7 +53,8 @@ def jupyterlab(tmp_path_factory):
     news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "Jupyter news?" pop-up over the page
     notebook = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     notebook.parent.mkdir(parents=True)
-    notebook.write_text('{"windowingMode": "none"}')  # every cell in the page, whether in view or not
+    # every cell in the page, whether in view or not; the notebook's own kernel started without asking
+    notebook.write_text('{"windowingMode": "none", "autoStartDefaultKernel": true}')
     env = {**os.environ, "CXR_FAST": "1", "CXR_OUTPUT_DIR": str(config.OUTPUT_DIR), "CUDA_VISIBLE_DEVICES": "",
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
@@ -122,10 +123,12 @@ def test_moving_notebook_04s_threshold_slider_in_jupyterlab_shows_the_functions_
 
 def open_notebook(page, base: str, token: str, name: str) -> None:
     """Open a notebook in JupyterLab and wait for its kernel."""
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")  # reset: not the tabs another test left open
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
-                           "?.connectionStatus === 'connected'", timeout=60_000)
+    page.wait_for_function("name => { const shown = window.jupyterapp?.shell.currentWidget;"
+                           " return shown?.context?.path === name"
+                           " && shown.sessionContext?.session?.kernel?.connectionStatus === 'connected'; }",
+                           arg=name, timeout=60_000)
 
 
 def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:

@@ -81,12 +81,13 @@ def test_local_weights_file_is_loaded(tmp_path):
         build_model("linear", 2, 32, weights=str(tmp_path / "missing.h5"))
 
 
-def test_batchnorm_reestimation_recovers_the_data_statistics():
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "eager"])
+def test_batchnorm_reestimation_recovers_the_data_statistics(traced):
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
     data = np.random.default_rng(1).normal(loc=[5.0, -2.0, 0.0], scale=[1.0, 3.0, 0.5], size=(512, 3))
     batches = [(data[i:i + 64].astype(np.float32), None) for i in range(0, 512, 64)]
-    assert models.reestimate_batchnorm(model, batches) == 8
+    assert models.reestimate_batchnorm(model, batches, traced=traced) == 8
     layer = model.get_layer("bn")
     np.testing.assert_allclose(layer.moving_mean.numpy(), data.mean(axis=0), atol=0.05)
     np.testing.assert_allclose(layer.moving_variance.numpy(), data.var(axis=0), rtol=0.1)

@@ -132,7 +132,8 @@ def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_
     assert model.get_layer("toy1_conv").trainable
 
 
-def test_train_cli_end_to_end(phantom_root, tmp_path, capsys):
+def test_train_cli_end_to_end(phantom_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CXR_EAGER", "1")  # one epoch of a few steps: quicker untraced (the two-device CLI test traces)
     run = tmp_path / "cli-run"
     assert main(["train", "--data", str(phantom_root), "--recipe", "improved", "--task", "2", "--out", str(run),
                  "--epochs", "1", "--image-size", "32", "--weights", "none"]) == 0
