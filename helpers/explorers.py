@@ -48,8 +48,8 @@ class OperatingPointExplorer:
     def _update(self, _change=None) -> None:
         prevalences = {**self.prevalences, "a clinic": self.clinic.value}
         self.state = evaluation.operating_point(self.is_positive, self.scores, self.threshold.value, prevalences)
-        self.summary.value = operating_point_html(self.state, self.name)
         self.figure.value = png(plots.operating_point(self.is_positive, self.scores, self.state, self.name))
+        self.summary.value = operating_point_html(self.state, self.name)  # last: the numbers say it is all drawn
 
     def _ipython_display_(self):
         display(self.widget)
@@ -119,11 +119,11 @@ class PreprocessingExplorer:
     def _update(self, _change=None) -> None:
         self.state = model_input(self.image.value, self.size.value, self.normalisation.value, self.flip.value)
         x = self.state
+        title = f"{self.normalisation.value}, {self.size.value} px" + (", flipped" if self.flip.value else "")
+        self.figure.value = png(plots.model_input(x, title))
         self.summary.value = (f"{x.shape[0]}×{x.shape[1]}×{x.shape[2]} {x.dtype}: values from "
                               f'<span class="cxr-min">{x.min():.1f}</span> to <span class="cxr-max">{x.max():.1f}'
                               f'</span>, mean <span class="cxr-mean">{x.mean():.1f}</span>')
-        title = f"{self.normalisation.value}, {self.size.value} px" + (", flipped" if self.flip.value else "")
-        self.figure.value = png(plots.model_input(x, title))
 
     def _ipython_display_(self):
         display(self.widget)
@@ -172,9 +172,9 @@ class RadiographExplorer:
     def show(self, path) -> Verdict:
         """Judge one image file and show the verdict."""
         self.state = judge(self.run, path)
-        self.summary.value = verdict_html(self.state)
         self.figure.value = b"" if self.state.error else png(plots.image_versions(
             {Path(path).name: data.load_grayscale(path)[np.newaxis]}))
+        self.summary.value = verdict_html(self.state)
         return self.state
 
     def _uploaded(self, change) -> None:
@@ -267,11 +267,11 @@ class MapExplorer:
         layer = None if self.layer.disabled else self.layer.value
         name, pixels, lungs = self._image()
         self.state = map_view(self.run, pixels, self.class_name.value, self.method.value, layer, lungs)
-        self.summary.value = map_view_html(self.state, self.class_name.value)
         shown = self.run.classes.index(self.class_name.value)
         self.figure.value = png(plots.cam_overlays(
             pixels[np.newaxis], self.state.map[np.newaxis, ..., np.newaxis], [self.class_name.value],
             self.state.probabilities.to_numpy()[np.newaxis, [shown]], titles=[name], alpha=self.opacity.value))
+        self.summary.value = map_view_html(self.state, self.class_name.value)
 
     def _uploaded(self, change) -> None:
         for upload in change["new"]:

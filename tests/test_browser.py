@@ -131,13 +131,49 @@ def open_notebook(page, base: str, token: str, name: str) -> None:
                            arg=name, timeout=60_000)
 
 
+def run_down_to(page, base: str, token: str, name: str, cell_id: str) -> None:
+    """Open a notebook and run its cells down to the one with this id (its explorer), as a learner would with
+    Run ▸ Run All Above on the cell after it; the cells below, not needed, are not run."""
+    cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+    after = next(i for i, cell in enumerate(cells) if cell.get("id") == cell_id) + 1
+    open_notebook(page, base, token, name)
+    page.wait_for_function("count => window.jupyterapp.shell.currentWidget.content.widgets.length === count",
+                           arg=len(cells), timeout=60_000)
+    chosen = page.evaluate("""index => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = index;
+        window.jupyterapp.commands.execute('notebook:run-all-above');
+        return notebook.activeCellIndex;
+    }""", after)
+    assert chosen == after, f"JupyterLab made cell {chosen} of {name} active, not {after}"
+
+
+def run_cells(page, base: str, token: str, name: str, cell_ids) -> None:
+    """Open a notebook and run only these cells, in order (the ones an explorer needs), as a learner jumping to it
+    would: set-up, data, run, explorer. Returns at once; the kernel runs them meanwhile."""
+    cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+    indices = [next(i for i, cell in enumerate(cells) if cell.get("id") == cell_id) for cell_id in cell_ids]
+    open_notebook(page, base, token, name)
+    page.wait_for_function("count => window.jupyterapp.shell.currentWidget.content.widgets.length === count",
+                           arg=len(cells), timeout=60_000)
+    page.evaluate("""indices => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        (async () => {
+            for (const index of indices) {
+                notebook.activeCellIndex = index;
+                await window.jupyterapp.commands.execute('notebook:run-cell');
+            }
+        })();
+    }""", indices)
+
+
 def drive_the_explorer(page, base: str, token: str, shots: Path) -> tuple:
-    """Open 04, run all its cells, type a new threshold into the slider's readout; what was shown, and wanted."""
-    open_notebook(page, base, token, NOTEBOOK_04)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")  # Run ▸ Run All Cells
+    """Open 04, run it down to its explorer, type a new threshold into the slider's readout; what was shown, and
+    wanted."""
+    run_down_to(page, base, token, NOTEBOOK_04, "op-code")
+    threshold, at_half, wanted = a_threshold_that_changes_sensitivity()  # while the kernel runs the cells
     sensitivity = page.locator("td.cxr-sensitivity").first
     sensitivity.wait_for(state="attached", timeout=180_000)  # the explorer drawn
-    threshold, at_half, wanted = a_threshold_that_changes_sensitivity()
     # textContent, not innerText: JupyterLab skips rendering cells out of view, whose innerText is then empty
     page.wait_for_function("selector => document.querySelector(selector)?.textContent.trim()",
                            arg="td.cxr-sensitivity", timeout=60_000)
@@ -177,13 +213,14 @@ def test_switching_notebook_05s_map_to_grad_cam_at_a_finer_layer_shows_the_funct
     base, token, _ = jupyterlab
     shots = config.OUTPUT_DIR / "browser"
     shots.mkdir(parents=True, exist_ok=True)
-    at_first, wanted = a_finer_map_than_the_first()
-    assert at_first != wanted, "a change the page must show"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            before, after = drive_the_map_explorer(page, base, token, shots, wanted)
+            run_cells(page, base, token, NOTEBOOK_05, MAP_EXPLORER_NEEDS)
+            at_first, wanted = a_finer_map_than_the_first()  # while the kernel runs the cells
+            assert at_first != wanted, "a change the page must show"
+            before, after = drive_the_map_explorer(page, shots, wanted)
         except Exception:
             page.screenshot(path=str(shots / "05_failure.png"))
             raise
@@ -193,20 +230,12 @@ def test_switching_notebook_05s_map_to_grad_cam_at_a_finer_layer_shows_the_funct
     assert after == wanted, f"with Grad-CAM at conv4_block5_out the page shows {after}; the function says {wanted}"
 
 
-def drive_the_map_explorer(page, base: str, token: str, shots: Path, wanted: str) -> tuple[str, str]:
-    """Open 05, run its cells down to the map explorer, choose Grad-CAM and a finer layer: (shown before, after)."""
-    cells = json.loads((REPO / "notebooks" / NOTEBOOK_05).read_text())["cells"]
-    explorer_cell = next(i for i, cell in enumerate(cells) if cell.get("id") == "map-code")
-    open_notebook(page, base, token, NOTEBOOK_05)
-    page.wait_for_function("count => window.jupyterapp.shell.currentWidget.content.widgets.length === count",
-                           arg=len(cells), timeout=60_000)
-    chosen = page.evaluate("""index => {
-        const notebook = window.jupyterapp.shell.currentWidget.content;
-        notebook.activeCellIndex = index;  // the cell after the explorer's
-        window.jupyterapp.commands.execute('notebook:run-all-above');
-        return notebook.activeCellIndex;
-    }""", explorer_cell + 1)
-    assert chosen == explorer_cell + 1, f"JupyterLab made cell {chosen} active, not {explorer_cell + 1}"
+# The cells of 05 its map explorer needs: imports, data and run, the test images, the explorer.
+MAP_EXPLORER_NEEDS = ("c04", "c06", "c08", "map-code")
+
+
+def drive_the_map_explorer(page, shots: Path, wanted: str) -> tuple[str, str]:
+    """In 05 (its cells running), choose Grad-CAM and a finer layer in the map explorer: (shown before, after)."""
     shown = page.locator(".cxr-lungs").first
     shown.wait_for(state="attached", timeout=180_000)
     before = shown.text_content()
