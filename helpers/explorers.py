@@ -8,6 +8,7 @@ it to show and to check; `.state` is always the state on screen, computed by the
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import io
@@ -18,13 +19,28 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import display
 
 from helpers import cam, data, evaluation, pipeline, plots
 from helpers.runs import as_run
 
 
-class OperatingPointExplorer:
+class Explorer:
+    """What every explorer shows: its widget where ipywidgets run (JupyterLab, Colab, Kaggle), and, where they do
+    not (a notebook saved after `make run`, seen on GitHub or on the course's website), its first state as a
+    still: the same numbers and figure in plain HTML. Each front end picks the richest form it can show."""
+
+    widget: widgets.Widget
+    summary: widgets.HTML
+    figure: widgets.Image
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        still = self.summary.value
+        if self.figure.value:
+            still += f'<img src="data:image/png;base64,{base64.b64encode(bytes(self.figure.value)).decode()}"/>'
+        return {**self.widget._repr_mimebundle_(include=include, exclude=exclude), "text/html": still}
+
+
+class OperatingPointExplorer(Explorer):
     """One class against the rest: a threshold slider moves the point along the ROC and precision–recall curves and
     updates the 2×2 counts, sensitivity, specificity, PPV and NPV (`evaluation.operating_point`); a prevalence slider
     moves PPV and NPV to a clinic's share of positives, beside the test set's and any other `prevalences`."""
@@ -51,8 +67,6 @@ class OperatingPointExplorer:
         self.figure.value = png(plots.operating_point(self.is_positive, self.scores, self.state, self.name))
         self.summary.value = operating_point_html(self.state, self.name)  # last: the numbers say it is all drawn
 
-    def _ipython_display_(self):
-        display(self.widget)
 
 
 def png(figure) -> bytes:
@@ -98,7 +112,7 @@ def model_input(path, size: int, normalisation: str = "resnet50", flip: bool = F
     return np.asarray(pipeline.to_model_input(pixels[np.newaxis, ..., np.newaxis], normalisation))[0]
 
 
-class PreprocessingExplorer:
+class PreprocessingExplorer(Explorer):
     """Image, input size, normalisation and flip: the model's input beside the histogram of its values."""
 
     def __init__(self, paths, sizes=(64, 128, 224, 299), normalisations=("rescale", "resnet50"), size: int = 224):
@@ -125,8 +139,6 @@ class PreprocessingExplorer:
                               f'<span class="cxr-min">{x.min():.1f}</span> to <span class="cxr-max">{x.max():.1f}'
                               f'</span>, mean <span class="cxr-mean">{x.mean():.1f}</span>')
 
-    def _ipython_display_(self):
-        display(self.widget)
 
 
 # --------------------------------------------------------------------------- 03: your own radiograph
@@ -155,7 +167,7 @@ def judge(run, path) -> Verdict:
     return Verdict(str(path), probabilities, error, None if error else data.radiograph_doubt(path))
 
 
-class RadiographExplorer:
+class RadiographExplorer(Explorer):
     """Upload a PNG or JPEG: every class's probability from `run`, with the command line's warning for an image
     that does not look like a chest radiograph. Starts on `example` (a path) so that there is something to see."""
 
@@ -183,8 +195,6 @@ class RadiographExplorer:
             target.write_bytes(bytes(upload["content"]))
             self.show(target)
 
-    def _ipython_display_(self):
-        display(self.widget)
 
 
 def verdict_html(verdict: Verdict) -> str:
@@ -226,7 +236,7 @@ def map_view(run, pixels, class_name: str, method: str = "cam", layer: str | Non
 FINER_LAYERS = ("conv4_block5_out", "conv3_block3_out")
 
 
-class MapExplorer:
+class MapExplorer(Explorer):
     """A test image (or an upload), a class, CAM or Grad-CAM, a live layer and the overlay's opacity; the
     probabilities beside the map. `rows`: a run's part with `path` (and `mask_path` for the lungs' share)."""
 
@@ -281,8 +291,6 @@ class MapExplorer:
                                   (f"yours: {target.name}", str(target))]
             self.image.value = str(target)  # redraws
 
-    def _ipython_display_(self):
-        display(self.widget)
 
 
 def map_view_html(view: MapView, class_name: str) -> str:

@@ -185,3 +185,11 @@ def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, 
     explorer.upload.value = upload_of(images["flat"])
     assert explorer.image.label == "yours: flat.png" and "no lung mask" in explorer.summary.value
     assert len(set(figures + [bytes(explorer.figure.value)])) == 3, "each change redrawn"
+
+
+def test_an_explorer_shows_its_widget_where_widgets_run_and_its_state_as_a_still_elsewhere():
+    explorer = explorers.OperatingPointExplorer(IS_COVID, SCORES, "COVID")
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+    still = bundle["text/html"]
+    assert '<td class="cxr-sensitivity">0.667</td>' in still and '<img src="data:image/png;base64,iVBOR' in still
