@@ -8,6 +8,7 @@ command installs both). The kernel uses the test run's outputs folder, so it reu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,6 +84,24 @@ def jupyterlab(tmp_path_factory):
         server.kill()
 
 
+@contextlib.contextmanager
+def chromium_page(notebook: str):
+    """(a page in headless Chromium, the screenshots' folder); on failure, what the page showed is saved first."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
+    shots = config.OUTPUT_DIR / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page, shots
+        except BaseException:
+            page.screenshot(path=str(shots / f"{notebook}_failure.png"))  # what the page showed at the failure
+            raise
+        finally:
+            browser.close()
+
+
 def a_threshold_that_changes_sensitivity() -> tuple[float, str, str]:
     """(threshold, sensitivity shown at 0.5, at that threshold), from the plain function on the run notebook 04
     evaluates (trained by then): a threshold at which the slider must change what is shown."""
@@ -103,20 +122,9 @@ def a_threshold_that_changes_sensitivity() -> tuple[float, str, str]:
 
 @pytest.mark.last
 def test_moving_notebook_04s_threshold_slider_in_jupyterlab_shows_the_functions_sensitivity(jupyterlab):
-    playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
     base, token, _ = jupyterlab
-    shots = config.OUTPUT_DIR / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            threshold, before, at_half, shown, wanted = drive_the_explorer(page, base, token, shots)
-        except Exception:
-            page.screenshot(path=str(shots / "04_failure.png"))  # what the page showed when the test gave up
-            raise
-        finally:
-            browser.close()
+    with chromium_page("04") as (page, shots):
+        threshold, before, at_half, shown, wanted = drive_the_explorer(page, base, token, shots)
     assert before == at_half, f"at threshold 0.5 the page showed sensitivity {before}; the function says {at_half}"
     assert shown == wanted, f"the page shows sensitivity {shown} at threshold {threshold}; the function says {wanted}"
 
@@ -209,23 +217,12 @@ def a_finer_map_than_the_first() -> tuple[str, str]:
 
 @pytest.mark.last
 def test_switching_notebook_05s_map_to_grad_cam_at_a_finer_layer_shows_the_functions_numbers(jupyterlab):
-    playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
     base, token, _ = jupyterlab
-    shots = config.OUTPUT_DIR / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            run_cells(page, base, token, NOTEBOOK_05, MAP_EXPLORER_NEEDS)
-            at_first, wanted = a_finer_map_than_the_first()  # while the kernel runs the cells
-            assert at_first != wanted, "a change the page must show"
-            before, after = drive_the_map_explorer(page, shots, wanted)
-        except Exception:
-            page.screenshot(path=str(shots / "05_failure.png"))
-            raise
-        finally:
-            browser.close()
+    with chromium_page("05") as (page, shots):
+        run_cells(page, base, token, NOTEBOOK_05, MAP_EXPLORER_NEEDS)
+        at_first, wanted = a_finer_map_than_the_first()  # while the kernel runs the cells
+        assert at_first != wanted, "a change the page must show"
+        before, after = drive_the_map_explorer(page, shots, wanted)
     assert before == at_first, f"at first the page showed {before} of the map in the lungs; the function: {at_first}"
     assert after == wanted, f"with Grad-CAM at conv4_block5_out the page shows {after}; the function says {wanted}"
 
