@@ -191,10 +191,15 @@ class RadiographExplorer(Explorer):
 
     def _uploaded(self, change) -> None:
         for upload in change["new"]:  # one at a time (multiple=False)
-            target = Path(self._folder.name) / Path(upload["name"]).name
-            target.write_bytes(bytes(upload["content"]))
-            self.show(target)
+            self.show(saved_upload(self._folder.name, upload))
 
+
+
+def saved_upload(folder, upload: dict) -> Path:
+    """A FileUpload's file written to `folder` under its own name (no path parts), for the functions taking paths."""
+    target = Path(folder) / Path(upload["name"]).name
+    target.write_bytes(bytes(upload["content"]))
+    return target
 
 
 def verdict_html(verdict: Verdict) -> str:
@@ -252,7 +257,7 @@ class MapExplorer(Explorer):
         self.opacity = widgets.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="opacity",
                                            continuous_update=False)
         self.summary, self.figure = widgets.HTML(), widgets.Image(format="png")
-        self._uploads, self._folder = {}, tempfile.TemporaryDirectory(prefix="cxr-upload-")
+        self._folder = tempfile.TemporaryDirectory(prefix="cxr-upload-")
         self.upload.observe(self._uploaded, names="value")
         for control in (self.image, self.class_name, self.method, self.layer, self.opacity):
             control.observe(self._update, names="value")
@@ -285,8 +290,7 @@ class MapExplorer(Explorer):
 
     def _uploaded(self, change) -> None:
         for upload in change["new"]:
-            target = Path(self._folder.name) / Path(upload["name"]).name
-            target.write_bytes(bytes(upload["content"]))
+            target = saved_upload(self._folder.name, upload)
             self.image.options = [*[o for o in self.image.options if o[1] != str(target)],
                                   (f"yours: {target.name}", str(target))]
             self.image.value = str(target)  # redraws
