@@ -299,8 +299,9 @@ def reestimate_batchnorm(model, dataset, max_batches: int | None = None, traced:
     def forward(images):
         return model(images, training=True)
 
-    if traced:
-        forward = tf.function(forward, reduce_retracing=True)
+    if traced:  # a tf.data dataset's spec: one trace for every batch size (a partial last batch traces again)
+        spec = getattr(dataset, "element_spec", None)
+        forward = tf.function(forward, reduce_retracing=True, input_signature=None if spec is None else [spec[0]])
     sums = [[0.0, 0.0] for _ in layers]
     used = 0
     for images, _ in dataset:
