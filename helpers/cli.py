@@ -11,6 +11,8 @@
   python -m helpers predict IMAGE... --run RUN_DIR [--json] [--cam OUT_DIR]
   python -m helpers evaluate --run RUN_DIR [--json]
   python -m helpers run                      (the main job: data, splits, then every notebook)
+  python -m helpers run export RUN_DIR ARCHIVE.zip       (finished runs, with a manifest of their hashes)
+  python -m helpers run import ARCHIVE_OR_URL [--out RUN_DIR] [--data ROOT]
 
 Every failure is one line on stderr saying what failed and where (exit code 2), never a traceback.
 """
@@ -25,7 +27,7 @@ import sys
 
 import tensorflow as tf
 
-from helpers import config, datasets, distribute
+from helpers import config, datasets, distribute, sharing
 from helpers.cam import FINER_LAYERS, write_overlays
 from helpers.data import (
     CLASSES,
@@ -98,6 +100,19 @@ def _cmd_download(args) -> int:
 
 def _cmd_run(args) -> int:
     run_course()
+    return 0
+
+
+def _cmd_export(args) -> int:
+    manifest = sharing.export_runs(args.run_dir, args.archive)
+    print(f"Exported {len(manifest['runs'])} run(s) to {args.archive}: "
+          + ", ".join(run["folder"] for run in manifest["runs"]))
+    return 0
+
+
+def _cmd_import(args) -> int:
+    layout = find_dataset(args.data) if args.data else datasets.active_dataset()
+    sharing.import_runs(args.archive, layout, out=args.out)
     return 0
 
 
@@ -276,8 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands.add_parser("data", help="check, generate, split or download the dataset"))
     _add_run_commands(commands)
-    run = commands.add_parser("run", help="the main job: data check, splits, then every notebook")
+    run = commands.add_parser("run", help="the main job: data check, splits, then every notebook (or: run export, "
+                                          "run import)")
     run.set_defaults(func=_cmd_run)
+    sharing_commands = run.add_subparsers(dest="run_command")
+    export = sharing_commands.add_parser("export", help="pack finished run folders into a zip with a manifest")
+    export.add_argument("run_dir", help="a run folder, or a folder of them (e.g. outputs/runs)")
+    export.add_argument("archive", help="the zip to write")
+    export.set_defaults(func=_cmd_export)
+    import_ = sharing_commands.add_parser("import", help="check an archive of runs and unpack it where the notebooks "
+                                                         "look")
+    import_.add_argument("archive", help="a path or a URL (https://, file://)")
+    import_.add_argument("--out", help="the run folder to unpack into (a folder of them for several runs; default: "
+                                       "the outputs folder, where the notebooks look)")
+    import_.add_argument("--data", help="the dataset the runs must have been trained on (default: the notebooks' "
+                                        "own, as found or generated)")
+    import_.set_defaults(func=_cmd_import)
     return parser
 
 

@@ -19,9 +19,10 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-# The GitHub repository ("owner/name") behind the Colab badges and the notebooks' setup cell.
-# Publishing under another name: change this line, then run `python tools/sync_links.py`.
+# The GitHub repository ("owner/name") and branch behind the Colab badges and the notebooks' setup cell.
+# Publishing a fork: `python tools/sync_links.py --repository OWNER/NAME [--branch B]` rewrites both, and every link.
 REPOSITORY = "cxr-course/covid-cxr-resnet50"
+BRANCH = "main"
 
 # Where Kaggle notebooks find attached datasets and may write (overridable for tests).
 KAGGLE_INPUT = Path(os.environ.get("CXR_KAGGLE_INPUT", "/kaggle/input"))

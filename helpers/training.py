@@ -44,7 +44,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from helpers import config, distribute, files, models
+from helpers import config, distribute, files, models, sharing
 from helpers.pipeline import build_dataset, datasets_from_split, left_out_line, unreadable_files
 from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 from helpers.splits import fingerprint, load_split, save_split
@@ -215,7 +215,9 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     with files.folder_lock(run_dir, log=log) if config.is_chief() else contextlib.nullcontext():
         previous = _existing_run(run_dir, settings, split, log)
         if previous is not None and previous.get("finished"):
-            log(f"{run_dir} is already trained; nothing to do.")
+            source = sharing.imported_from(run_dir)
+            log(f"Using the run imported from {source} ({run_dir}); nothing to train." if source else
+                f"{run_dir} is already trained; nothing to do.")
             return previous
         log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = "
                                                  f"{policy.replicas} replicas × {settings['batch_size']}"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config
+from helpers import config, files
 from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A
@@ -167,6 +167,21 @@ def pytest_runtest_setup(item):
         os.environ["CXR_EAGER"] = "1"
     else:
         os.environ.pop("CXR_EAGER", None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """nbval runs a notebook's cells in one kernel and keeps each cell's outputs: they are saved as an executed
+    notebook in the test run's outputs folder (notebooks/, as `make run` saves the course's), so that the site test
+    builds the course website from the fast profile's notebooks without running them again."""
+    yield
+    outputs = getattr(item, "test_outputs", None)
+    if call.when == "call" and outputs is not None and item.nodeid.startswith("notebooks/"):
+        import nbformat
+
+        item.cell.outputs, item.cell.execution_count = outputs, item.cell_num + 1
+        with files.atomic_path(config.OUTPUT_DIR / "notebooks" / item.parent.path.name) as partial:
+            nbformat.write(item.parent.nb, str(partial))
 
 
 # The test that runs in the notebooks' worker, after the notebooks (marked `last`): that outputs/ is as it was.

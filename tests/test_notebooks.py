@@ -117,13 +117,37 @@ def test_the_notebooks_show_the_code_they_teach(name, shown):
     assert [s for s in shown if s not in code] == []
 
 
-def test_badges_and_setup_cells_point_at_the_repository_constant(monkeypatch):
+def test_badges_and_setup_cells_point_at_the_repository_constant():
     assert sync_links.sync_links(write=False) == []
     assert sync_links.colab_badge("01_dataset_exploration.ipynb") in (config.REPO_ROOT / "README.md").read_text()
-    # Publishing elsewhere: one constant changes, and every link follows it.
-    monkeypatch.setattr(config, "REPOSITORY", "someone-else/fork")
-    stale = sync_links.sync_links(write=False)
-    assert {p.name for p in stale} >= {"README.md", *(p.name for p in NOTEBOOKS)}
+    # Publishing elsewhere: one constant changes, and every link follows it; so does the branch.
+    for fork in ({"repository": "someone-else/fork"}, {"branch": "spring-2027"}):
+        stale = sync_links.sync_links(write=False, **fork)
+        assert {p.name for p in stale} >= {"README.md", *(p.name for p in NOTEBOOKS)}
+    assert sync_links.colab_url("x.ipynb", branch="spring-2027").endswith("/blob/spring-2027/notebooks/x.ipynb")
+    assert sync_links.install_url("a/b", "spring-2027") == "git+https://github.com/a/b@spring-2027"
+    assert sync_links.configured("REPOSITORY") == config.REPOSITORY and sync_links.configured("BRANCH") == config.BRANCH
+
+
+def test_publishing_a_fork_is_one_command_that_needs_no_tensorflow(tmp_path):
+    """`python tools/sync_links.py --repository OWNER/NAME` on copies, in a Python where TensorFlow cannot load."""
+    for path in [*NOTEBOOKS, REPO / "README.md", REPO / "helpers" / "config.py", REPO / "tools" / "sync_links.py"]:
+        target = tmp_path / path.relative_to(REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    no_tensorflow = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                     "sys.argv = ['sync_links.py', *sys.argv[1:]]; runpy.run_path(PATH, run_name='__main__')")
+    script = repr(str(tmp_path / "tools" / "sync_links.py"))
+    done = subprocess.run([sys.executable, "-c", no_tensorflow.replace("PATH", script), "--repository",
+                           "someone-else/fork", "--branch", "spring-2027"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert 'REPOSITORY = "someone-else/fork"' in (tmp_path / "helpers" / "config.py").read_text()
+    for path in [*NOTEBOOKS, REPO / "README.md"]:
+        text = (tmp_path / path.relative_to(REPO)).read_text()
+        assert "github/someone-else/fork/blob/spring-2027/notebooks/" in text, path.name
+        assert "github/cxr-course/" not in text and "github.com/cxr-course/" not in text, path.name
+    first = (tmp_path / NOTEBOOKS[0].relative_to(REPO)).read_text()
+    assert "git+https://github.com/someone-else/fork@spring-2027" in first
 
 
 # --------------------------------------------------------------------------- the setup cell, on a simulated runtime

@@ -1,0 +1,234 @@
+"""Runs a class can share: a teacher trains once and exports the run folders; each learner imports them and the
+notebooks reuse them instead of training (`python -m helpers run export` / `run import`).
+
+An archive is a zip: `manifest.json` (every file's SHA-256 and what each run is: classes, profile, split
+fingerprint, weights used) and `runs/<run folder name>/…`. An import checks everything before it writes anything
+where the notebooks look, and refuses in one line: a file that does not match its hash, an entry that would land
+outside its folder, a run whose split is not made of the learner's images, a model that needs unsafe
+deserialisation. The learner's copy of a run points at the learner's dataset (`data_root`) and records where it came
+from (`imported.json`), so the notebooks say "using the run imported from …".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import keras
+import pandas as pd
+
+from helpers import config, files, models  # noqa: F401 - models: registers the course's layers for safe loading
+from helpers.data import scan_cached
+from helpers.datasets import DatasetLayout, dataset_tag
+
+FORMAT = "cxr-course-runs/1"
+MANIFEST = "manifest.json"
+IMPORTED = "imported.json"  # in an imported run's folder: where it came from, and the teacher's data_root
+SHARED_FILES = ("settings.json", "split.csv", "history.csv", "model.keras")  # a finished run; never its checkpoints
+
+
+class ArchiveRefused(ValueError):
+    """An archive that cannot be imported, in one line saying why."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _run_folders(source: Path) -> list[Path]:
+    """`source` itself if it is a run folder, else every run folder beneath it."""
+    if (source / "settings.json").exists():
+        return [source]
+    found = sorted(settings.parent for settings in source.rglob("settings.json") if "checkpoints" not in settings.parts)
+    if not found:
+        raise ArchiveRefused(f"{source} holds no run folder (a folder with settings.json): nothing to export")
+    return found
+
+
+def export_runs(source, archive) -> dict:
+    """Pack the finished run folder `source` (or every run folder beneath it) into the zip `archive`; returns the
+    manifest. An unfinished run is refused: its checkpoints are for resuming on the machine that trains it."""
+    source, archive = Path(source), Path(archive)
+    runs = []
+    with files.atomic_path(archive) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
+        for folder in _run_folders(source):
+            settings = json.loads((folder / "settings.json").read_text())
+            if not settings.get("finished"):
+                raise ArchiveRefused(f"{folder} has not finished training: finish it (run the same command again) "
+                                     "before exporting it")
+            hashes, where = {}, (folder.relative_to(source) if folder != source else Path(folder.name)).as_posix()
+            for name in SHARED_FILES:
+                data = (folder / name).read_bytes()
+                hashes[name] = sha256(data)
+                packed.writestr(f"runs/{where}/{name}", data)  # stored: a .keras file is a zip already
+            runs.append({"folder": where, "profile": settings.get("profile"), "classes": settings["classes"],
+                         "split_fingerprint": settings["split_fingerprint"], "repeat": settings["repeat"],
+                         "weights_used": settings.get("weights_used"), "pretrained": settings.get("pretrained"),
+                         "files": hashes})
+        manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "runs": runs}
+        packed.writestr(MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _fetch(archive_or_url: str, keep_in: Path) -> Path:
+    """A local path for an archive given as a path or a URL (http, https, file)."""
+    if "://" not in archive_or_url:
+        path = Path(archive_or_url)
+        if not path.is_file():
+            raise ArchiveRefused(f"no archive at {path}")
+        return path
+    target = keep_in / (Path(urllib.parse.urlparse(archive_or_url).path).name or "runs.zip")
+    try:
+        with urllib.request.urlopen(archive_or_url, timeout=60) as response, open(target, "wb") as out:  # noqa: S310
+            shutil.copyfileobj(response, out)
+    except (OSError, ValueError) as exc:
+        raise ArchiveRefused(f"could not download {archive_or_url}: {config.first_line(exc)}") from None
+    return target
+
+
+def _safe_entry(name: str, info: zipfile.ZipInfo) -> None:
+    path = PurePosixPath(name)
+    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+    if path.is_absolute() or ".." in path.parts or "\\" in name or ":" in path.parts[0] or is_link:
+        raise ArchiveRefused(f"the archive holds {name!r}, which would be written outside its folder: refused")
+
+
+def _checked_manifest(packed: zipfile.ZipFile) -> dict:
+    """The manifest, once every entry is safe, listed and matches its hash."""
+    for info in packed.infolist():
+        _safe_entry(info.filename, info)
+    try:
+        manifest = json.loads(packed.read(MANIFEST))
+    except KeyError:
+        raise ArchiveRefused(f"the archive has no {MANIFEST}: it was not made by `run export`") from None
+    if manifest.get("format") != FORMAT:
+        raise ArchiveRefused(f"the archive's format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    listed = {f"runs/{run['folder']}/{name}": digest for run in manifest["runs"] for name, digest in
+              run["files"].items()}
+    present = {info.filename for info in packed.infolist() if not info.is_dir()} - {MANIFEST}
+    if present - listed.keys():
+        raise ArchiveRefused(f"the archive holds files its manifest does not list: {sorted(present - listed.keys())}")
+    if listed.keys() - present:
+        raise ArchiveRefused(f"the archive misses files its manifest lists: {sorted(listed.keys() - present)}")
+    for name, digest in listed.items():
+        if sha256(packed.read(name)) != digest:
+            raise ArchiveRefused(f"{name} does not match its SHA-256 in the manifest: the archive was changed or "
+                                 "damaged after export")
+    return manifest
+
+
+def split_mismatch(split: pd.DataFrame, index: pd.DataFrame) -> str | None:
+    """Why a run's split is not made of these images (missing, or with other contents), or None."""
+    here = dict(zip(index["relpath"], index["content_hash"]))
+    differ = [relpath for relpath, digest in zip(split["relpath"], split["content_hash"])
+              if here.get(relpath) != digest]
+    if not differ:
+        return None
+    return f"{len(differ)} of its {len(split)} images are missing or different in your data (e.g. {differ[0]})"
+
+
+def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> list[Path]:
+    """Check the archive, then unpack each run where the notebooks look for it (or under `out`); returns the run
+    folders. Nothing is written there unless every check passes; a run already imported is left as it is."""
+    out = Path(out) if out is not None else None
+    with tempfile.TemporaryDirectory(prefix="cxr-import-") as scratch:
+        scratch = Path(scratch)
+        try:
+            packed = zipfile.ZipFile(_fetch(str(archive_or_url), scratch))
+        except zipfile.BadZipFile:
+            raise ArchiveRefused(f"{archive_or_url} is not a zip archive") from None
+        with packed:
+            manifest = _checked_manifest(packed)
+            index = scan_cached(layout).index
+            staged, other_data = [], []
+            for run in manifest["runs"]:
+                problem = _staged_run(packed, run, layout, index, scratch, str(archive_or_url))
+                (other_data if problem else staged).append((run, problem))
+            if not staged:  # nothing of it is for this dataset
+                run, problem = other_data[0]
+                raise ArchiveRefused(f"run {run['folder']} was not trained on your data: {problem}; import it where "
+                                     f"the dataset it was trained on is (yours: {layout.root})")
+            placed = [_put_in_place(scratch / run["folder"], _destination(run, layout, out, len(staged) > 1), run,
+                                    log) for run, _ in staged]
+    for run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
+        log(f"Not imported: {run['folder']}, trained on other data ({problem}); a notebook that needs it trains it.")
+    return placed
+
+
+def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index: pd.DataFrame, scratch: Path,
+                source: str) -> str | None:
+    """Unpack the run in the scratch folder, pointed at the learner's data and checked to load in safe mode; or say
+    why its split is not made of the learner's images."""
+    folder = scratch / run["folder"]
+    folder.mkdir(parents=True)
+    for name in run["files"]:
+        (folder / name).write_bytes(packed.read(f"runs/{run['folder']}/{name}"))
+    problem = split_mismatch(pd.read_csv(folder / "split.csv"), index)
+    if problem:
+        return problem
+    settings = json.loads((folder / "settings.json").read_text())
+    teacher_root, settings["data_root"] = settings["data_root"], str(layout.root)
+    files.write_json(folder / "settings.json", settings)
+    files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
+                                         "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    _check_loads_safely(folder / "model.keras", run["folder"])
+    return None
+
+
+def _check_loads_safely(path: Path, name: str) -> None:
+    try:  # the course's own layers (helpers.models) are registered for safe loading
+        keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "unsafe" in str(exc) or "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise ArchiveRefused(f"run {name}'s model needs unsafe deserialisation (Python code inside the file, "
+                                 "such as a Lambda layer): refused") from None
+        raise ArchiveRefused(f"run {name}'s model does not load: {config.first_line(exc)}") from None
+
+
+def _destination(run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> Path:
+    """Where the notebooks look for it: under the learner's dataset (runs are keyed by dataset, profile and name)."""
+    name = PurePosixPath(run["folder"]).name
+    if out is not None:
+        return out / name if many else out
+    profile = run["profile"] or config.active_profile().name
+    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile / name
+
+
+def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
+    """Move a checked run to `target` whole: copied next to it under a temporary name, then renamed."""
+    if target.exists() and any(target.iterdir()):
+        imported = files.read_json(target / IMPORTED) if (target / IMPORTED).exists() else None
+        if imported and imported.get("sha256") == run["files"]:
+            log(f"{target} already holds this run: left as it is.")
+            return target
+        raise ArchiveRefused(f"{target} already holds something else: delete it, or import with --out elsewhere")
+    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    try:
+        shutil.copytree(staged, partial)
+        if target.exists():
+            target.rmdir()  # empty
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log(f"Imported {run['folder']} into {target}")
+    profile = config.active_profile().name
+    if run["profile"] and run["profile"] != profile:
+        log(f"  It was trained in the {run['profile']} profile; this machine's notebooks use {profile}: set "
+            f"CXR_PROFILE={run['profile']} to use it.")
+    return target
+
+
+def imported_from(run_dir) -> str | None:
+    """Where an imported run came from (its archive or URL), None for a run trained here."""
+    path = Path(run_dir) / IMPORTED
+    return files.read_json(path)["from"] if path.exists() else None
+
