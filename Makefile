@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench clean-outputs
+.PHONY: run test site lint bench clean-outputs
 
 $(INSTALLED): pyproject.toml
 	@test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(INSTALLED): pyproject.toml
 # figures land in outputs/ (git-ignored).
 run: $(INSTALLED)
 	$(VENV_PYTHON) -m helpers run
+
+# The course website from the notebooks `make run` executed (outputs/notebooks/): site/index.html, nothing re-run.
+site: $(INSTALLED)
+	$(VENV_PYTHON) tools/build_site.py --notebooks outputs/notebooks --out site
 
 # The tests, in the fast profile: unit tests and every notebook through nbval. Two workers: the notebooks run in
 # order in one (tests/conftest.py), the unit tests in the other; GPUs are hidden so that every machine tests alike.

@@ -51,11 +51,39 @@ def _workspace() -> Path:
     return KAGGLE_WORKING if in_kaggle() else Path.cwd()
 
 
+# On Colab, with the setup cell's KEEP_OUTPUTS_ON_DRIVE (CXR_KEEP_OUTPUTS_ON_DRIVE=1): every notebook's outputs here.
+DRIVE_OUTPUTS = Path("/content/drive/MyDrive/cxr-course/outputs")
+
+
+def _output_dir() -> Path:
+    """CXR_OUTPUT_DIR if set; on Colab asked to keep outputs on Drive, the course's folder there (Drive mounted now,
+    once for every notebook: the setup cell only says whether); else outputs/ beside the data."""
+    if os.environ.get("CXR_OUTPUT_DIR"):
+        return Path(os.environ["CXR_OUTPUT_DIR"]).expanduser()
+    if in_colab() and os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE") == "1":
+        from google.colab import drive
+
+        drive.mount(str(DRIVE_OUTPUTS.parents[2]))
+        return DRIVE_OUTPUTS
+    return REPO_ROOT / "outputs"
+
+
+def outputs_not_as_asked() -> str | None:
+    """The sentence to show when KEEP_OUTPUTS_ON_DRIVE changed after `import helpers` chose the outputs folder."""
+    if not in_colab() or os.environ.get("CXR_OUTPUT_DIR"):
+        return None
+    on_drive = os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE") == "1"
+    if on_drive == (OUTPUT_DIR == DRIVE_OUTPUTS):
+        return None
+    return (f"KEEP_OUTPUTS_ON_DRIVE is now {on_drive}, but helpers was imported before and keeps outputs in "
+            f"{OUTPUT_DIR}: restart the session (Runtime → Restart session) and run the setup cell first.")
+
+
 REPO_ROOT = _workspace()
 # CXR_DATA_DIR: where the real dataset is looked for and phantoms are generated.
-# CXR_OUTPUT_DIR: runs, caches, splits and figures; on Colab point it at Google Drive to keep them across VMs.
+# CXR_OUTPUT_DIR: runs, caches, splits and figures (on Colab the setup cell's KEEP_OUTPUTS_ON_DRIVE puts them in Drive).
 DATA_DIR = Path(os.environ.get("CXR_DATA_DIR") or REPO_ROOT / "data").expanduser()
-OUTPUT_DIR = Path(os.environ.get("CXR_OUTPUT_DIR") or REPO_ROOT / "outputs").expanduser()
+OUTPUT_DIR = _output_dir()
 PHANTOM_DIR = DATA_DIR / "phantoms"
 
 PROFILE_NAMES = ("fast", "demo", "full")
@@ -414,7 +442,8 @@ def device_report(profile: Profile | None = None) -> str:
     ]
     if not gpus:
         lines.append(_cpu_advice())
-    return "\n".join(lines)
+    late = outputs_not_as_asked()
+    return "\n".join([f"WARNING: {late}"] * bool(late) + lines)
 
 
 def _cpu_advice() -> str:

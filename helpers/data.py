@@ -453,22 +453,43 @@ def listing_signature(layout: DatasetLayout) -> str:
     return digest.hexdigest()
 
 
+def contents_signature(layout: DatasetLayout) -> str:
+    """Changes whenever a file's bytes (or its name) change, whatever its modification time: read, not decoded."""
+    digest = hashlib.blake2b(digest_size=16)
+    for cls in layout.classes:
+        files_, _ = list_image_files(layout.image_dirs[cls])
+        for path in files_:
+            try:
+                digest.update(f"{path}|{hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()}\n".encode())
+            except OSError as exc:
+                digest.update(f"{path}|{type(exc).__name__}\n".encode())
+    return digest.hexdigest()
+
+
 def scan_cached(layout: DatasetLayout, cache_dir=None, progress: bool | None = None) -> ScanResult:
     """`scan_dataset`, reused from a cache file while no file under the dataset has changed.
 
     The full dataset takes a while to decode, and every notebook needs the same index. The cache is keyed by the
-    dataset's folder and checked against a listing of its files (names, sizes, modification times).
+    dataset's folder and checked against a listing of its files (names, sizes, modification times). When only the
+    times changed (kagglehub extracting the same files again on a new Colab machine, the cache kept on Drive), the
+    files' bytes are read, without decoding, and the scan is reused if every byte is as it was when it was made.
     """
     root_key = hashlib.blake2b(str(layout.root.resolve()).encode(), digest_size=6).hexdigest()
     cache = Path(cache_dir or config.OUTPUT_DIR / "cache") / f"scan-{layout.root.name}-{root_key}.json"
     signature = listing_signature(layout)
     stored = _read_cache(cache)
     if stored and stored.get("signature") == signature:
-        index = pd.DataFrame(stored["index"], columns=INDEX_COLUMNS)
-        return ScanResult(layout, index, stored["skipped"], stored["ignored"])
+        return ScanResult(layout, pd.DataFrame(stored["index"], columns=INDEX_COLUMNS), stored["skipped"],
+                          stored["ignored"])
+    contents = contents_signature(layout)
+    if stored and stored.get("contents") == contents:  # new times, same bytes: the same scan
+        files.write_json(cache, {**stored, "signature": signature})
+        return ScanResult(layout, pd.DataFrame(stored["index"], columns=INDEX_COLUMNS), stored["skipped"],
+                          stored["ignored"])
     scan = scan_dataset(layout, progress=progress)
-    files.write_json(cache, {"signature": signature, "index": scan.index.to_dict(orient="records"),
-                             "skipped": scan.skipped, "ignored": scan.ignored})
+    files.write_json(cache, {"signature": signature, "contents": contents,
+                             "index": scan.index.to_dict(orient="records"), "skipped": scan.skipped,
+                             "ignored": scan.ignored})
     return scan
 
 

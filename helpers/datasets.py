@@ -61,8 +61,14 @@ def find_real_dataset(data_dir=None, classes=CLASSES) -> DatasetLayout | None:
         try:
             return find_dataset(place, classes=classes, exclude=(config.PHANTOM_DIR,), skip_phantoms=True)
         except DatasetError as exc:
-            if not str(exc).startswith("unknown layout"):
+            if str(exc).startswith("unknown layout"):
+                continue
+            if place != config.KAGGLE_INPUT:  # placed by hand in data/: half a dataset is a mistake to fix
                 raise
+            # Another dataset attached to a Kaggle notebook (NORMAL/PNEUMONIA, say): say so, fall back as without one.
+            print(f"The dataset attached under {place} is not the one this course needs ({config.first_line(exc)}). "
+                  f"Add the input {KAGGLE_HANDLE} to use the real images; meanwhile the course goes on as with "
+                  "nothing attached.", flush=True)
     return None
 
 

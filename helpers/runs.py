@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
-from helpers import config
+from helpers import config, sharing
 from helpers.data import (
     CLASSES,
     MANIFEST_NAME,
@@ -412,6 +412,7 @@ def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, re
     on having run 03. `sizes` (epochs, image_size, batch_size, weights) override the profile's. The files of the
     task's classes the scan could not read (the notebook's own scan, from its cache) are named and recorded by the run.
     """
+    sharing.import_from_environment(layout, log=log)  # a teacher's runs (CXR_RUNS_URL), before looking for this one
     folder = course_run_folder(layout, recipe, split, repeat)
     classes = classes_of(split)
     skipped = [s for s in scan_cached(layout).skipped if canonical_class(Path(s["path"]).parts[0]) in classes]

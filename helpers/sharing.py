@@ -227,6 +227,23 @@ def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
     return target
 
 
+def import_from_environment(layout: DatasetLayout, log=print) -> list[Path]:
+    """The runs of the archive a teacher handed out as `CXR_RUNS_URL` (the setup cell's RUNS_URL), imported once per
+    outputs folder: a URL already imported is not downloaded again. Without it, nothing."""
+    url = os.environ.get("CXR_RUNS_URL", "").strip()
+    if not url:
+        return []
+    record = config.OUTPUT_DIR / "runs" / "imported-urls.json"
+    done = files.read_json(record) if record.exists() else {}
+    if url in done.get(dataset_tag(layout), []):
+        return []
+    log(f"Importing the runs your teacher shared (CXR_RUNS_URL={url}) …")
+    placed = import_runs(url, layout, log=log)
+    done.setdefault(dataset_tag(layout), []).append(url)
+    files.write_json(record, done)
+    return placed
+
+
 def imported_from(run_dir) -> str | None:
     """Where an imported run came from (its archive or URL), None for a run trained here."""
     path = Path(run_dir) / IMPORTED

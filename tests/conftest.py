@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 # isort: off
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, files
+from helpers import config
 from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A
@@ -157,37 +156,11 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     return run
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """The notebooks' kernels (nbval starts one per notebook, before its first cell, with this process's environment)
-    run Keras' steps eagerly: in the fast profile each run takes a few steps, and tracing ResNet50's step costs more
-    than running them (alone on 2 cores: notebook 03 in 132 s against 204 s traced, 06 in about 150 against 221).
-    The traced path, ResNet50's included, is what the unit tests train through; `make run` traces as learners do."""
-    if item.nodeid.startswith("notebooks/"):
-        os.environ["CXR_EAGER"] = "1"
-    else:
-        os.environ.pop("CXR_EAGER", None)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """nbval runs a notebook's cells in one kernel and keeps each cell's outputs: they are saved as an executed
-    notebook in the test run's outputs folder (notebooks/, as `make run` saves the course's), so that the site test
-    builds the course website from the fast profile's notebooks without running them again."""
-    yield
-    outputs = getattr(item, "test_outputs", None)
-    if call.when == "call" and outputs is not None and item.nodeid.startswith("notebooks/"):
-        import nbformat
-
-        item.cell.outputs, item.cell.execution_count = outputs, item.cell_num + 1
-        with files.atomic_path(config.OUTPUT_DIR / "notebooks" / item.parent.path.name) as partial:
-            nbformat.write(item.parent.nb, str(partial))
-
-
 # The test that runs in the notebooks' worker, after the notebooks (marked `last`): that outputs/ is as it was.
 AFTER_THE_NOTEBOOKS = "tests/test_course_outputs.py::test_the_test_run_leaves_the_course_outputs_as_it_found_them"
-# Tests in a real browser: in the notebooks' worker too (marked `last`), to reuse the runs the notebooks trained.
-BROWSER_TESTS = "tests/test_browser.py"
+# Tests in a real browser: in the notebooks' worker too (marked `last`), to reuse the runs the notebooks trained;
+# the website's, to build it from the notebooks this worker executed.
+BROWSER_TESTS = ("tests/test_browser.py", "tests/test_site.py")
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -198,7 +171,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class NotebooksTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            if nodeid.startswith(("notebooks/", BROWSER_TESTS)) or nodeid == AFTER_THE_NOTEBOOKS:
+            if nodeid.startswith(("notebooks/", *BROWSER_TESTS)) or nodeid == AFTER_THE_NOTEBOOKS:
                 return "notebooks"
             return super()._split_scope(nodeid)
 

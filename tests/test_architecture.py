@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
 MODULES = {path.stem: ast.parse(path.read_text()) for path in sorted(PACKAGE.glob("*.py"))}
 # Imports that must stay inside a function: an optional extra (KerasHub), and TensorFlow imported with its start-up
 # lines held back (helpers/__init__.py).
-DEFERRED = {("models", "keras_hub"), ("__init__", "tensorflow")}
+DEFERRED = {("models", "keras_hub"), ("__init__", "tensorflow"), ("config", "google")}  # google: Colab only
 
 
 def helpers_imported_by(tree) -> set[str]:

@@ -107,3 +107,30 @@ def test_use_profile_sets_it_for_the_whole_process(monkeypatch):
             config.use_profile("quick")
     finally:
         config.active_profile.cache_clear()
+
+
+def test_keep_outputs_on_drive_is_chosen_once_in_the_setup_cell_and_a_late_change_is_said(monkeypatch):
+    """On Colab the setup cell's KEEP_OUTPUTS_ON_DRIVE reaches helpers as CXR_KEEP_OUTPUTS_ON_DRIVE: importing helpers
+    mounts Drive and keeps every notebook's outputs there. Changed after the import, it would be ignored: said."""
+    import sys
+    import types
+
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.delenv("CXR_OUTPUT_DIR", raising=False)
+    monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "1")
+    assert config._output_dir() == config.DRIVE_OUTPUTS and mounted == ["/content/drive"]
+    monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "0")
+    assert config._output_dir() == config.REPO_ROOT / "outputs" and len(mounted) == 1
+
+    monkeypatch.setattr(config, "OUTPUT_DIR", config.REPO_ROOT / "outputs")  # imported before it was set
+    assert config.outputs_not_as_asked() is None
+    monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "1")
+    late = config.outputs_not_as_asked()
+    assert late.startswith("KEEP_OUTPUTS_ON_DRIVE is now True, but helpers was imported before") and "Restart" in late
+    assert config.device_report().startswith(f"WARNING: {late}\n")
+    monkeypatch.setattr(config, "OUTPUT_DIR", config.DRIVE_OUTPUTS)
+    assert config.outputs_not_as_asked() is None

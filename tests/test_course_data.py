@@ -47,6 +47,29 @@ def test_a_dataset_attached_to_a_kaggle_notebook_is_found_under_kaggle_input(wor
     assert layout.root == attached and not layout.is_phantom and not datasets.has_lung_masks(layout)
 
 
+def test_another_chest_xray_dataset_attached_on_kaggle_is_named_and_the_course_falls_back(workspace, monkeypatch,
+                                                                                          capsys):
+    """NORMAL/PNEUMONIA folders (the pediatric pneumonia set) under /kaggle/input: not a traceback, but what was found,
+    what is needed, and phantoms (the download is refused here: no network) as with nothing attached."""
+    from tests.conftest import gray, write_png
+
+    for part in ("train", "test"):
+        for name in ("NORMAL", "PNEUMONIA"):
+            write_png(workspace / "kaggle" / "input" / "chest-xray-pneumonia" / part / name / "a.png", gray(seed=1))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setattr(datasets, "download_dataset", lambda *a, **k: (_ for _ in ()).throw(
+        datasets.DatasetError("could not download (no network)")))
+    layout = datasets.active_dataset(FAST)
+    said = capsys.readouterr().out
+    assert layout.is_phantom
+    assert f"The dataset attached under {workspace / 'kaggle' / 'input'} is not the one this course needs (missing " \
+           "class(es) COVID, Lung_Opacity, Viral Pneumonia" in said and datasets.KAGGLE_HANDLE in said
+    (workspace / "data" / "Normal").mkdir()  # placed by hand in data/: half a dataset stays an error to fix
+    write_png(workspace / "data" / "Normal" / "a.png", gray(seed=2))
+    with pytest.raises(datasets.DatasetError, match="missing class"):
+        datasets.find_real_dataset()
+
+
 def test_scan_cache_is_reused_until_a_file_changes(workspace, monkeypatch):
     layout = datasets.active_dataset(FAST, download=False)
     first = scan_cached(layout)
@@ -55,6 +78,28 @@ def test_scan_cache_is_reused_until_a_file_changes(workspace, monkeypatch):
     again = scan_cached(layout)
     assert calls == [] and again.index.equals(first.index)
     (layout.image_dirs["COVID"] / "COVID-1.png").write_bytes(b"")  # a file changed on disk
+    scan_cached(layout)
+    assert calls == [1]
+
+
+def test_the_scan_is_reused_on_a_new_machine_that_extracted_the_same_files_again(workspace, monkeypatch):
+    """kagglehub on a new Colab VM writes the same files with new times; the scan cache is on Drive. Same bytes: no
+    new scan. A file whose bytes changed, even at the same size: scanned again (what the cache guards)."""
+    import os
+
+    layout = datasets.active_dataset(FAST, download=False)
+    first = scan_cached(layout)
+    calls, original = [], data.scan_dataset
+    monkeypatch.setattr(data, "scan_dataset", lambda *a, **k: calls.append(1) or original(*a, **k))
+    every_file = [path for folder in layout.image_dirs.values() for path in folder.iterdir()]
+    for path in every_file:
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))  # "re-extracted"
+    again = scan_cached(layout)
+    assert calls == [] and again.index.equals(first.index)
+    victim = every_file[0]
+    damaged = bytearray(victim.read_bytes())
+    damaged[-20] ^= 0xFF  # same size, other bytes
+    victim.write_bytes(bytes(damaged))  # a new time, as any write gives it
     scan_cached(layout)
     assert calls == [1]
 

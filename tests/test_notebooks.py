@@ -52,7 +52,8 @@ def test_same_opening(path):
     assert setup_intro["cell_type"] == "markdown" and imports_intro["cell_type"] == "markdown"
     code = text(setup)
     assert '"google.colab" in sys.modules' in code and '"KAGGLE_KERNEL_RUN_TYPE" in os.environ' in code
-    assert sync_links.install_url() in code and "KEEP_OUTPUTS_ON_DRIVE" in code
+    assert sync_links.install_url() in code and "KEEP_OUTPUTS_ON_DRIVE" in code and "RUNS_URL" in code
+    assert code.startswith("# @title ") and setup["metadata"].get("cellView") == "form", "collapsed on Colab"
     assert "f\"tensorflow=={version('tensorflow')}\"" in code, "the runtime's own TensorFlow is kept, never replaced"
     imports = text(imports)
     assert imports.startswith("import helpers"), "helpers first: it keeps TensorFlow's start-up lines quiet"
@@ -155,8 +156,9 @@ def test_publishing_a_fork_is_one_command_that_needs_no_tensorflow(tmp_path):
 RUNNER = textwrap.dedent("""
     import sys
     {pretend}
-    exec(compile(open(sys.argv[1]).read(), "setup cell", "exec"))
-    print("OUTPUT_DIR=" + __import__("os").environ.get("CXR_OUTPUT_DIR", ""))
+    exec(compile(open({cell!r}).read(), "setup cell", "exec"))
+    print("KEEP_ON_DRIVE=" + __import__("os").environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE", ""))
+    print("RUNS_URL=" + __import__("os").environ.get("CXR_RUNS_URL", ""))
 """)
 
 
@@ -171,13 +173,16 @@ def fake_colab(tmp_path_factory):
     return root
 
 
-def run_setup_cell(tmp_path, pretend: str, env: dict, python=sys.executable):
-    cell = tmp_path / "setup_cell.py"
-    cell.write_text(setup_cell(NOTEBOOKS[0]))
+def run_setup_cell(tmp_path, pretend: str, env: dict, python=sys.executable, cell: str | None = None):
+    """The setup cell run by IPython, as a notebook runs it (an exception is shown as the notebook would show it)."""
+    path = tmp_path / "setup_cell.py"
+    path.write_text(cell or setup_cell(NOTEBOOKS[0]))
     runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER.format(pretend=pretend))
-    environment = {k: v for k, v in os.environ.items() if k not in ("CXR_OUTPUT_DIR", "KAGGLE_KERNEL_RUN_TYPE")}
-    return subprocess.run([python, str(runner), str(cell)], capture_output=True, text=True, timeout=300,
+    runner.write_text(RUNNER.format(pretend=pretend, cell=str(path)))
+    environment = {k: v for k, v in os.environ.items() if k not in ("CXR_OUTPUT_DIR", "KAGGLE_KERNEL_RUN_TYPE",
+                                                                     "CXR_RUNS_URL")}
+    return subprocess.run([python, "-m", "IPython", "--quick", "--no-banner", "--colors=NoColor", "-c",
+                           f"exec(open({str(runner)!r}).read())"], capture_output=True, text=True, timeout=300,
                           env={**environment, **env})
 
 
@@ -185,34 +190,35 @@ def test_every_notebook_has_the_same_setup_cell():
     assert len({setup_cell(path) for path in NOTEBOOKS}) == 1
 
 
-def test_setup_cell_on_colab_keeps_outputs_on_drive_when_asked(tmp_path, fake_colab):
-    pretend = "import google.colab"
-    cell = setup_cell(NOTEBOOKS[0]).replace("KEEP_OUTPUTS_ON_DRIVE = False", "KEEP_OUTPUTS_ON_DRIVE = True")
-    (tmp_path / "drive_cell.py").write_text(cell)
-    runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER.format(pretend=pretend))
-    environment = {k: v for k, v in os.environ.items() if k != "CXR_OUTPUT_DIR"}  # the test run's own: not Drive
-    done = subprocess.run([sys.executable, str(runner), str(tmp_path / "drive_cell.py")], capture_output=True,
-                          text=True, timeout=120, env={**environment, "PYTHONPATH": f"{fake_colab}:{REPO}"})
-    assert done.returncode == 0, done.stderr
-    assert "mounted /content/drive" in done.stdout
-    assert "OUTPUT_DIR=/content/drive/MyDrive/cxr-course/outputs" in done.stdout
+def test_setup_cell_passes_on_drive_and_a_teachers_runs_to_helpers(tmp_path, fake_colab):
+    """The cell only says what is asked (helpers.config mounts Drive when imported: tests/test_config.py)."""
+    cell = setup_cell(NOTEBOOKS[0]).replace("KEEP_OUTPUTS_ON_DRIVE = False", "KEEP_OUTPUTS_ON_DRIVE = True").replace(
+        'RUNS_URL = ""', 'RUNS_URL = "https://example.org/class-runs.zip"')
+    done = run_setup_cell(tmp_path, "import google.colab", {"PYTHONPATH": f"{fake_colab}:{REPO}"}, cell=cell)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KEEP_ON_DRIVE=1" in done.stdout and "RUNS_URL=https://example.org/class-runs.zip" in done.stdout
+    done = run_setup_cell(tmp_path, "import google.colab", {"PYTHONPATH": f"{fake_colab}:{REPO}"})
+    assert "KEEP_ON_DRIVE=0" in done.stdout and "RUNS_URL=\n" in done.stdout
 
 
-@pytest.mark.parametrize("runtime", ["colab", "kaggle"])
-def test_setup_cell_that_cannot_install_says_so_in_one_sentence(tmp_path, fake_colab, runtime):
-    """No network, or a repository not published yet: one sentence, not a CalledProcessError and then a
-    ModuleNotFoundError. Simulated with a package address pip cannot use, in a Python without the course."""
+@pytest.mark.parametrize("runtime, package, reason", [
+    ("colab", "no-such-repository", "ERROR: "),  # pip's own line
+    ("kaggle", "git+file:///no/such/repository", "fatal: "),  # git's: no network, no repository
+])
+def test_setup_cell_that_cannot_install_says_why_in_one_line(tmp_path, fake_colab, runtime, package, reason):
+    """No network, or a repository not published yet: one line with git's or pip's own reason, colour stripped, no
+    traceback and no "To exit: use 'exit'". Simulated in a Python where the course is not installed."""
     pretend = "import google.colab" if runtime == "colab" else ""
-    env = {"CXR_PACKAGE": str(tmp_path / "no-such-repository"), "PIP_NO_INDEX": "1",
-           "PYTHONPATH": str(fake_colab), **({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"} if runtime == "kaggle" else {})}
+    package = package if "://" in package else str(tmp_path / package)
+    env = {"CXR_PACKAGE": package, "PIP_NO_INDEX": "1", "FORCE_COLOR": "1", "PYTHONPATH": str(fake_colab),
+           **({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"} if runtime == "kaggle" else {})}
     done = run_setup_cell(tmp_path, pretend + "\nsys.modules['helpers'] = None  # not installed on a new VM\n"
                           "import importlib.util\nimportlib.util.find_spec = lambda name, *a: None", env)
+    shown = (done.stdout + done.stderr).strip()
     assert done.returncode == 1
-    message = done.stderr.strip()
-    assert message.startswith(f"Could not install the course's helpers from {tmp_path / 'no-such-repository'} (")
-    assert "Traceback" not in message and len(message.splitlines()) == 1
-    assert "then run this cell again." in message
+    assert shown.startswith(f"Setup failed: could not install the course's helpers from {package} ({reason}"), shown
+    assert len(shown.splitlines()) == 1 and "Traceback" not in shown and "\x1b" not in shown and "exit" not in shown
+    assert shown.endswith("then run this cell again.")
 
 
 def test_setup_cell_does_nothing_outside_colab_and_kaggle(tmp_path):

@@ -148,3 +148,20 @@ def test_an_unfinished_run_or_an_empty_folder_is_not_exported(teacher_run, tmp_p
     (tmp_path / "empty").mkdir()
     assert main(["run", "export", str(tmp_path / "empty"), str(tmp_path / "b.zip")]) == 2
     assert "holds no run folder" in capsys.readouterr().err
+
+
+def test_a_teachers_url_in_cxr_runs_url_is_imported_once_and_the_run_is_used(teacher_run, phantom_root,
+                                                                               learner_outputs, tmp_path, monkeypatch,
+                                                                               capsys):
+    from helpers import sharing
+
+    archive = exported(teacher_run, tmp_path / "class.zip", capsys)
+    layout = find_dataset(phantom_root)
+    assert sharing.import_from_environment(layout) == [], "no CXR_RUNS_URL: nothing"
+    monkeypatch.setenv("CXR_RUNS_URL", archive.as_uri())
+    logs = []
+    [where] = sharing.import_from_environment(layout, log=logs.append)
+    assert logs[0] == f"Importing the runs your teacher shared (CXR_RUNS_URL={archive.as_uri()}) …"
+    archive.unlink()  # imported once per outputs folder: not fetched again
+    assert sharing.import_from_environment(layout, log=logs.append) == [] and len(logs) == 2
+    assert Run(where).settings["finished"]

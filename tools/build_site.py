@@ -40,8 +40,9 @@ def made_with(notebook: dict) -> list[str]:
         if cell.get("id") in ("c04", "c06") and cell["cell_type"] == "code":
             text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o["output_type"] == "stream")
             said[cell["id"]] = text.splitlines()
-    lines = [line for line in said.get("c06", [])[:1]]
-    lines += [line for line in said.get("c04", []) if line.startswith("profile ")]
+    lines = said.get("c06", [])[:1]
+    lines += [line.split(":")[0].replace("profile '", "Profile ").replace("'", "") + "."
+              for line in said.get("c04", []) if line.startswith("profile ")]  # "profile 'demo' (why): sizes"
     return lines
 
 
@@ -52,11 +53,10 @@ def with_banner(notebook: dict) -> dict:
     if not executed:
         text = "**This notebook was not executed**: run `make run` before `make site` to see its outputs."
     elif said:
-        text = "**Executed by `make run`.** " + " ".join(f"`{line}`" if line.startswith("profile") else line
-                                                          for line in said)
+        text = "**Outputs as executed, not run again here.** " + " ".join(said)
         text += " Every figure's footer says which images and which backbone weights made it."
     else:
-        text = "**Executed by `make run`.** Every figure's footer says which images and weights made it."
+        text = "**Outputs as executed, not run again here.** Every figure's footer says what made it."
     banner = {"cell_type": "markdown", "id": "site-banner", "metadata": {}, "source": f"> {text}\n"}
     return {**notebook, "cells": [banner, *notebook["cells"]]}
 
@@ -71,7 +71,7 @@ def home_page(readme: str, names: list[str]) -> str:
 def mkdocs_config(pages: list[tuple[str, str]], site_dir: Path) -> str:
     nav = "\n".join(f"  - {json.dumps(title)}: {page}" for title, page in pages)
     return (f"site_name: Chest X-ray classification with ResNet50\nsite_dir: {json.dumps(str(site_dir))}\n"
-            "use_directory_urls: false\ntheme:\n  name: mkdocs\n"
+            "use_directory_urls: false\ntheme:\n  name: readthedocs\n  navigation_depth: 1\n"
             "plugins:\n  - mkdocs-jupyter:\n      execute: false\n      include_source: true\n"
             "      ignore_h1_titles: true\n"
             f"nav:\n{nav}\n")
@@ -97,7 +97,7 @@ def build_site(notebooks: Path, out: Path, log=print) -> list[Path]:
         config = Path(scratch) / "mkdocs.yml"
         config.write_text(mkdocs_config(pages, Path(out).resolve()))
         done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--config-file", str(config)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, cwd=scratch)  # its cache (.cache/) goes with scratch
         if done.returncode != 0:
             raise SystemExit(f"error: mkdocs failed: {done.stderr.strip().splitlines()[-1:]}")
     written = [Path(out) / path.with_suffix(".html").name for path in found]
