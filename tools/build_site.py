@@ -3,9 +3,9 @@ the teacher's page, and one page per notebook with its outputs and figures, neve
 
     python tools/build_site.py [--notebooks outputs/notebooks] [--out site]
 
-Built with MkDocs and mkdocs-jupyter, offline (benchmarks/README.md: why this builder). Each notebook page opens with
-what made it: the data statement and the profile its run printed, so that a phantom figure is never read as a real
-one. Needs no TensorFlow: it reads files only.
+Built with MkDocs and mkdocs-jupyter, offline (benchmarks/README.md: why this builder, measured against MyST-NB).
+Each notebook page opens with what made it: the data statement and the profile its run printed, so that a phantom
+figure is never read as a real one. Needs no TensorFlow: it reads files only.
 """
 
 from __future__ import annotations
