@@ -55,12 +55,27 @@ def _workspace() -> Path:
 DRIVE_OUTPUTS = Path("/content/drive/MyDrive/cxr-course/outputs")
 
 
+def keep_outputs_on_drive() -> bool:
+    """On Colab: the setup cell's KEEP_OUTPUTS_ON_DRIVE (it sets CXR_KEEP_OUTPUTS_ON_DRIVE=1), or, chosen once for
+    every notebook of the course, a Colab secret CXR_KEEP_OUTPUTS_ON_DRIVE = 1 (the key icon in Colab's left bar)."""
+    if not in_colab():
+        return False
+    if os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE"):
+        return os.environ["CXR_KEEP_OUTPUTS_ON_DRIVE"] == "1"
+    try:
+        from google.colab import userdata
+
+        return str(userdata.get("CXR_KEEP_OUTPUTS_ON_DRIVE")).strip().lower() in ("1", "true", "yes")
+    except Exception:  # noqa: BLE001 - no such secret, or this notebook not given access to it: not asked
+        return False
+
+
 def _output_dir() -> Path:
-    """CXR_OUTPUT_DIR if set; on Colab asked to keep outputs on Drive, the course's folder there (Drive mounted now,
-    once for every notebook: the setup cell only says whether); else outputs/ beside the data."""
+    """CXR_OUTPUT_DIR if set; on Colab asked to keep outputs on Drive, the course's folder there (Drive mounted now:
+    the setup cell only says whether); else outputs/ beside the data."""
     if os.environ.get("CXR_OUTPUT_DIR"):
         return Path(os.environ["CXR_OUTPUT_DIR"]).expanduser()
-    if in_colab() and os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE") == "1":
+    if keep_outputs_on_drive():
         from google.colab import drive
 
         drive.mount(str(DRIVE_OUTPUTS.parents[2]))
@@ -72,7 +87,7 @@ def outputs_not_as_asked() -> str | None:
     """The sentence to show when KEEP_OUTPUTS_ON_DRIVE changed after `import helpers` chose the outputs folder."""
     if not in_colab() or os.environ.get("CXR_OUTPUT_DIR"):
         return None
-    on_drive = os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE") == "1"
+    on_drive = keep_outputs_on_drive()
     if on_drive == (OUTPUT_DIR == DRIVE_OUTPUTS):
         return None
     return (f"KEEP_OUTPUTS_ON_DRIVE is now {on_drive}, but helpers was imported before and keeps outputs in "

@@ -134,3 +134,13 @@ def test_keep_outputs_on_drive_is_chosen_once_in_the_setup_cell_and_a_late_chang
     assert config.device_report().startswith(f"WARNING: {late}\n")
     monkeypatch.setattr(config, "OUTPUT_DIR", config.DRIVE_OUTPUTS)
     assert config.outputs_not_as_asked() is None
+
+    # Chosen once for every notebook: a Colab secret, read when the setup cell leaves the choice empty.
+    secrets = {"CXR_KEEP_OUTPUTS_ON_DRIVE": "1"}
+    colab.userdata = types.ModuleType("google.colab.userdata")
+    colab.userdata.get = secrets.__getitem__
+    monkeypatch.setitem(sys.modules, "google.colab.userdata", colab.userdata)
+    monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "")
+    assert config._output_dir() == config.DRIVE_OUTPUTS and len(mounted) == 2
+    secrets.clear()  # no such secret (userdata raises): not asked
+    assert config._output_dir() == config.REPO_ROOT / "outputs" and len(mounted) == 2
