@@ -54,7 +54,7 @@ def test_same_opening(path):
     assert '"google.colab" in sys.modules' in code and '"KAGGLE_KERNEL_RUN_TYPE" in os.environ' in code
     assert sync_links.install_url() in code and "KEEP_OUTPUTS_ON_DRIVE" in code and "RUNS_URL" in code
     assert code.startswith("# @title ") and setup["metadata"].get("cellView") == "form", "collapsed on Colab"
-    assert "f\"tensorflow=={version('tensorflow')}\"" in code, "the runtime's own TensorFlow is kept, never replaced"
+    assert "f\"tensorflow=={importlib.metadata.version('tensorflow')}\"" in code, "the runtime's own TF is kept"
     imports = text(imports)
     assert imports.startswith("import helpers"), "helpers first: it keeps TensorFlow's start-up lines quiet"
     assert "config.device_report(" in imports
