@@ -13,10 +13,12 @@ One module per concern, each importing only those above it:
   pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
   splits      seeded, duplicate-aware splits, saved under a key of what they were made from
   datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
+  sharing     runs a class can share: finished runs exported with a manifest, imported checked
   training    training a recipe on a split into a run folder: resumable, atomic, device-aware
   runs        a trained run folder as an object (settings, model, history, its split), and the course's runs
   cam         class activation maps and Grad-CAM, and how well they localise
   evaluation  metrics with intervals, calibration, paired tests, image-editing controls, Paper A's Figure 2
+  explorers   ipywidgets explorers over those functions (02 input, 03 upload, 04 operating point, 05 maps)
   timing      honest timing of input pipelines
   main_job    `make run` · cli: `python -m helpers`
 """
