@@ -4,6 +4,7 @@ the ideas.
 One module per concern, each importing only those above it:
   config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
   files       atomic writes: a file is whole or absent
+  run_folder  the files of a run folder, named once
   recipes     training recipes (Paper A, improved, Paper B) as data
   data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
   models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools

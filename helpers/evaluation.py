@@ -34,7 +34,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from helpers import files, plots
+from helpers import files, plots, run_folder
 from helpers.data import load_grayscale
 from helpers.pipeline import unreadable_files
 from helpers.runs import as_run, predict_pixels, read_images
@@ -525,8 +525,8 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
         "unreadable_files": left_out,
     })
-    files.write_json(run.folder / "metrics.json", metrics)
-    with files.atomic_path(run.folder / "test_predictions.csv") as tmp:
+    files.write_json(run.folder / run_folder.METRICS, metrics)
+    with files.atomic_path(run.folder / run_folder.TEST_PREDICTIONS) as tmp:
         test.drop(columns=["path"]).to_csv(tmp, index=False)
     if figures:
         _save_figures(run, test, metrics, scaled if temperature else None)
@@ -592,7 +592,7 @@ def format_metrics(metrics: dict) -> str:
 def metrics_of(run, **options) -> dict:
     """The run's metrics.json, computed first if missing."""
     run = as_run(run)
-    return files.read_json(run.folder / "metrics.json") or evaluate_run(run, **options)
+    return files.read_json(run.folder / run_folder.METRICS) or evaluate_run(run, **options)
 
 
 def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
@@ -602,7 +602,7 @@ def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
     for run in (run_a, run_b):
         m = metrics_of(run)
         metrics[m["recipe"]] = m
-        predictions[m["recipe"]] = pd.read_csv(as_run(run).folder / "test_predictions.csv").set_index("relpath")
+        predictions[m["recipe"]] = pd.read_csv(as_run(run).folder / run_folder.TEST_PREDICTIONS).set_index("relpath")
     (name_a, pa), (name_b, pb) = predictions.items()
     if set(pa.index) != set(pb.index):
         raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "

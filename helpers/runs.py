@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
-from helpers import config, sharing
+from helpers import config, run_folder, sharing
 from helpers.data import (
     CLASSES,
     MANIFEST_NAME,
@@ -56,7 +56,7 @@ class Run:
 
     @cached_property
     def settings(self) -> dict:
-        path = self.folder / "settings.json"
+        path = self.folder / run_folder.SETTINGS
         if not path.exists():
             raise RunNotFoundError(f"{self.folder} is not a training run: expected {path.name} (made by "
                                    "`python -m helpers train`); found none")
@@ -102,7 +102,7 @@ class Run:
     def model(self):
         """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code). A damaged file is named
         as such (Keras calls a truncated one "File not found")."""
-        path = self.folder / "model.keras"
+        path = self.folder / run_folder.MODEL
         if not self.settings.get("finished"):
             raise RunNotFoundError(f"{self.folder} has not finished training: run the same command again to "
                                    "resume it")
@@ -116,7 +116,7 @@ class Run:
                           f"delete the folder {self.folder} and train the run again") from exc
 
     def history(self) -> pd.DataFrame:
-        return pd.read_csv(self.folder / "history.csv")
+        return pd.read_csv(self.folder / run_folder.HISTORY)
 
     def held_out_curve(self, level: float = 0.95) -> pd.DataFrame:
         """Per epoch: training seconds so far, without evaluation and without the one-off tracing and compiling of
@@ -144,7 +144,7 @@ class Run:
         return curve
 
     def split(self) -> pd.DataFrame:
-        return load_split(self.folder / "split.csv", self.settings["data_root"])
+        return load_split(self.folder / run_folder.SPLIT, self.settings["data_root"])
 
     def part(self, name: str = "test", scan: ScanResult | None = None) -> pd.DataFrame:
         """The images of one part of the run's own split (its own repeat), with the scan's mask paths if given

@@ -25,14 +25,14 @@ from pathlib import Path, PurePosixPath
 import keras
 import pandas as pd
 
-from helpers import config, files, models  # noqa: F401 - models: registers the course's layers for safe loading
+from helpers import config, files, models, run_folder  # noqa: F401 - models: registers the course's layers for safe loading
 from helpers.data import scan_cached
 from helpers.datasets import DatasetLayout, dataset_tag
 
 FORMAT = "cxr-course-runs/1"
 MANIFEST = "manifest.json"
 IMPORTED = "imported.json"  # in an imported run's folder: where it came from, and the teacher's data_root
-SHARED_FILES = ("settings.json", "split.csv", "history.csv", "model.keras")  # a finished run; never its checkpoints
+SHARED_FILES = run_folder.SHARED
 
 
 class ArchiveRefused(ValueError):
@@ -45,9 +45,10 @@ def sha256(data: bytes) -> str:
 
 def _run_folders(source: Path) -> list[Path]:
     """`source` itself if it is a run folder, else every run folder beneath it."""
-    if (source / "settings.json").exists():
+    if (source / run_folder.SETTINGS).exists():
         return [source]
-    found = sorted(settings.parent for settings in source.rglob("settings.json") if "checkpoints" not in settings.parts)
+    found = sorted(settings.parent for settings in source.rglob(run_folder.SETTINGS)
+                   if run_folder.CHECKPOINTS not in settings.parts)
     if not found:
         raise ArchiveRefused(f"{source} holds no run folder (a folder with settings.json): nothing to export")
     return found
@@ -60,7 +61,7 @@ def export_runs(source, archive) -> dict:
     runs = []
     with files.atomic_path(archive) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
         for folder in _run_folders(source):
-            settings = json.loads((folder / "settings.json").read_text())
+            settings = json.loads((folder / run_folder.SETTINGS).read_text())
             if not settings.get("finished"):
                 raise ArchiveRefused(f"{folder} has not finished training: finish it (run the same command again) "
                                      "before exporting it")
@@ -172,15 +173,15 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     folder.mkdir(parents=True)
     for name in run["files"]:
         (folder / name).write_bytes(packed.read(f"runs/{run['folder']}/{name}"))
-    problem = split_mismatch(pd.read_csv(folder / "split.csv"), index)
+    problem = split_mismatch(pd.read_csv(folder / run_folder.SPLIT), index)
     if problem:
         return problem
-    settings = json.loads((folder / "settings.json").read_text())
+    settings = json.loads((folder / run_folder.SETTINGS).read_text())
     teacher_root, settings["data_root"] = settings["data_root"], str(layout.root)
-    files.write_json(folder / "settings.json", settings)
+    files.write_json(folder / run_folder.SETTINGS, settings)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
                                          "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    _check_loads_safely(folder / "model.keras", run["folder"])
+    _check_loads_safely(folder / run_folder.MODEL, run["folder"])
     return None
 
 

@@ -44,7 +44,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from helpers import config, distribute, files, models, sharing
+from helpers import config, distribute, files, models, run_folder, sharing
 from helpers.pipeline import build_dataset, datasets_from_split, left_out_line, unreadable_files
 from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 from helpers.splits import fingerprint, load_split, save_split
@@ -259,21 +259,22 @@ def _existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
     refused, saying what differs; one whose settings.json, split.csv (once an epoch was saved) or finished run's
     model.keras is there but unreadable, or missing, stops with `RunFolderError`: a typo must not delete work.
     """
-    previous = read_run_json(run_dir / "settings.json", run_dir)
+    previous = read_run_json(run_dir / run_folder.SETTINGS, run_dir)
     if previous is None:
         if run_dir.exists() and any(run_dir.iterdir()):
             log(f"{run_dir} holds no complete run (no settings.json): starting it afresh.")
         return None
     changed = differences(previous, settings)
     if SPLIT_CHANGED in changed:
-        changed[changed.index(SPLIT_CHANGED)] += _images_changed(run_dir / "split.csv", split, settings)
+        changed[changed.index(SPLIT_CHANGED)] += _images_changed(run_dir / run_folder.SPLIT, split, settings)
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
-    split_problem = _split_file_problem(run_dir / "split.csv", settings, previous["split_fingerprint"])
+    split_problem = _split_file_problem(run_dir / run_folder.SPLIT, settings, previous["split_fingerprint"])
     if split_problem:
-        if previous.get("finished") or (run_dir / "checkpoints").exists() or (run_dir / "history.csv").exists():
-            raise damaged(run_dir / "split.csv", run_dir, split_problem)  # epochs that must not be trained over
+        trained = (run_dir / run_folder.CHECKPOINTS).exists() or (run_dir / run_folder.HISTORY).exists()
+        if previous.get("finished") or trained:
+            raise damaged(run_dir / run_folder.SPLIT, run_dir, split_problem)  # epochs that must not be trained over
         log(f"{run_dir}'s split.csv is not usable ({split_problem}) and no epoch was saved: starting the run afresh.")
         return None
     if previous.get("finished"):
@@ -325,23 +326,24 @@ def _images_changed(split_file: Path, split: pd.DataFrame, settings: dict, shown
 
 def _check_finished(run_dir: Path, settings: dict) -> None:
     """A run that says it is finished has what `_finish` wrote: its scores and a whole model.keras."""
-    path = run_dir / "settings.json"
+    path = run_dir / run_folder.SETTINGS
     missing = [key for key in ("scores", "epochs_run", "pretrained", "weights_used") if key not in settings]
     if missing or settings.get("monitored_on", "val") not in settings["scores"]:
         raise damaged(path, run_dir, f"it says finished but has no {', '.join(missing) or 'scores of its part'}: "
                       "edited by hand, or written by an older version",
                       f'set "finished" back to false to resume the run, or delete the folder {run_dir} to start the '
                       "run again")
-    problem = model_file_problem(run_dir / "model.keras")
+    problem = model_file_problem(run_dir / run_folder.MODEL)
     if problem:
-        raise damaged(run_dir / "model.keras", run_dir, problem, f"delete the folder {run_dir} to train the run again")
+        raise damaged(run_dir / run_folder.MODEL, run_dir, problem,
+                      f"delete the folder {run_dir} to train the run again")
 
 
 def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recipe: Recipe, devices: _Devices, log):
     """(model, state): the checkpoint of the last finished epoch in `saved` (or the one before, if that one is
     unreadable), or a newly built model and state None. Only the writer of the run folder tidies it; with no readable
     checkpoint of those `saved` names it stops (`RunFolderError`): deleting them would lose every finished epoch."""
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / run_folder.CHECKPOINTS
     for folder in (run_dir, checkpoints) if devices.writes else ():  # half-written files of a killed process
         files.remove_leftovers(folder)
     with devices.strategy.scope():
@@ -370,7 +372,7 @@ def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recip
             log(f"No checkpoint in {checkpoints}: training {run_dir} from its first epoch.")
         if devices.writes:
             shutil.rmtree(checkpoints, ignore_errors=True)
-            (run_dir / "history.csv").unlink(missing_ok=True)
+            (run_dir / run_folder.HISTORY).unlink(missing_ok=True)
         model, weights_used, fallback = _fresh_model(recipe, settings, devices, log)
     settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
     if weights_used == "none":
@@ -434,7 +436,7 @@ def _weights_only_model(checkpoints: Path, epoch: int, settings: dict, previous:
 def _saved_states(run_dir: Path) -> list[dict]:
     """The newest state and the one before it, newest first (each names its own checkpoint file); none before the
     first epoch ends. A state.json there but unreadable, or not of this version's form, stops the run."""
-    path = run_dir / "checkpoints" / "state.json"
+    path = run_dir / run_folder.CHECKPOINTS / run_folder.STATE
     remedy = (f"delete the folder {path.parent} to train the run from its first epoch, or the folder {run_dir} to "
               "start it again")
     state = read_run_json(path, run_dir, remedy)
@@ -465,8 +467,8 @@ def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Re
         "finished": False,
     }
     if devices.writes:
-        save_split(split, run_dir / "split.csv")
-        files.write_json(run_dir / "settings.json", settings)
+        save_split(split, run_dir / run_folder.SPLIT)
+        files.write_json(run_dir / run_folder.SETTINGS, settings)
     return settings
 
 
@@ -501,7 +503,7 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
     if not devices.writes:  # another worker: the chief keeps the best epoch
         return model
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
-        load_epoch_weights(model, run_dir / "checkpoints", progress.best_epoch)
+        load_epoch_weights(model, run_dir / run_folder.CHECKPOINTS, progress.best_epoch)
         log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")
     return model
 
@@ -523,8 +525,8 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
                                   normalisation=models.fed_normalisation(model, recipe.normalisation))
         settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference, traced=not eager)
     scores[monitored] = evaluate(model, data[monitored])
-    save_for_inference(model, run_dir / "model.keras")
-    history = pd.read_csv(run_dir / "history.csv")
+    save_for_inference(model, run_dir / run_folder.MODEL)
+    history = pd.read_csv(run_dir / run_folder.HISTORY)
     settings.update({
         "scores": scores, "epochs_run": int(len(history)),
         "stopped_early": bool(len(history) < settings["warmup_epochs"] + settings["main_epochs"]),
@@ -532,8 +534,8 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
         "unreadable_files": {**settings.get("unreadable_files", {}), **unreadable_files(split["path"])},
         "finished": True,
     })
-    files.write_json(run_dir / "settings.json", settings)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ~300 MB each with optimizer state
+    files.write_json(run_dir / run_folder.SETTINGS, settings)
+    shutil.rmtree(run_dir / run_folder.CHECKPOINTS, ignore_errors=True)  # ~300 MB each with optimizer state
     log(f"Finished {run_dir}: {monitored} accuracy {scores[monitored]['accuracy']:.3f}.")
     return settings
 
@@ -654,7 +656,7 @@ class _Progress:
                 self.best_loss, self.best_epoch = loss, epoch + 1
             self.rows.append(row)
             return
-        checkpoints = self.run_dir / "checkpoints"
+        checkpoints = self.run_dir / run_folder.CHECKPOINTS
         name = f"epoch-{epoch + 1:03d}.keras"
         # The weights alone (a third of the full model): the fall-back once the next epoch is saved, and the best
         # epoch's. Named after its epoch: a state never names weights it did not see. A recipe that keeps its last
@@ -674,7 +676,7 @@ class _Progress:
         self.rows.append(row)
         self.state = {"phase": self.phase, "epochs_done": epoch + 1, "checkpoint": name, "history": self.rows,
                       "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
-        files.write_json(checkpoints / "state.json", {**self.state, "previous": previous})
+        files.write_json(checkpoints / run_folder.STATE, {**self.state, "previous": previous})
         _write_history(self.run_dir, self.rows)
         keep = {name, best_weights_name(epoch + 1), previous["checkpoint"] if previous else None}
         keep |= {pattern.format(s["best_epoch"]) for s in (self.state, previous or {}) if s.get("best_epoch")
@@ -713,10 +715,10 @@ def load_epoch_weights(model, checkpoints: Path, epoch: int) -> None:
 
 def _write_history(run_dir: Path, rows: list) -> None:
     if rows:
-        with files.atomic_path(run_dir / "history.csv") as tmp:
+        with files.atomic_path(run_dir / run_folder.HISTORY) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     else:
-        (run_dir / "history.csv").unlink(missing_ok=True)
+        (run_dir / run_folder.HISTORY).unlink(missing_ok=True)
 
 
 class _Timing(keras.callbacks.Callback):
@@ -850,7 +852,7 @@ def _interrupted(run_dir: Path, settings: dict, signal_number: int) -> TrainingI
     """The one line for a run stopped by `signal_number`: the epochs its saved state keeps, and how to go on."""
     state = None
     with contextlib.suppress(ValueError, OSError):  # a state that cannot be read: the next run says so
-        state = files.read_json(run_dir / "checkpoints" / "state.json")
+        state = files.read_json(run_dir / run_folder.CHECKPOINTS / run_folder.STATE)
     kept = state.get("epochs_done", 0) if isinstance(state, dict) else 0
     kept = kept if isinstance(kept, int) else 0
     total = settings["warmup_epochs"] + settings["main_epochs"]

@@ -70,3 +70,13 @@ def test_the_readme_lists_the_modules_in_dependency_order():
     below = {name: set(listed[i + 1:]) for i, name in enumerate(listed)}
     upward = {name: sorted(helpers_imported_by(MODULES[name]) & below[name]) for name in listed}
     assert {name: found for name, found in upward.items() if found} == {}, "a module imports one listed below it"
+
+
+def test_a_run_folders_file_names_are_written_in_one_module():
+    """Issue 25: a renamed run-folder file is renamed everywhere: `run_folder` names them, the others import it."""
+    names = ("settings.json", "split.csv", "history.csv", "model.keras", "metrics.json", "test_predictions.csv",
+             "state.json")
+    found = {name: sorted(module for module, tree in MODULES.items()
+                          for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value == name)
+             for name in names}
+    assert found == {name: ["run_folder"] for name in names}
