@@ -37,7 +37,7 @@ from sklearn.metrics import (
 from helpers import files, plots, run_folder
 from helpers.data import load_grayscale
 from helpers.pipeline import unreadable_files
-from helpers.runs import as_run, predict_pixels, read_images
+from helpers.runs import as_run, predict_pixels, read_images, run_labels
 from helpers.synthetic import add_marker as draw_marker
 
 
@@ -597,12 +597,10 @@ def metrics_of(run, **options) -> dict:
 
 def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
     """Two runs side by side on the same test images, and McNemar's test on their per-image correctness."""
-    metrics = {}
-    predictions = {}
-    for run in (run_a, run_b):
-        m = metrics_of(run)
-        metrics[m["recipe"]] = m
-        predictions[m["recipe"]] = pd.read_csv(as_run(run).folder / run_folder.TEST_PREDICTIONS).set_index("relpath")
+    metrics, predictions = {}, {}
+    for label, run in zip(run_labels([run_a, run_b]), (run_a, run_b)):  # two runs of one recipe stay two
+        metrics[label] = metrics_of(run)
+        predictions[label] = pd.read_csv(as_run(run).folder / run_folder.TEST_PREDICTIONS).set_index("relpath")
     (name_a, pa), (name_b, pb) = predictions.items()
     if set(pa.index) != set(pb.index):
         raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "

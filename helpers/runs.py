@@ -363,13 +363,22 @@ def format_predictions(table: pd.DataFrame, classes) -> str:
     return "\n".join(lines)
 
 
+def run_labels(runs) -> list[str]:
+    """A name per run for a table's columns: its recipe, or, where two runs share one (two repeats, two seeds), the
+    recipe and its folder, so that no run hides another."""
+    runs = [as_run(run) for run in runs]
+    names = [run.name for run in runs]
+    return [name if names.count(name) == 1 else f"{name} ({run.folder.name})" for name, run in zip(names, runs)]
+
+
 def compare_runs(runs) -> pd.DataFrame:
     """Key facts of several runs side by side, on the part each watched (the test set is for notebook 04)."""
     rows = {}
-    for run in map(as_run, runs):
+    runs = [as_run(run) for run in runs]
+    for label, run in zip(run_labels(runs), runs):
         s = run.settings
         before = s["scores"].get(f"{run.monitored_on}_before_batchnorm_reestimation", {})
-        rows[run.name] = {
+        rows[label] = {
             "backbone weights": s["weights_used"] + ("" if s["pretrained"] else "  (random init!)"),
             "image size": s["image_size"],
             "normalisation": run.normalisation,

@@ -346,3 +346,20 @@ def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_re
     assert metrics["n"] == 7 and list(metrics["unreadable_files"]) == [str(bad)]
     assert json.loads((run.folder / "metrics.json").read_text())["unreadable_files"] == metrics["unreadable_files"]
     assert "left out 1 image(s) that could not be read" in evaluation.format_metrics(metrics)
+
+
+def test_two_runs_of_one_recipe_are_compared_as_two(phantom_root, tmp_path, monkeypatch):
+    """Issue 25: comparisons were keyed by recipe name, so two repeats (or seeds) of one recipe collapsed into one."""
+    from helpers import config, runs
+    from tests.conftest import TOY_PAPER_A, train_tiny
+
+    monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
+    for seed in (0, 1):
+        train_tiny(tmp_path / f"seed{seed}", phantom_root, TOY_PAPER_A, epochs=1, seed=seed)
+        evaluation.evaluate_run(runs.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
+    pair = [tmp_path / "seed0", tmp_path / "seed1"]
+    assert runs.run_labels(pair) == ["paper_a_toy (seed0)", "paper_a_toy (seed1)"]
+    table, paired = evaluation.compare_on_test(*pair)
+    assert list(table.columns) == runs.run_labels(pair) and (paired["a"], paired["b"]) == tuple(runs.run_labels(pair))
+    assert list(runs.compare_runs(pair).columns) == runs.run_labels(pair)
+    assert runs.run_labels(pair[:1]) == ["paper_a_toy"], "a recipe alone keeps its plain name"
