@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from helpers import files, plots
 from helpers.data import load_grayscale
-from helpers.models import float32_copy, inputs_for
+from helpers.models import LOGITS, float32_copy, inputs_for
 from helpers.runs import as_run, read_images
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
@@ -51,7 +51,7 @@ def feature_model(model, layer: str | None = None):
     if layer not in probes:
         exact = probes.setdefault("float32", float32_copy(model))
         features = exact.get_layer(layer).output if layer else exact.get_layer(HEAD_INPUT).input
-        probes[layer] = keras.Model(exact.input, [features, exact.get_layer("logits").output])
+        probes[layer] = keras.Model(exact.input, [features, exact.get_layer(LOGITS).output])
     return probes[layer]
 
 
@@ -106,10 +106,10 @@ def normalise(maps, method: str = MAP_SCALING):
 def linear_head_weights(model):
     """The logits layer's kernel (channels × classes), after checking that the head is linear."""
     path = [layer.name for layer in model.layers[model.layers.index(model.get_layer(HEAD_INPUT)):]]
-    if any(name not in (HEAD_INPUT, "dropout", "logits", "probabilities") for name in path):
+    if any(name not in (HEAD_INPUT, "dropout", LOGITS, "probabilities") for name in path):
         raise ValueError("CAM needs a linear head (GAP → [Dropout] → Dense logits), as build_model(head='linear') "
                          "makes; for Paper A's head use grad_cam")
-    return model.get_layer("logits").get_weights()[0]
+    return model.get_layer(LOGITS).get_weights()[0]
 
 
 def class_activation_maps(model, images, normalise_method: str | None = MAP_SCALING):

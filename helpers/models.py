@@ -29,8 +29,10 @@ RESNET18_ARCHITECTURE = {
     "stackwise_num_blocks": [2, 2, 2, 2], "stackwise_num_strides": [1, 2, 2, 2], "block_type": "basic_block",
     "use_pre_activation": False,
 }
-HEAD_LAYERS = ("gap", "fc1024", "dropout", "logits", "probabilities")
-LAST_CONV_LAYER = "conv5_block3_out"
+# Layer names that code reads (CAM, Grad-CAM, the notebooks), each named here only.
+LOGITS = "logits"  # the pre-softmax Dense layer of every head
+LAST_CONV_LAYER = "conv5_block3_out"  # ResNet50's last block: CAM's features, Grad-CAM's default layer
+HEAD_LAYERS = ("gap", "fc1024", "dropout", LOGITS, "probabilities")
 PIXELS_LAYER = "pixels_to_input"  # the first layer of a model that takes uint8 grayscale pixels
 PIXEL_INPUT_BACKBONES = ("resnet50", "toy")  # built on the model's own input; KerasHub's ResNet18 is not
 PAPER_A_TABLE_1 = {"backbone": 23_587_712, "dense_1024": 1_049_600, "output_4_classes": 4_100}
@@ -178,7 +180,7 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
         x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout")(x)
     elif dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    logits = keras.layers.Dense(n_classes, name=LOGITS)(x)
     # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     model = keras.Model(base.input if inputs is None else inputs, probabilities, name=f"{backbone}_{head}")

@@ -5,6 +5,7 @@ Kaggle (simulated here, without network)."""
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -116,6 +117,14 @@ def test_notebook_says_which_data_it_uses(path):
 def test_the_notebooks_show_the_code_they_teach(name, shown):
     code = code_of(REPO / "notebooks" / name)
     assert [s for s in shown if s not in code] == []
+
+
+def test_03_fine_tunes_in_code_as_it_freezes():
+    """A code cell of 03 sets a backbone trainable again and compiles it: fine-tuning shown, as the frozen phase is."""
+    unfreezes = re.compile(r"\.trainable\s*=\s*True|set_backbone_trainable\([^)]*True")
+    code_cells = [text(c) for c in cells(REPO / "notebooks" / "03_transfer_learning_resnet50.ipynb")
+                  if c["cell_type"] == "code"]
+    assert any(unfreezes.search(code) and ".compile(" in code for code in code_cells)
 
 
 def test_badges_and_setup_cells_point_at_the_repository_constant():
