@@ -163,23 +163,16 @@ AFTER_THE_NOTEBOOKS = "tests/test_course_outputs.py::test_the_test_run_leaves_th
 BROWSER_TESTS = ("tests/test_browser.py", "tests/test_site.py")
 
 
-# The longest modules (each 2-3 minutes of ResNet50 and subprocess training), spread test by test over the workers.
-SPREAD_TESTS = ("tests/test_devices.py", "tests/test_interruptions.py", "tests/test_training.py")
-
-
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist (`make test` runs two workers), every notebook runs in one worker, in order: 04 and 05 reuse
     the runs 03 trained in the same output folder (the test run's own: conftest.py at the top), and nbval needs a
-    notebook's cells in one kernel. Each other test module is a unit of its own, spread over the workers, except the
-    longest three, spread test by test."""
+    notebook's cells in one kernel. Each test module is a unit of its own, spread over the workers."""
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebooksTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid):
             if nodeid.startswith(("notebooks/", *BROWSER_TESTS)) or nodeid == AFTER_THE_NOTEBOOKS:
                 return "notebooks"
-            if nodeid.startswith(SPREAD_TESTS):  # each test a unit: no worker is left alone with a whole module
-                return nodeid
             return super()._split_scope(nodeid)
 
     return NotebooksTogether(config, log)
