@@ -19,7 +19,7 @@ import common
 
 def first_fit(build_first: bool) -> float:
     # isort: off
-    from helpers import training  # first: it imports TensorFlow with its start-up lines held back
+    from helpers import callbacks, training  # first: it imports TensorFlow with its start-up lines held back
     # isort: on
     import keras
     import numpy as np
@@ -27,7 +27,8 @@ def first_fit(build_first: bool) -> float:
     keras.utils.set_random_seed(0)
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg")
     model = keras.Model(backbone.input, keras.layers.Dense(4, activation="softmax")(backbone.output))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=training._metrics(4))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
+                  metrics=callbacks.epoch_metrics(4))
     images = np.random.default_rng(0).random((48, 64, 64, 3), dtype="float32")
     labels = keras.utils.to_categorical(np.arange(48) % 4, 4)
     started = time.perf_counter()

@@ -35,7 +35,7 @@ def main() -> None:
     from helpers.distribute import global_dtype_policy, strategy_for
     from helpers.models import build_model, inputs_for
     from helpers.pipeline import build_dataset
-    from helpers.runs import read_images
+    from helpers.run_folder import read_images
 
     policy = device_policy()  # as training runs
     strategy = strategy_for(policy)

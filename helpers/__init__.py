@@ -4,7 +4,6 @@ the ideas.
 One module per concern, each importing only those above it:
   config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
   files       atomic writes: a file is whole or absent
-  run_folder  the files of a run folder, named once
   recipes     training recipes (Paper A, improved, Paper B) as data
   data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
   models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
@@ -14,9 +13,13 @@ One module per concern, each importing only those above it:
   pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
   splits      seeded, duplicate-aware splits, saved under a key of what they were made from
   datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
+  curves      held-out accuracy over training time: intervals, time to a threshold, what a held-out set can show
+  run_folder  a run folder: its files, read and written only here, and `Run`, the folder as an object
   sharing     runs a class can share: finished runs exported with a manifest, imported checked
+  callbacks   inside every epoch: timing, early stopping across resumes, stopping on SIGTERM, balanced accuracy
+  resume      whether a folder's run is the one asked for, and what it has done so far (saved after every epoch)
   training    training a recipe on a split into a run folder: resumable, atomic, device-aware
-  runs        a trained run folder as an object (settings, model, history, its split), and the course's runs
+  runs        the course's runs: where they live, trained when missing, cross-validated, compared
   cam         class activation maps and Grad-CAM, and how well they localise
   evaluation  metrics with intervals, calibration, paired tests, image-editing controls, Paper A's Figure 2
   explorers   ipywidgets explorers over those functions (02 input, 03 upload, 04 operating point, 05 maps)

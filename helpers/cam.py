@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from helpers import files, plots
 from helpers.data import load_grayscale
 from helpers.models import LOGITS, float32_copy, inputs_for
-from helpers.runs import as_run, read_images
+from helpers.run_folder import as_run, read_images
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
 MAP_SCALING = "relu"

@@ -45,10 +45,12 @@ from helpers.evaluation import evaluate_run, format_metrics
 from helpers.main_job import run_course
 from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
 from helpers.recipes import RECIPES, get_recipe
-from helpers.runs import Run, RunNotFoundError, format_predictions
+from helpers.resume import RunSettingsError
+from helpers.run_folder import Run, RunNotFoundError
+from helpers.runs import format_predictions
 from helpers.splits import make_split, sample_distinct, save_split, saved_split, split_plan, split_summary
 from helpers.synthetic import generate_phantoms
-from helpers.training import RunSettingsError, TrainingInterrupted, train
+from helpers.training import TrainingInterrupted, train
 
 # What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.
 EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.StrategyError, ValueError, ImportError,
@@ -138,15 +140,14 @@ def _cmd_train(args) -> int:
     scan = scan_cached(layout)
     split, used = planned_split(scan, args)
     print(used["statement"], flush=True)
-    settings = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
-                     epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
-                     weights=args.weights, seed=args.seed, skipped=scan.skipped, record={"data_used": used})
-    if not settings.get("finished"):  # a worker other than the chief: the chief reports the run
+    run = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
+                epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+                weights=args.weights, seed=args.seed, skipped=scan.skipped, record={"data_used": used})
+    if not run.finished:  # a worker other than the chief: the chief reports the run
         return 0
-    part = settings["monitored_on"]
-    score = settings["scores"][part]
-    print(f"Trained {recipe.name} ({'pretrained' if settings['pretrained'] else 'RANDOM-INIT'} backbone) for "
-          f"{settings['epochs_run']} epochs: {'validation' if part == 'val' else 'test (watched only)'} accuracy "
+    part, score = run.monitored_on, run.score
+    print(f"Trained {recipe.name} ({'pretrained' if run.pretrained else 'RANDOM-INIT'} backbone) for "
+          f"{run.epochs_run} epochs: {'validation' if part == 'val' else 'test (watched only)'} accuracy "
           f"{score['accuracy']:.3f}, loss {score['loss']:.3f} → {args.out}")
     return 0
 

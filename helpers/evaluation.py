@@ -37,7 +37,8 @@ from sklearn.metrics import (
 from helpers import files, plots, run_folder
 from helpers.data import load_grayscale
 from helpers.pipeline import unreadable_files
-from helpers.runs import as_run, predict_pixels, read_images, run_labels
+from helpers.run_folder import as_run, predict_pixels, read_images
+from helpers.runs import run_labels
 from helpers.synthetic import add_marker as draw_marker
 
 
@@ -515,7 +516,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
     ece = expected_calibration_error(test["y_true"], p_test)
     metrics.update({
         "run": str(run.folder), "recipe": run.name, "classes": classes,
-        "pretrained": run.settings["pretrained"], "weights_used": run.settings["weights_used"],
+        "pretrained": run.pretrained, "weights_used": run.weights_used,
         "ci95": bootstrap_ci(test["y_true"], p_test, classes, n_resamples=n_resamples, seed=seed),
         "ece": ece,
         "calibration": {"temperature": temperature,

@@ -32,7 +32,7 @@ def set_caption(layout=None, *runs) -> str:
     if layout is not None:
         parts.append("images: generated PHANTOM radiographs" if layout.is_phantom else
                      "images: real radiographs (COVID-19 Radiography Database)")
-    models = {("ImageNet-pretrained" if run.settings["pretrained"] else "RANDOM-INIT (not pretrained)") +
+    models = {("ImageNet-pretrained" if run.pretrained else "RANDOM-INIT (not pretrained)") +
               " backbone trained on " + ("PHANTOMS" if run.on_phantoms else "real radiographs") for run in runs}
     parts += sorted(models)
     parts.append(f"profile {config.active_profile().name}")

@@ -1,13 +1,39 @@
-"""The files of a run folder, named once. `training` writes them, `runs.Run` reads them, `evaluation` adds its
-metrics, `sharing` packs the finished ones: each by these names, so that a renamed file is renamed everywhere.
+"""A run folder: its files, named once and read and written only here, and `Run`, a run folder as an object.
+
+`training` writes a run through these functions, `Run` reads it, `evaluation` adds its metrics, `sharing` packs the
+finished ones: a renamed file is renamed everywhere, and a damaged one is named the same way wherever it is met.
 
   settings.json          what was asked and used (recipe, sizes, data, device policy), scores once finished
   split.csv              the split the run trained, validated and was tested on (with each image's content hash)
   history.csv            one row per epoch: losses, accuracies, seconds
   model.keras            the final model, without optimizer state (written when the run finishes)
-  checkpoints/state.json for resuming: the last finished epoch and the files that hold it (removed at the end)
+  checkpoints/           for resuming (removed at the end): state.json (the last finished epoch and the files that
+                         hold it), the newest epoch's full model, and the weights alone of the epochs still needed
   metrics.json, test_predictions.csv   written by `evaluation.evaluate_run`
 """
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import zipfile
+from functools import cached_property
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers import config, files
+from helpers.curves import accuracy_interval, effective_images, one_off_seconds
+from helpers.data import MANIFEST_NAME, BadImageError, ScanResult, load_grayscale
+from helpers.models import fed_normalisation, inputs_for
+from helpers.pipeline import build_dataset, left_out_line, unreadable_files
+from helpers.recipes import Recipe
+from helpers.splits import load_split, save_split
 
 SETTINGS = "settings.json"
 SPLIT = "split.csv"
@@ -18,3 +44,474 @@ STATE = "state.json"  # in CHECKPOINTS
 METRICS = "metrics.json"
 TEST_PREDICTIONS = "test_predictions.csv"
 SHARED = (SETTINGS, SPLIT, HISTORY, MODEL)  # what a finished run is, for another machine: never its checkpoints
+EPOCH_WEIGHTS = "epoch-{:03d}.weights.npz"  # in CHECKPOINTS: the weights alone, no optimizer (`save_weights`)
+OLD_BEST_WEIGHTS = "best-epoch-{:03d}.weights.h5"  # runs before issue 21: weights with the optimizer's slots
+EPOCH_MODEL = "epoch-{:03d}.keras"  # in CHECKPOINTS: an epoch's full model, optimizer included
+
+
+class RunFolderError(ValueError):
+    """A file of a run folder is there but cannot be used (cut short, edited by hand, written by an older version):
+    the run is left as it is, never emptied or trained over, and the one-line message names the file and the run."""
+
+
+class RunNotFoundError(Exception):
+    """The folder is not a (finished) training run."""
+
+
+def damaged(path: Path, run_dir: Path, why: str, remedy: str | None = None) -> RunFolderError:
+    """The error for a damaged file of run `run_dir`: which file, why, and how to start again on purpose."""
+    remedy = remedy or f"restore the file, or delete the folder {run_dir} to start the run again"
+    return RunFolderError(f"{path} cannot be read ({why}); run {run_dir} was left as it is: {remedy}")
+
+
+def _read_object(path: Path, run_dir: Path, remedy: str | None = None):
+    """The JSON object in a file of a run folder, None if there is no such file (a run not that far yet)."""
+    try:
+        found = files.read_json(path)
+    except files.UnreadableFileError as exc:
+        raise damaged(path, run_dir, exc.reason, remedy) from None
+    if path.exists() and not isinstance(found, dict):
+        raise damaged(path, run_dir, f"not a JSON object: {json.dumps(found)[:40]}", remedy)
+    return found
+
+
+# --------------------------------------------------------------------------- settings, split, history
+
+
+def read_settings(run_dir, remedy: str | None = None) -> dict | None:
+    """settings.json, or None in a folder no run has started in."""
+    return _read_object(Path(run_dir) / SETTINGS, Path(run_dir), remedy)
+
+
+def write_settings(run_dir, settings: dict) -> None:
+    files.write_json(Path(run_dir) / SETTINGS, settings)
+
+
+def settings_path(run_dir) -> Path:
+    """Where settings.json is: for messages that name it, and to tell a run folder from any other."""
+    return Path(run_dir) / SETTINGS
+
+
+def is_run_folder(path) -> bool:
+    return settings_path(path).exists()
+
+
+def run_folders_under(source) -> list[Path]:
+    """Every run folder beneath `source` (never a checkpoint's own files)."""
+    return sorted(found.parent for found in Path(source).rglob(SETTINGS) if CHECKPOINTS not in found.parts)
+
+
+def read_split(run_dir, data_root) -> pd.DataFrame:
+    """The split the run was given, its paths resolved against `data_root` (raises if missing or unreadable)."""
+    return load_split(Path(run_dir) / SPLIT, data_root)
+
+
+def write_split(run_dir, split: pd.DataFrame) -> None:
+    save_split(split, Path(run_dir) / SPLIT)
+
+
+def split_path(run_dir) -> Path:
+    return Path(run_dir) / SPLIT
+
+
+def has_trained(run_dir) -> bool:
+    """Whether an epoch of the run was saved (a checkpoint or a history row): work that must not be trained over."""
+    return (Path(run_dir) / CHECKPOINTS).exists() or (Path(run_dir) / HISTORY).exists()
+
+
+def read_history(run_dir) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / HISTORY)
+
+
+def write_history(run_dir, rows: list) -> None:
+    """One row per finished epoch; no rows, no file (a run started again)."""
+    path = Path(run_dir) / HISTORY
+    if rows:
+        with files.atomic_path(path) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def model_file_problem(path: Path) -> str | None:
+    """Why a saved .keras file cannot be loaded, or None if it looks whole: a zip archive holding the model's config
+    and weights. Keras calls a truncated or empty one "File not found", although it is there."""
+    if not path.exists():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            absent = {"config.json", "model.weights.h5"} - set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return f"cut short or not a Keras file: {path.stat().st_size:,} bytes that are no zip archive"
+    return f"cut short or not a Keras file: no {' or '.join(sorted(absent))} inside" if absent else None
+
+
+def model_path(run_dir) -> Path:
+    return Path(run_dir) / MODEL
+
+
+def save_model(model, run_dir) -> None:
+    """The final model's weights and architecture without the optimizer state (a third of the size), atomically."""
+    clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
+    clean.set_weights(model.get_weights())
+    with files.atomic_path(model_path(run_dir)) as tmp:
+        clean.save(tmp)
+
+
+def load_model(run_dir):
+    """The final model, in Keras' safe mode (no Lambda layers or arbitrary code). A damaged file is named as such
+    (Keras calls a truncated one "File not found")."""
+    path, remedy = model_path(run_dir), f"delete the folder {run_dir} and train the run again"
+    problem = model_file_problem(path)
+    if problem:
+        raise damaged(path, Path(run_dir), problem, remedy)
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - a whole zip with damaged insides: Keras' error names no run
+        raise damaged(path, Path(run_dir), f"its contents do not load: {config.first_line(exc)}", remedy) from exc
+
+
+# --------------------------------------------------------------------------- checkpoints, for resuming
+
+
+def checkpoints(run_dir) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def remove_checkpoints(run_dir) -> None:
+    shutil.rmtree(checkpoints(run_dir), ignore_errors=True)  # ~300 MB each with optimizer state
+
+
+def read_states(run_dir) -> list[dict]:
+    """The newest saved state and the one before it, newest first (each names its own checkpoint file); none before
+    the first epoch ends. A state.json there but unreadable, or not of this version's form, stops the run."""
+    run_dir = Path(run_dir)
+    path = checkpoints(run_dir) / STATE
+    remedy = (f"delete the folder {path.parent} to train the run from its first epoch, or the folder {run_dir} to "
+              "start it again")
+    state = _read_object(path, run_dir, remedy)
+    found = [s for s in (state, (state or {}).get("previous")) if s]
+    for s in found:
+        missing = [key for key in ("phase", "epochs_done", "checkpoint", "history") if key not in s]
+        if missing or not isinstance(s["history"], list) or len(s["history"]) < s["epochs_done"]:
+            raise damaged(path, run_dir, f"no {', '.join(missing) or 'history of every epoch'}: written by an older "
+                          "version, or edited by hand", remedy)
+    return found
+
+
+def epochs_kept(run_dir) -> int:
+    """The finished epochs the saved state keeps, 0 if none or if it cannot be read (the next run says why)."""
+    state = None
+    with contextlib.suppress(ValueError, OSError):
+        state = files.read_json(checkpoints(run_dir) / STATE)
+    kept = state.get("epochs_done", 0) if isinstance(state, dict) else 0
+    return kept if isinstance(kept, int) else 0
+
+
+def save_checkpoint(model, run_dir, epoch: int, state: dict, keep_weights: bool) -> str:
+    """After epoch `epoch` (counted from 1): its full model, with `keep_weights` its weights alone too (the fall-back
+    once the next epoch is saved, and the best epoch's), then the state naming them, written last. Files of older
+    epochs are removed unless `state` (or its "previous") still names them. Returns the full model's file name."""
+    folder = checkpoints(run_dir)
+    name = EPOCH_MODEL.format(epoch)
+    if keep_weights:
+        save_weights(model, folder / weights_name(epoch))
+    with files.atomic_path(folder / name) as tmp:
+        model.save(tmp)
+    files.write_json(folder / STATE, {**state, "checkpoint": name})
+    previous = state.get("previous") or {}
+    keep = {name, weights_name(epoch), previous.get("checkpoint")}
+    keep |= {pattern.format(s["best_epoch"]) for s in (state, previous) if s.get("best_epoch")
+             for pattern in (EPOCH_WEIGHTS, OLD_BEST_WEIGHTS)}
+    for old in [*folder.glob("epoch-*.keras"), *folder.glob("*epoch-*.weights.*")]:
+        if old.name not in keep:  # one full model; the weights of this epoch, the one before and the best
+            old.unlink(missing_ok=True)
+    return name
+
+
+def load_checkpoint(run_dir, name: str):
+    """A full model with its optimizer, as `save_checkpoint` wrote it."""
+    return keras.models.load_model(checkpoints(run_dir) / name)
+
+
+def weights_name(epoch: int) -> str:
+    """The weights alone of an epoch: its fall-back while it is the one before the newest, and the best epoch's."""
+    return EPOCH_WEIGHTS.format(epoch)
+
+
+def has_weights(run_dir, epoch: int) -> bool:
+    return (checkpoints(run_dir) / weights_name(epoch)).exists()
+
+
+def save_weights(model, path: Path) -> None:
+    """The model's weights without the optimizer's, atomically: `Model.save_weights` in Keras 3 also writes Adam's
+    two slots per weight, which triples the file."""
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, *model.get_weights())
+
+
+def load_epoch_weights(model, run_dir, epoch: int) -> None:
+    """Epoch `epoch`'s weights (written by `save_weights`, or by a version before it) into `model`."""
+    folder = checkpoints(run_dir)
+    path = folder / weights_name(epoch)
+    if not path.exists() and (folder / OLD_BEST_WEIGHTS.format(epoch)).exists():
+        model.load_weights(folder / OLD_BEST_WEIGHTS.format(epoch))
+        return
+    with np.load(path) as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    model.set_weights(weights)  # refuses a file of another architecture, naming the shapes
+
+
+def remove_leftovers(run_dir) -> None:
+    """Half-written files of a killed process, in the run folder and its checkpoints."""
+    for folder in (Path(run_dir), checkpoints(run_dir)):
+        files.remove_leftovers(folder)
+
+
+# --------------------------------------------------------------------------- a run folder as an object
+
+
+class Run:
+    """One run folder. Everything is read from disk when first asked for, the model included; what a run was
+    trained with is a property (`pretrained`, `epochs_run`, ...), and `settings` is the whole record."""
+
+    def __init__(self, folder, settings: dict | None = None):
+        self.folder = Path(folder)
+        if settings is not None:  # as training left it (a worker other than the chief never writes it)
+            self.__dict__["settings"] = settings
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.folder)
+
+    @cached_property
+    def settings(self) -> dict:
+        found = read_settings(self.folder)  # a damaged file is named (json's own error names none)
+        if found is None:
+            raise RunNotFoundError(f"{self.folder} is not a training run: expected {SETTINGS} (made by "
+                                   "`python -m helpers train`); found none")
+        return found
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe.from_dict(self.settings["recipe"])
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.settings["classes"]
+
+    @property
+    def image_size(self) -> int:
+        return self.settings["image_size"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings["batch_size"]
+
+    @property
+    def repeat(self) -> int:
+        return self.settings["repeat"]
+
+    @property
+    def normalisation(self) -> str:
+        return self.recipe.normalisation
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.settings.get("finished"))
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone started from ImageNet weights (False: random init, not transfer learning)."""
+        return self.settings["pretrained"]
+
+    @property
+    def weights_used(self) -> str:
+        """The backbone's starting weights: "imagenet", a weights file, or "none"."""
+        return self.settings["weights_used"]
+
+    @property
+    def backbone(self) -> str:
+        """The backbone's starting weights in words, as a table shows them."""
+        return self.weights_used + ("" if self.pretrained else " (random init)")
+
+    @property
+    def warmup_epochs(self) -> int:
+        return self.settings.get("warmup_epochs", 0)
+
+    @property
+    def epochs_run(self) -> int:
+        return self.settings["epochs_run"]
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.settings["stopped_early"]
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of training (evaluation left out), across resumes."""
+        return self.settings["train_seconds"]
+
+    @property
+    def batchnorm(self) -> str:
+        """How BatchNorm layers were trained, in words."""
+        return self.settings["batchnorm"]
+
+    @property
+    def monitored_on(self) -> str:
+        """"val", or "test" for runs without a validation part (Paper B's sub-samples)."""
+        return self.settings["monitored_on"]
+
+    @property
+    def on_phantoms(self) -> bool:
+        """Whether the run was trained on generated phantoms (its figures say so)."""
+        return (Path(self.settings["data_root"]) / MANIFEST_NAME).exists()
+
+    @property
+    def scores(self) -> dict:
+        """Loss and accuracy of the final model, by part ("val" or "test", and for a random-init backbone the same
+        part before BatchNorm re-estimation)."""
+        return self.settings["scores"]
+
+    @property
+    def score(self) -> dict:
+        """Loss and accuracy of the final model on the part the run watched (after BatchNorm re-estimation for a
+        random-init backbone)."""
+        return self.scores[self.monitored_on]
+
+    @property
+    def unreadable_files(self) -> dict:
+        """Images left out because they could not be read: path → reason."""
+        return self.settings.get("unreadable_files") or {}
+
+    @cached_property
+    def model(self):
+        """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code)."""
+        if not self.finished:
+            raise RunNotFoundError(f"{self.folder} has not finished training: run the same command again to "
+                                   "resume it")
+        return load_model(self.folder)
+
+    def history(self) -> pd.DataFrame:
+        return read_history(self.folder)
+
+    def held_out_curve(self, level: float = 0.95) -> pd.DataFrame:
+        """Per epoch: training seconds so far, without evaluation and without the one-off tracing and compiling of
+        the training step (`curves.one_off_seconds`: the total left out so far), and balanced accuracy on the
+        held-out part the run watched (validation, or a sub-sample's test part) with its `level` interval
+        (`curves.accuracy_interval`), so that runs watched on differently sized or balanced parts are each read at
+        their own resolution. Before any BatchNorm re-estimation (see `score`).
+
+        attrs: "class_images" (held-out images per class), "images", "effective_images", "level", and "one_off":
+        "measured" during training, "estimated" from whole epochs for a run trained before it was measured, or
+        "not measured" (then its time stays in: see `curves.one_off_seconds`).
+        """
+        history = self.history()
+        one_off, how = one_off_seconds(history, self.warmup_epochs)
+        held_out = self.part(self.monitored_on)
+        held_out = held_out[~held_out["path"].isin(list(self.unreadable_files))]
+        sizes = held_out["label"].value_counts().reindex(self.classes, fill_value=0)
+        accuracy = history[f"{self.monitored_on}_balanced_accuracy"]
+        low, high = accuracy_interval(accuracy, sizes, level)
+        left_out = one_off.fillna(0.0).cumsum()
+        curve = pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"] - left_out,
+                              "one_off_seconds": left_out, "balanced_accuracy": accuracy, "low": low, "high": high})
+        curve.attrs = {"class_images": {c: int(n) for c, n in sizes.items()}, "images": int(sizes.sum()),
+                       "effective_images": effective_images(sizes), "level": level, "one_off": how}
+        return curve
+
+    def split(self) -> pd.DataFrame:
+        return read_split(self.folder, self.settings["data_root"])
+
+    def part(self, name: str = "test", scan: ScanResult | None = None) -> pd.DataFrame:
+        """The images of one part of the run's own split (its own repeat), with the scan's mask paths if given
+        (lungs; lesions on phantoms)."""
+        split = self.split()
+        rows = split[(split["split"] == name) & (split["repeat"] == self.repeat)]
+        if rows.empty:
+            raise ValueError(f"{self.folder}'s split has no '{name}' images for repeat {self.repeat}; "
+                             f"it has {sorted(split['split'].unique())}")
+        rows = rows[["relpath", "path", "label"]].reset_index(drop=True)
+        if scan is None:
+            return rows
+        masks = scan.index[["relpath", "mask_path", "lesion_mask_path"]]
+        return rows.merge(masks, on="relpath", how="left")
+
+    def predict_part(self, name: str = "test", verbose="auto") -> pd.DataFrame:
+        """Probabilities of every class on one part of the run's own split, one row per image. An image that can
+        no longer be read is left out and named (the rest are still predicted)."""
+        rows = self.part(name)
+        labels = rows["label"].map(self.classes.index)
+        dataset = build_dataset(rows["path"], labels, len(self.classes), self.image_size, self.batch_size,
+                                normalisation=fed_normalisation(self.model, self.normalisation), cache=False)
+        probabilities = np.asarray(self.model.predict(dataset, verbose=verbose), dtype=np.float64)
+        unreadable = unreadable_files(rows["path"])
+        if unreadable:  # in the dataset as blank images, so that every row kept its prediction: drop them
+            print(left_out_line(unreadable, f"{name} image(s)"), file=sys.stderr)
+            keep = ~rows["path"].isin(unreadable).to_numpy()
+            rows, labels, probabilities = (rows[keep].reset_index(drop=True), labels[keep].reset_index(drop=True),
+                                           probabilities[keep])
+        table = rows.copy()
+        table["y_true"] = labels.to_numpy()
+        table[self.classes] = probabilities
+        table["predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
+        table["confidence"] = probabilities.max(axis=1)
+        return table
+
+    def predict(self, paths) -> pd.DataFrame:
+        """One row per image file: the probability of every class, the predicted class, and an error if the image
+        could not be read (the other images are still predicted)."""
+        pixels, errors = read_images(paths, self.image_size)
+        table = pd.DataFrame({"image": [str(p) for p in paths], "error": errors})
+        for cls in self.classes:
+            table[cls] = np.nan
+        table["predicted"] = None
+        if len(pixels):
+            probabilities = predict_pixels(self.model, pixels, self.normalisation)
+            ok = table["error"].isna().to_numpy()
+            table.loc[ok, self.classes] = probabilities
+            table.loc[ok, "predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
+        return table[["image", *self.classes, "predicted", "error"]]
+
+
+def as_run(run) -> Run:
+    """A Run from a Run or a folder path."""
+    return run if isinstance(run, Run) else Run(run)
+
+
+# --------------------------------------------------------------------------- images in, probabilities out
+
+
+def read_images(paths, size: int) -> tuple[np.ndarray, list]:
+    """The readable images as one uint8 array (N, size, size), and per path its error or None,
+    so one bad file is reported instead of stopping the rest."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append(load_grayscale(path, size))
+            errors.append(None)
+        except BadImageError as exc:
+            errors.append(str(exc))
+    return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), errors
+
+
+def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64, progress: bool | None = None):
+    """Class probabilities for uint8 grayscale images (N, H, W), a chunk at a time so that no float copy of a
+    large set is ever held; with a progress bar for more than a few chunks."""
+    starts = range(0, len(pixels), batch_size)
+    if progress if progress is not None else len(starts) > 4:
+        starts = tqdm(starts, desc="predicting", unit="batch")
+    chunks = [np.asarray(model(inputs_for(model, pixels[i:i + batch_size, ..., np.newaxis], normalisation),
+                               training=False), dtype=np.float64) for i in starts]
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.output.shape[-1]))

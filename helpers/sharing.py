@@ -45,10 +45,9 @@ def sha256(data: bytes) -> str:
 
 def _run_folders(source: Path) -> list[Path]:
     """`source` itself if it is a run folder, else every run folder beneath it."""
-    if (source / run_folder.SETTINGS).exists():
+    if run_folder.is_run_folder(source):
         return [source]
-    found = sorted(settings.parent for settings in source.rglob(run_folder.SETTINGS)
-                   if run_folder.CHECKPOINTS not in settings.parts)
+    found = run_folder.run_folders_under(source)
     if not found:
         raise ArchiveRefused(f"{source} holds no run folder (a folder with settings.json): nothing to export")
     return found
@@ -61,7 +60,7 @@ def export_runs(source, archive) -> dict:
     runs = []
     with files.atomic_path(archive) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
         for folder in _run_folders(source):
-            settings = json.loads((folder / run_folder.SETTINGS).read_text())
+            settings = run_folder.read_settings(folder)
             if not settings.get("finished"):
                 raise ArchiveRefused(f"{folder} has not finished training: finish it (run the same command again) "
                                      "before exporting it")
@@ -173,15 +172,15 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     folder.mkdir(parents=True)
     for name in run["files"]:
         (folder / name).write_bytes(packed.read(f"runs/{run['folder']}/{name}"))
-    problem = split_mismatch(pd.read_csv(folder / run_folder.SPLIT), index)
+    problem = split_mismatch(run_folder.read_split(folder, layout.root), index)
     if problem:
         return problem
-    settings = json.loads((folder / run_folder.SETTINGS).read_text())
+    settings = run_folder.read_settings(folder)
     teacher_root, settings["data_root"] = settings["data_root"], str(layout.root)
-    files.write_json(folder / run_folder.SETTINGS, settings)
+    run_folder.write_settings(folder, settings)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
                                          "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    _check_loads_safely(folder / run_folder.MODEL, run["folder"])
+    _check_loads_safely(run_folder.model_path(folder), run["folder"])
     return None
 
 

@@ -18,7 +18,7 @@ from helpers import config
 from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A
-from helpers.runs import Run
+from helpers.run_folder import Run
 from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
 from helpers.training import forget_kept_model, train
@@ -140,7 +140,7 @@ def resumed_run(tmp_path_factory, phantom_root):
             train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[InterruptAfter(1)])
         interrupted_history = Run(run).history()
         recorder = RecordEpochs()
-        settings = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[recorder])
+        settings = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[recorder]).settings
     return run, settings, interrupted_history, recorder.epochs
 
 

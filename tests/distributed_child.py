@@ -28,10 +28,10 @@ import helpers  # noqa: F401 - first: it splits the CPU (CXR_LOGICAL_DEVICES) be
 import keras
 import numpy as np
 
-from helpers import config, distribute, training
+from helpers import config, distribute, run_folder
 from helpers.data import find_dataset, task_classes
 from helpers.recipes import RECIPES
-from helpers.runs import Run
+from helpers.run_folder import Run
 from helpers.training import train
 from tests.conftest import TOY_IMPROVED, TOY_PAPER_A, phantom_split
 
@@ -74,13 +74,13 @@ def record_changes() -> list:
 def record_weight_loads() -> list:
     """Every epoch's weights this process loads into a model (best epochs), in order."""
     loaded = []
-    real_load = training.load_epoch_weights
+    real_load = run_folder.load_epoch_weights
 
-    def load_epoch_weights(model, checkpoints, epoch):
-        loaded.append(str(checkpoints / training.best_weights_name(epoch)))
-        return real_load(model, checkpoints, epoch)
+    def load_epoch_weights(model, run_dir, epoch):
+        loaded.append(str(run_folder.checkpoints(run_dir) / run_folder.weights_name(epoch)))
+        return real_load(model, run_dir, epoch)
 
-    training.load_epoch_weights = load_epoch_weights
+    run_folder.load_epoch_weights = load_epoch_weights
     return loaded
 
 
@@ -101,7 +101,7 @@ def train_child(args) -> dict:
 
     settings = train(args.run, split, recipe, task_classes(4), find_dataset(args.root).root, epochs=args.epochs,
                      image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
-                     callbacks=callbacks, log=log)
+                     callbacks=callbacks, log=log).settings
     result = {"settings": settings, "replicas": strategy.num_replicas_in_sync, "changes": changes, "logs": logs,
               "loaded_weights": loaded}
     if settings.get("finished"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cam, config, data, datasets, evaluation, explorers, recipes, runs, splits
+from helpers import cam, config, data, datasets, evaluation, explorers, recipes, run_folder, runs, splits
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_04, NOTEBOOK_05 = "04_evaluation.ipynb", "05_class_activation_maps.ipynb"
@@ -205,7 +205,7 @@ def a_finer_map_than_the_first() -> tuple[str, str]:
     run = runs.train_or_load(layout, recipes.IMPROVED, splits.saved_split(scan, mode="paper_a", task=4),
                              log=lambda *_: None)
     first = run.part("test", scan).iloc[:1]
-    pixels, _ = runs.read_images(first["path"], run.image_size)
+    pixels, _ = run_folder.read_images(first["path"], run.image_size)
     lungs = cam.read_masks(first["mask_path"], run.image_size)[0]
 
     def shown(method, layer):  # as the explorer prints it

@@ -26,10 +26,11 @@ import tensorflow as tf
 from helpers import cam, cli, config, models, pipeline
 from helpers.cli import main
 from helpers.data import CLASSES
-from helpers.runs import Run, read_images
+from helpers.resume import RunSettingsError
+from helpers.run_folder import Run, read_images
 from helpers.splits import fingerprint, load_split
 from helpers.synthetic import generate_phantoms
-from helpers.training import RunSettingsError, evaluate
+from helpers.training import evaluate
 from tests.conftest import (
     TOY_IMPROVED,
     TOY_PAPER_A,
@@ -211,7 +212,7 @@ def test_a_mixed_precision_xla_run_saves_a_model_that_evaluates_predicts_and_map
 
     run = tmp_path / "mixed"
     weights = str(toy_weights(tmp_path / "toy.weights.h5"))
-    settings = train_tiny(run, phantom_root, TOY_IMPROVED, epochs=2, weights=weights, callbacks=[Inspect()])
+    settings = train_tiny(run, phantom_root, TOY_IMPROVED, epochs=2, weights=weights, callbacks=[Inspect()]).settings
     assert keras.config.dtype_policy().name == "float32", "training leaves the notebook's own policy as it was"
     assert settings["device_policy"]["dtype_policy"] == "mixed_float16" and settings["device_policy"]["xla"]
     assert seen["optimizer"] == "LossScaleOptimizer" and seen["jit"] is True and np.isfinite(seen["loss"])

@@ -350,13 +350,13 @@ def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_re
 
 def test_two_runs_of_one_recipe_are_compared_as_two(phantom_root, tmp_path, monkeypatch):
     """Issue 25: comparisons were keyed by recipe name, so two repeats (or seeds) of one recipe collapsed into one."""
-    from helpers import config, runs
+    from helpers import config, run_folder, runs
     from tests.conftest import TOY_PAPER_A, train_tiny
 
     monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
     for seed in (0, 1):
         train_tiny(tmp_path / f"seed{seed}", phantom_root, TOY_PAPER_A, epochs=1, seed=seed)
-        evaluation.evaluate_run(runs.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
+        evaluation.evaluate_run(run_folder.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
     pair = [tmp_path / "seed0", tmp_path / "seed1"]
     assert runs.run_labels(pair) == ["paper_a_toy (seed0)", "paper_a_toy (seed1)"]
     table, paired = evaluation.compare_on_test(*pair)

@@ -29,7 +29,7 @@ import pytest
 from helpers import config, files
 from helpers.data import find_dataset
 from helpers.recipes import PAPER_A
-from helpers.runs import Run
+from helpers.run_folder import Run
 from tests.conftest import InterruptAfter, Interrupted, RecordEpochs, phantom_split, train_tiny
 
 TOY = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy", early_stopping=False)
@@ -114,7 +114,7 @@ def test_a_kill_at_any_moment_of_saving_an_epoch_loses_nothing_and_repeats_nothi
     kill_training_at(phantom_root, run, pause, tmp_path)
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == (2 if pause == "history:2" else 1), "the state names the last complete epoch"
-    settings = train_tiny(run, phantom_root, TOY, epochs=3)
+    settings = train_tiny(run, phantom_root, TOY, epochs=3).settings
     history = Run(run).history()
     assert settings["finished"] and list(history["epoch"]) == [0, 1, 2], "each epoch once"
     assert not list(run.glob(".partial-*")) and not (run / "checkpoints").exists()
@@ -126,7 +126,7 @@ def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root
     import keras
     import numpy as np
 
-    from helpers.training import load_epoch_weights
+    from helpers.run_folder import load_epoch_weights
 
     run = tmp_path / "run"
     kill_training_at(phantom_root, run, "state:2", tmp_path)
@@ -134,9 +134,9 @@ def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root
     assert state["epochs_done"] == 1 and state["best_epoch"] == 1
     model = keras.models.load_model(run / "checkpoints" / state["checkpoint"])
     epoch_1 = model.get_weights()
-    load_epoch_weights(model, run / "checkpoints", state["best_epoch"])  # the weights alone
+    load_epoch_weights(model, run, state["best_epoch"])  # the weights alone
     assert all(np.array_equal(a, b) for a, b in zip(epoch_1, model.get_weights()))
-    assert train_tiny(run, phantom_root, TOY, epochs=3)["finished"]
+    assert train_tiny(run, phantom_root, TOY, epochs=3).finished
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(phantom_root, tmp_path):
@@ -146,7 +146,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(phantom_ro
     newest = run / "checkpoints" / state["checkpoint"]
     newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a disk that filled up under another program
     logs = []
-    settings = train_tiny(run, phantom_root, TOY, epochs=3, log=logs.append)
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, log=logs.append).settings
     assert any("could not be read" in line and "trying the one before" in line for line in logs)
     assert any(line.startswith(f"Resuming {run} after epoch 2") for line in logs)
     assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
@@ -159,7 +159,7 @@ def test_a_stray_split_left_by_a_failed_command_is_never_reused(phantom_root, tm
     stray.to_csv(run / "split.csv", index=False)  # written, then the command failed before settings.json
     wanted = phantom_split(phantom_root, seed=3)
     logs = []
-    settings = train_tiny(run, phantom_root, TOY, epochs=1, seed=3, split=wanted, log=logs.append)
+    settings = train_tiny(run, phantom_root, TOY, epochs=1, seed=3, split=wanted, log=logs.append).settings
     assert any("holds no complete run" in line for line in logs)
     saved = pd.read_csv(run / "split.csv")
     assert sorted(saved.loc[saved["split"] == "test", "relpath"]) == sorted(
@@ -244,7 +244,7 @@ def test_a_damaged_run_folder_is_never_emptied_or_trained_over_and_the_error_nam
         finished_and_interrupted, phantom_root, tmp_path, damage):
     """Once, one extra comma in settings.json made the run "no complete run": its checkpoints and history deleted,
     a finished model.keras trained over. Files that are there but cannot be read now stop the command, in one line."""
-    from helpers.training import RunFolderError
+    from helpers.run_folder import RunFolderError
 
     which, name, spoil = DAMAGES[damage]
     run = tmp_path / which
@@ -262,7 +262,7 @@ def test_a_model_keras_whose_insides_are_damaged_is_named_with_its_run(finished_
     """A whole zip whose weights are garbage passes the quick look; loading it must still name the file and run."""
     import zipfile
 
-    from helpers.training import RunFolderError
+    from helpers.run_folder import RunFolderError
 
     run = tmp_path / "finished"
     shutil.copytree(finished_and_interrupted / "finished", run)
@@ -293,7 +293,7 @@ def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root,
     newest = run / "checkpoints" / state["checkpoint"]
     newest.write_bytes(newest.read_bytes()[:1000])
     logs, recorder = [], RecordEpochs()
-    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder], log=logs.append)
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder], log=logs.append).settings
     assert any(line.startswith(f"Resuming {run} after epoch 2.") for line in logs)
     assert "main: epochs 3–3 of 3" in logs and recorder.epochs == [2], "epoch 3 trained again, after epoch 2"
     assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
@@ -320,7 +320,7 @@ def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_rep
     import keras
     import numpy as np
 
-    from helpers.training import load_epoch_weights
+    from helpers.run_folder import load_epoch_weights
 
     run = tmp_path / "run"
     with pytest.raises(Interrupted):
@@ -328,7 +328,7 @@ def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_rep
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     newest = run / "checkpoints" / state["checkpoint"]
     epoch_1 = keras.models.load_model(newest)
-    load_epoch_weights(epoch_1, run / "checkpoints", state["previous"]["epochs_done"])
+    load_epoch_weights(epoch_1, run, state["previous"]["epochs_done"])
     newest.write_bytes(newest.read_bytes()[:1000])
     resumed = []
 
@@ -337,7 +337,8 @@ def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_rep
             resumed.append([w.copy() for w in self.model.get_weights()])
 
     logs, recorder = [], RecordEpochs()
-    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder, FirstWeights()], log=logs.append)
+    settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder, FirstWeights()],
+                          log=logs.append).settings
     assert any(line.startswith(f"Resuming {run} after epoch 1.") and "optimizer state restarted" in line
                for line in logs)
     assert all(np.array_equal(a, b) for a, b in zip(epoch_1.get_weights(), resumed[0])), "epoch 1's weights"
@@ -351,7 +352,7 @@ def test_an_epochs_weights_load_from_this_versions_file_and_from_the_best_file_o
     import keras
     import numpy as np
 
-    from helpers.training import OLD_BEST_WEIGHTS, best_weights_name, load_epoch_weights, save_weights
+    from helpers.run_folder import OLD_BEST_WEIGHTS, checkpoints, load_epoch_weights, save_weights, weights_name
 
     def model(units=3):
         built = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
@@ -360,8 +361,9 @@ def test_an_epochs_weights_load_from_this_versions_file_and_from_the_best_file_o
         return built
 
     trained = model()
-    save_weights(trained, tmp_path / best_weights_name(2))
-    trained.save_weights(tmp_path / OLD_BEST_WEIGHTS.format(1))
+    checkpoints(tmp_path).mkdir()
+    save_weights(trained, checkpoints(tmp_path) / weights_name(2))
+    trained.save_weights(checkpoints(tmp_path) / OLD_BEST_WEIGHTS.format(1))
     for epoch in (1, 2):
         fresh = model()
         load_epoch_weights(fresh, tmp_path, epoch)
@@ -444,7 +446,7 @@ def test_the_lock_of_a_killed_trainer_does_not_block_the_next_one(phantom_root, 
     if mode == "exclusive file":
         monkeypatch.setattr(fcntl, "flock", _no_flock)
     logs = []
-    assert train_tiny(run, phantom_root, TOY, epochs=1, log=logs.append)["finished"]
+    assert train_tiny(run, phantom_root, TOY, epochs=1, log=logs.append).finished
     if mode == "exclusive file":
         assert not lock.exists() and sum("advisory" in line for line in logs) == 1
     else:
@@ -452,7 +454,7 @@ def test_the_lock_of_a_killed_trainer_does_not_block_the_next_one(phantom_root, 
 
 
 def test_a_refused_resume_names_the_training_image_that_was_deleted(phantom_root, tmp_path):
-    from helpers.training import RunSettingsError
+    from helpers.resume import RunSettingsError
 
     data = tmp_path / "data"
     shutil.copytree(phantom_root, data)
@@ -586,15 +588,15 @@ def test_ctrl_c_during_an_epoch_stops_in_one_line_and_the_same_command_resumes(p
 def test_a_sigterm_handler_is_put_back_and_never_installed_outside_the_main_thread(phantom_root, tmp_path):
     import threading
 
-    from helpers import training
+    from helpers import callbacks
 
     before = signal.getsignal(signal.SIGTERM)
-    assert train_tiny(tmp_path / "run", phantom_root, TOY, epochs=1)["finished"]
+    assert train_tiny(tmp_path / "run", phantom_root, TOY, epochs=1).finished
     assert signal.getsignal(signal.SIGTERM) is before
     seen = []
 
     def in_a_thread():
-        with training._sigterm_stops(training._StopRequest()):
+        with callbacks.sigterm_stops(callbacks.StopRequest()):
             seen.append(signal.getsignal(signal.SIGTERM))
 
     worker = threading.Thread(target=in_a_thread)
@@ -630,5 +632,5 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_nothing_half_written(
     assert not json.loads((run / "settings.json").read_text())["finished"]
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == (1 if target.startswith("checkpoints") else 3), "the last complete epoch"
-    settings = train_tiny(run, phantom_root, TOY, epochs=3)
+    settings = train_tiny(run, phantom_root, TOY, epochs=3).settings
     assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"

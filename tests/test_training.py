@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from helpers import config, runs
+from helpers import config, curves, run_folder, runs
 from helpers.cli import main
+from helpers.curves import time_to_accuracy
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
-from helpers.runs import Run, RunNotFoundError
-from helpers.training import RunSettingsError, time_to_accuracy
+from helpers.resume import RunSettingsError
+from helpers.run_folder import Run, RunNotFoundError
 from tests.conftest import TOY_PAPER_A, InterruptAfter, Interrupted, phantom_split, train_tiny
 
 
@@ -64,7 +65,7 @@ def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_wha
                                                                                           phantom_root):
     run, settings, _, _ = resumed_run
     again = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3)
-    assert again["train_seconds"] == settings["train_seconds"]
+    assert isinstance(again, Run) and again.folder == run and again.train_seconds == settings["train_seconds"]
     with pytest.raises(RunSettingsError, match=r"what differs: recipe: .*seed: 0 → 3"):
         train_tiny(run, phantom_root, IMPROVED, epochs=3, seed=3)
     with pytest.raises(RunSettingsError, match=r"what differs: the split: its images differ from those the run was "):
@@ -122,7 +123,7 @@ def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_
     donor.save_weights(weights)
     run = tmp_path / "improved"
     settings = train_tiny(run, phantom_root, dataclasses.replace(IMPROVED, backbone="toy"), epochs=2,
-                          weights=str(weights))
+                          weights=str(weights)).settings
     assert settings["pretrained"] and (settings["warmup_epochs"], settings["main_epochs"]) == (1, 1)
     assert settings["class_weights"] is not None and settings["recipe"]["flip"] is True
     assert set(settings["scores"]) == {"val"}, "a pretrained backbone keeps its BatchNorm statistics"
@@ -145,7 +146,7 @@ def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test
     run = tmp_path / "paper_b"
     split = phantom_split(phantom_root, "paper_b", task=3)
     settings = train_tiny(run, phantom_root, dataclasses.replace(PAPER_B, backbone="toy"), task=3, split=split,
-                          epochs=2, repeat=2)
+                          epochs=2, repeat=2).settings
     assert settings["monitored_on"] == "test" and settings["recipe"]["select_best"] is False
     assert settings["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
     history = Run(run).history()
@@ -220,7 +221,7 @@ def test_an_eager_run_trains_as_a_traced_one_and_resumes_eagerly(phantom_root, t
         training.forget_kept_model()
         seen[name] = RecordEagerness()
         settings = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2,
-                              callbacks=[seen[name]])
+                              callbacks=[seen[name]]).settings
         assert settings["device_policy"]["eager"] is (eager == "1")
     assert (seen["traced"].eager, seen["eager"].eager) == ([False], [True])
     traced, eager = Run(tmp_path / "traced"), Run(tmp_path / "eager")
@@ -253,7 +254,7 @@ def test_each_phase_creates_its_optimizer_and_metric_state_before_its_first_trac
 
     seen = RecordStateAtTrainBegin()
     settings = train_tiny(tmp_path / "run", phantom_root, TOY_IMPROVED, epochs=2, callbacks=[seen],
-                          weights=str(toy_weights(tmp_path / "toy.weights.h5")))
+                          weights=str(toy_weights(tmp_path / "toy.weights.h5"))).settings
     assert settings["warmup_epochs"] == 1 and seen.built == [(True, True), (True, True)]
 
 
@@ -270,7 +271,7 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
     for name, uint8 in (("normalised", "0"), ("pixels", "1")):
         monkeypatch.setenv("CXR_UINT8_INPUTS", uint8)
         training.forget_kept_model()
-        trained[name] = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2)
+        trained[name] = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2).settings
     fed, own = Run(tmp_path / "normalised"), Run(tmp_path / "pixels")
     assert not models.takes_pixels(fed.model) and models.takes_pixels(own.model)
     assert trained["pixels"]["device_policy"]["uint8_inputs"] and "uint8 inputs" in trained["pixels"]["device_policy"][
@@ -282,7 +283,7 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
         np.testing.assert_allclose(a, b, atol=1e-5)
     test = own.part("test")
     pd.testing.assert_frame_equal(own.predict_part("test", verbose=0), fed.predict_part("test", verbose=0), atol=1e-5)
-    pixels, _ = runs.read_images(test["path"], own.image_size)
+    pixels, _ = run_folder.read_images(test["path"], own.image_size)
     for method in ("cam", "gradcam"):
         np.testing.assert_allclose(cam.map_images(own, pixels, method)[0], cam.map_images(fed, pixels, method)[0],
                                    atol=1e-4)
@@ -293,7 +294,8 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
                    callbacks=[InterruptAfter(0)])
     monkeypatch.setenv("CXR_UINT8_INPUTS", "0")
     logs = []
-    settings = train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2, log=logs.append)
+    settings = train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2,
+                          log=logs.append).settings
     assert settings["finished"] and f"Resuming {tmp_path / 'resumed'} after epoch 1." in logs
     assert models.takes_pixels(Run(tmp_path / "resumed").model), "fed as it was built"
 
@@ -366,47 +368,47 @@ def test_the_one_off_tracing_is_measured_in_the_first_epoch_of_every_fit_and_lef
 
 def test_runs_trained_before_the_one_off_was_measured_get_an_estimate_from_whole_epochs():
     old = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_seconds": [30.0, 40.0, 70.0, 80.0]})
-    one_off, how = runs.one_off_seconds(old, warmup_epochs=2)  # each phase: a 30 s epoch, then a 10 s one
+    one_off, how = curves.one_off_seconds(old, warmup_epochs=2)  # each phase: a 30 s epoch, then a 10 s one
     np.testing.assert_allclose(one_off, [20, 0, 20, 0])
     assert how == "estimated"
-    one_off, how = runs.one_off_seconds(old.head(1))
+    one_off, how = curves.one_off_seconds(old.head(1))
     assert np.isnan(one_off[0]) and how == "not measured", "one epoch: nothing to compare with"
 
 
 def test_the_interval_is_wilsons_on_a_balanced_set_and_on_the_effective_size_otherwise():
     for right in (18, 17, 9):
         wilson = binomtest(right, 18).proportion_ci(0.95, method="wilson")
-        np.testing.assert_allclose(runs.accuracy_interval(right / 18, {"a": 6, "b": 6, "c": 6}),
+        np.testing.assert_allclose(curves.accuracy_interval(right / 18, {"a": 6, "b": 6, "c": 6}),
                                    [wilson.low, wilson.high])
-    assert runs.effective_images({"a": 2, "b": 1, "c": 1, "d": 0}) == pytest.approx(9 / 2.5), "K² / Σ 1/n_k"
+    assert curves.effective_images({"a": 2, "b": 1, "c": 1, "d": 0}) == pytest.approx(9 / 2.5), "K² / Σ 1/n_k"
 
 
 def curve_on(class_images: dict, accuracy=(0.5, 1.0)) -> pd.DataFrame:
     curve = pd.DataFrame({"epoch": range(len(accuracy)), "train_seconds": [10.0 * (i + 1) for i in range(len(
         accuracy))], "one_off_seconds": 3.0, "balanced_accuracy": accuracy})
-    curve["low"], curve["high"] = runs.accuracy_interval(curve["balanced_accuracy"], class_images)
+    curve["low"], curve["high"] = curves.accuracy_interval(curve["balanced_accuracy"], class_images)
     curve.attrs = {"class_images": class_images, "level": 0.95}
     return curve
 
 
 def test_the_resolution_says_what_one_error_costs_and_whether_95_percent_can_be_shown_at_all():
-    demo = runs.resolution(curve_on({"a": 6, "b": 6, "c": 6}))
+    demo = curves.resolution(curve_on({"a": 6, "b": 6, "c": 6}))
     assert demo["text"] == "18 held-out images: one error = 5.6 points; 95% needs 18 of 18 correct"
     assert not demo["can_show"] and demo["low_if_all_correct"] == pytest.approx(18 / (18 + 1.959964**2))
     assert demo["images_needed"] == 73 and demo["verdict"].startswith(
         "cannot show 95%: even 18 of 18 correct gives a 95% interval with lower bound 82.4%")
     assert demo["points_per_error"] == pytest.approx(100 / 18)
-    assert runs.resolution(curve_on({"a": 37, "b": 37}))["can_show"], "74 images, all right: just above 95%"
-    assert not runs.resolution(curve_on({"a": 36, "b": 36}))["can_show"]
-    assert runs.resolution(curve_on({"a": 20, "b": 20}))["correct_needed"] == 38, "95% of 40 allows 2 errors"
-    uneven = runs.resolution(curve_on({"a": 100, "b": 10}))["text"]
+    assert curves.resolution(curve_on({"a": 37, "b": 37}))["can_show"], "74 images, all right: just above 95%"
+    assert not curves.resolution(curve_on({"a": 36, "b": 36}))["can_show"]
+    assert curves.resolution(curve_on({"a": 20, "b": 20}))["correct_needed"] == 38, "95% of 40 allows 2 errors"
+    uneven = curves.resolution(curve_on({"a": 100, "b": 10}))["text"]
     assert uneven == ("110 held-out images: one error = 0.5 to 5.0 points (by class); 95% needs at least 100 of 110 "
                       "correct"), "errors where they cost least: 10 in the large class"
-    assert runs.resolution(curve_on({"a": 100, "b": 10}))["points_per_error"] == pytest.approx(2.75), "0.5 and 5.0"
+    assert curves.resolution(curve_on({"a": 100, "b": 10}))["points_per_error"] == pytest.approx(2.75), "0.5 and 5.0"
 
 
 def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers():
-    table = runs.time_to_accuracy_table({"small": curve_on({"a": 6, "b": 6, "c": 6}),
+    table = curves.time_to_accuracy_table({"small": curve_on({"a": 6, "b": 6, "c": 6}),
                                          "large": curve_on({"a": 500, "b": 500}, accuracy=(0.9, 0.97)),
                                          "never": curve_on({"a": 6, "b": 6}, accuracy=(0.5, 0.9))})
     assert table.loc["small", "training seconds to 95%"] == 20.0 and table.loc["large", "shown above 95%"]
@@ -416,7 +418,7 @@ def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers(
     assert table.loc["small", "interval's lower bound if all correct"] == 0.824, "below 95%: cannot show it at all"
     assert table.loc["large", "correct needed for 95%"] == 950
     never = table.loc["never"]
-    assert never["training seconds to 95%"] == never["95% interval then"] == "not reached" == runs.NOT_REACHED
+    assert never["training seconds to 95%"] == never["95% interval then"] == "not reached" == curves.NOT_REACHED
     assert not never["shown above 95%"] and table["shown above 95%"].dtype == bool
     assert table["held-out images"].dtype.kind == table["correct needed for 95%"].dtype.kind == "i"
     assert not table.isna().any().any(), "no None or NaN: a run that never got there says so"
