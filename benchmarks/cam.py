@@ -23,7 +23,7 @@ def main() -> None:
     from helpers import cam
     from helpers.models import build_model
 
-    model, _, _ = build_model("linear", 4, size, weights="none")
+    model = build_model("linear", 4, size, weights="none").model
     images = np.random.default_rng(0).normal(0, 60, (batch, size, size, 3)).astype(np.float32)
     seconds = interleaved_seconds({
         "forward": lambda: model(images, training=False).numpy(),

@@ -37,7 +37,7 @@ def main() -> None:
     from helpers.run_folder import save_weights
 
     keras.utils.set_random_seed(0)
-    model, _, _ = build_model("paper_a", len(CLASSES), size, weights="none")
+    model = build_model("paper_a", len(CLASSES), size, weights="none").model
     model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy")
     x = np.zeros((2, size, size, 3), "float32")
     model.fit(x, np.eye(len(CLASSES))[[0, 1]], epochs=1, verbose=0)  # Adam's slots now exist

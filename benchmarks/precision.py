@@ -34,7 +34,7 @@ def main() -> None:
                              ("mixed_float16 + XLA", "mixed_float16", True)):
         keras.utils.set_random_seed(0)
         with global_dtype_policy(dtype):
-            model, _, _ = build_model("linear", 4, size, weights="none")
+            model = build_model("linear", 4, size, weights="none").model
             model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=xla)
         started = time.perf_counter()
         model.train_on_batch(images, labels)  # tracing (and XLA's compilation), not timed in the ratio

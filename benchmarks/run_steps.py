@@ -18,7 +18,7 @@ import common  # noqa: F401 - puts the checkout on the path
 
 STEPS = [("training", "datasets_from_split"), ("training", "_build_or_resume"), ("training", "_fit_phases"),
          ("training", "_finish"), ("models", "reestimate_batchnorm"), ("training", "evaluate"),
-         ("training", "save_for_inference")]
+         ("run_folder", "save_model")]
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
         other = {"fit, outside its epochs": spent["_fit_phases"] - history["elapsed_seconds"].iloc[-1],
                  "data": spent["datasets_from_split"], "model (build or reuse)": spent["_build_or_resume"],
                  "BatchNorm re-estimation": spent["reestimate_batchnorm"], "scoring": spent["evaluate"],
-                 "saving model.keras": spent["save_for_inference"]}
+                 "saving model.keras": spent["save_model"]}
         other["rest"] = total - sum(fit.values()) - sum(other.values())
         print(f"repeat {repeat} ({Path(run.folder).name}): {total:.1f} s")
         for name, seconds in {**fit, **other}.items():

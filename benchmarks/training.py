@@ -45,7 +45,7 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     pixel_inputs = "resnet50" if policy.uint8_inputs else None  # as training builds it (`training.pixel_inputs`)
     with global_dtype_policy(policy.dtype_policy), strategy.scope():
-        model, _, _ = build_model("linear", len(CLASSES), size, weights="none", pixel_inputs=pixel_inputs)
+        model = build_model("linear", len(CLASSES), size, weights="none", pixel_inputs=pixel_inputs).model
         model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=policy.xla)
     pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True,
                              replicas=policy.replicas, normalisation=None if pixel_inputs else "resnet50")

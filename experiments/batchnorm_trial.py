@@ -35,7 +35,7 @@ def main() -> None:
     rows = []
     for momentum in (0.99, 0.9):
         keras.utils.set_random_seed(0)
-        model, _, _ = models.build_model("linear", 4, size, "none", dropout=0.2)
+        model = models.build_model("linear", 4, size, "none", dropout=0.2).model
         models.set_batchnorm_momentum(model, momentum)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
         history = model.fit(parts["train"], validation_data=parts["val"], epochs=epochs, verbose=2)

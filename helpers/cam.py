@@ -414,9 +414,9 @@ def write_overlays(run, paths, out_dir, method: str = "auto", layer: str | None 
         if error is None:
             i = next(readable)
             target = _free_name(out_dir, Path(path).stem, used)
-            with plots.caption(None, run):  # the images are the user's; the model is the run's
-                fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], run.classes, probabilities[i:i + 1],
-                                         titles=[Path(path).name], alpha=alpha)
+            fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], run.classes, probabilities[i:i + 1],
+                                     titles=[Path(path).name], alpha=alpha,
+                                     caption=plots.caption(None, run))  # the images are the user's
             with files.atomic_path(target) as tmp:
                 fig.savefig(tmp, dpi=110, bbox_inches="tight")
             plt.close(fig)

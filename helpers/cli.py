@@ -120,11 +120,10 @@ def _cmd_import(args) -> int:
 
 def _cmd_model(args) -> int:
     recipe = get_recipe(args.recipe)
-    model, weights_used, _ = build_model(recipe.head, len(TASK_CLASSES[args.task]),
-                                         args.image_size or recipe.image_size, args.weights, recipe.dropout,
-                                         backbone=recipe.backbone)
-    print(f"Recipe {recipe.name}, {args.task} classes, {recipe.backbone} backbone weights: {weights_used}")
-    print(format_parameter_table(parameter_table(model)))
+    built = build_model(recipe.head, len(TASK_CLASSES[args.task]), args.image_size or recipe.image_size,
+                        args.weights, recipe.dropout, backbone=recipe.backbone)
+    print(f"Recipe {recipe.name}, {args.task} classes, {recipe.backbone} backbone weights: {built.weights_used}")
+    print(format_parameter_table(parameter_table(built.model)))
     if recipe.head == "paper_a":
         print(f"\nPaper A's Table 1 gives {PAPER_A_TABLE_1['dense_1024']:,} for the Dense(1024) layer; a Dense "
               "layer on ResNet50's 2048 pooled features has 2048 × 1024 + 1024 = 2,098,176.")

@@ -7,6 +7,7 @@ A curve comes from `Run.held_out_curve` (helpers.run_folder); these functions ne
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -67,12 +68,28 @@ def accuracy_interval(accuracy, class_images, level: float = 0.95):
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> dict:
-    """What a curve from `Run.held_out_curve` can tell apart: its held-out images, the points of balanced accuracy
-    one error costs (by class: 100/(K·n_k); "points_per_error" is their mean over classes, 100/`effective_images`),
-    the fewest right answers that reach `threshold` (errors put where they cost least), the interval's lower bound
-    with every image right and whether it clears `threshold` (if not, no result on this set can show the threshold
-    was reached), the balanced images that would be needed for that, and both in words ("text", "verdict")."""
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """What a held-out set can tell apart at a threshold: its images, the points of balanced accuracy one error costs
+    (by class: 100/(K·n_k); `points_per_error` is their mean over classes, 100/`effective_images`), the fewest right
+    answers that reach the threshold (errors put where they cost least), the interval's lower bound with every image
+    right and whether it clears the threshold (if not, no result on this set can show it was reached), the balanced
+    images that would be needed for that, and both in words (`text`, `verdict`)."""
+
+    images: int
+    effective_images: float
+    one_error_points: list
+    points_per_error: float
+    correct_needed: int
+    low_if_all_correct: float
+    can_show: bool
+    images_needed: int
+    text: str
+    verdict: str
+
+
+def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> Resolution:
+    """What the held-out images of a curve from `Run.held_out_curve` can tell apart at `threshold`."""
     if "class_images" not in curve.attrs:
         raise ValueError("resolution needs a curve from Run.held_out_curve (its attrs say how many images it scores)")
     sizes = {c: n for c, n in curve.attrs["class_images"].items() if n > 0}
@@ -93,14 +110,48 @@ def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> dict:
     verdict = (f"can show {threshold:.0%}: {all_correct}" if low >= threshold else
                f"cannot show {threshold:.0%}: even {all_correct}; showing it takes at least {images_needed} balanced "
                "held-out images, all correct")
-    return {"images": total, "effective_images": effective_images(sizes), "one_error_points": one_error,
-            "points_per_error": 100 / effective_images(sizes), "correct_needed": total - allowed,
-            "low_if_all_correct": low, "can_show": low >= threshold, "images_needed": images_needed, "text": text,
-            "verdict": verdict}
+    return Resolution(images=total, effective_images=effective_images(sizes), one_error_points=one_error,
+                      points_per_error=100 / effective_images(sizes), correct_needed=total - allowed,
+                      low_if_all_correct=low, can_show=bool(low >= threshold), images_needed=images_needed, text=text,
+                      verdict=verdict)
 
 
 def _points(value: float) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeToAccuracy:
+    """When a curve first reached a threshold, read at its own resolution: the training seconds until then (None if
+    it never did), the interval at that epoch, and what its held-out images can show at all (`resolution`; None for
+    a plain history without them)."""
+
+    threshold: float
+    seconds: float | None
+    low: float | None
+    high: float | None
+    resolution: Resolution | None
+
+    @property
+    def reached(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def shown_above(self) -> bool:
+        """Whether the interval at the epoch it was reached lies above the threshold: a result, not a point."""
+        return self.low is not None and bool(self.low >= self.threshold)
+
+
+def time_to_accuracy(curve: pd.DataFrame, threshold: float = 0.95, column: str = "balanced_accuracy",
+                     clock: str = "train_seconds") -> TimeToAccuracy:
+    """When `column` first reached `threshold`. Read from a `Run.held_out_curve`, the seconds leave out evaluation
+    and one-off tracing, and the result carries the interval then and the curve's resolution."""
+    reached = curve[curve[column] >= threshold].head(1)
+    seconds = float(reached[clock].iloc[0]) if len(reached) else None
+    low, high = ((float(reached["low"].iloc[0]), float(reached["high"].iloc[0]))
+                 if len(reached) and "low" in curve else (None, None))
+    about = resolution(curve, threshold) if "class_images" in curve.attrs else None
+    return TimeToAccuracy(threshold, seconds, low, high, about)
 
 
 def time_to_accuracy_table(curves: dict, threshold: float = 0.95) -> pd.DataFrame:
@@ -113,27 +164,17 @@ def time_to_accuracy_table(curves: dict, threshold: float = 0.95) -> pd.DataFram
     `NOT_REACHED` in the seconds and the interval, and False in "shown above"."""
     rows = {}
     for name, curve in curves.items():
-        about = resolution(curve, threshold)
-        reached = curve[curve["balanced_accuracy"] >= threshold].head(1)
-        seconds = time_to_accuracy(curve, threshold, "balanced_accuracy")
-        low, high = (None, None) if reached.empty else (reached["low"].iloc[0], reached["high"].iloc[0])
+        when = time_to_accuracy(curve, threshold)
+        about = when.resolution or resolution(curve, threshold)  # a curve without its images is refused here
         rows[name] = {
-            "held-out images": about["images"],
-            "points per error": round(about["points_per_error"], 2),
-            f"correct needed for {threshold:.0%}": about["correct_needed"],
-            "interval's lower bound if all correct": round(about["low_if_all_correct"], 3),
-            f"training seconds to {threshold:.0%}": NOT_REACHED if seconds is None else seconds,
-            f"{curve.attrs['level']:.0%} interval then": NOT_REACHED if low is None else f"{low:.3f} to {high:.3f}",
-            f"shown above {threshold:.0%}": low is not None and bool(low >= threshold),
+            "held-out images": about.images,
+            "points per error": round(about.points_per_error, 2),
+            f"correct needed for {threshold:.0%}": about.correct_needed,
+            "interval's lower bound if all correct": round(about.low_if_all_correct, 3),
+            f"training seconds to {threshold:.0%}": when.seconds if when.reached else NOT_REACHED,
+            f"{curve.attrs['level']:.0%} interval then": (f"{when.low:.3f} to {when.high:.3f}" if when.reached
+                                                          else NOT_REACHED),
+            f"shown above {threshold:.0%}": when.shown_above,
             "one-off seconds left out": round(float(curve["one_off_seconds"].iloc[-1]), 2),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def time_to_accuracy(history: pd.DataFrame, threshold: float = 0.95, column: str = "test_accuracy",
-                     clock: str = "train_seconds"):
-    """Seconds of training until `column` first reached `threshold`, or None if it never did. Read from a
-    `Run.held_out_curve`, they leave out evaluation and one-off tracing; `resolution` says how finely the curve's
-    held-out images can tell whether `threshold` was reached."""
-    reached = history[history[column] >= threshold]
-    return float(reached[clock].iloc[0]) if len(reached) else None

@@ -7,6 +7,7 @@ model would fail with "Graph disconnected".
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from functools import lru_cache
@@ -154,9 +155,20 @@ def warn_random_init(reason: str) -> None:
     warnings.warn("ResNet50 backbone randomly initialised: ImageNet weights unavailable", stacklevel=3)
 
 
+@dataclasses.dataclass(frozen=True)
+class BuiltModel:
+    """A new model and the backbone weights it actually starts from: "imagenet", a weights file, or "none" (random
+    init, with `fallback_reason` saying why when other weights were asked for)."""
+
+    model: keras.Model
+    weights_used: str
+    fallback_reason: str | None
+
+
 def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224, weights: str = "imagenet",
-                dropout: float | None = None, backbone: str = "resnet50", pixel_inputs: str | None = None):
-    """(model, weights_used, fallback_reason) for a ResNet classifier (ResNet50 unless `backbone` says 18).
+                dropout: float | None = None, backbone: str = "resnet50",
+                pixel_inputs: str | None = None) -> BuiltModel:
+    """A ResNet classifier (ResNet50 unless `backbone` says 18) and the weights it starts from.
 
     head "paper_a": GAP → Dense(1024, ReLU) → Dropout(0.5) → Dense(n) → softmax, as Paper A.
     head "linear":  GAP → [Dropout] → Dense(n) → softmax: a linear map from pooled features to logits,
@@ -184,7 +196,7 @@ def build_model(head: str = "paper_a", n_classes: int = 4, image_size: int = 224
     # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     model = keras.Model(base.input if inputs is None else inputs, probabilities, name=f"{backbone}_{head}")
-    return model, weights_used, fallback
+    return BuiltModel(model, weights_used, fallback)
 
 
 @keras.saving.register_keras_serializable(package="cxr_course")

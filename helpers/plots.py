@@ -1,14 +1,15 @@
 """Figures for the notebooks, so a notebook cell shows the idea and not thirty lines of matplotlib.
 
 Every function returns its matplotlib Figure; with `save_as="name"` it is also written to
-outputs/figures/name.png, which is where the main job's figures are collected. After `set_caption(layout, run)`
-every figure carries a footer saying what it shows (phantoms or real radiographs, ImageNet or random weights), so
-that a figure on a slide cannot be mistaken for another kind.
+outputs/figures/name.png, which is where the main job's figures are collected. With `caption=` a figure carries a
+footer saying what it shows (phantoms or real radiographs, ImageNet or random weights), so that a figure on a slide
+cannot be mistaken for another kind: `figures = Figures(layout, run)` makes every figure drawn through it carry
+that footer (`figures.sample_grid(index)`), and `caption(layout, run)` is the footer itself.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,12 +23,12 @@ from helpers import config, files
 from helpers.data import CLASSES, load_grayscale
 
 CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
-_CAPTION = {"text": ""}
+_FIGURES: dict = {}  # name → figure function, for `Figures`
 
 
-def set_caption(layout=None, *runs) -> str:
-    """The footer of every following figure: which images it shows (a DatasetLayout) and which models (runs: their
-    backbone's weights and what they were trained on)."""
+def caption(layout=None, *runs) -> str:
+    """A figure's footer: which images it shows (a DatasetLayout) and which models (runs: their backbone's weights
+    and what they were trained on), and the profile."""
     parts = []
     if layout is not None:
         parts.append("images: generated PHANTOM radiographs" if layout.is_phantom else
@@ -36,25 +37,44 @@ def set_caption(layout=None, *runs) -> str:
               " backbone trained on " + ("PHANTOMS" if run.on_phantoms else "real radiographs") for run in runs}
     parts += sorted(models)
     parts.append(f"profile {config.active_profile().name}")
-    _CAPTION["text"] = " · ".join(parts)
-    return _CAPTION["text"]
+    return " · ".join(parts)
 
 
-@contextlib.contextmanager
-def caption(layout=None, *runs):
-    """`set_caption` for the figures made inside a `with` block; the previous caption comes back after it."""
-    before = _CAPTION["text"]
-    try:
-        yield set_caption(layout, *runs)
-    finally:
-        _CAPTION["text"] = before
+class Figures:
+    """This module's figures, each drawn with the footer of `caption(layout, *runs)`: make one per set of images and
+    models shown, and every figure drawn through it says what it shows."""
+
+    def __init__(self, layout=None, *runs):
+        self.caption = caption(layout, *runs)
+
+    def __repr__(self) -> str:
+        return f"Figures({self.caption!r})"
+
+    def __dir__(self):
+        return [*super().__dir__(), *_FIGURES]
+
+    def __getattr__(self, name: str):
+        if name not in _FIGURES:
+            raise AttributeError(f"plots has no figure {name!r}; it has {sorted(_FIGURES)}")
+        draw = _FIGURES[name]
+
+        @functools.wraps(draw)
+        def captioned(*args, **kwargs):
+            return draw(*args, **{"caption": self.caption, **kwargs})
+        return captioned
 
 
-def _finish(fig, save_as, tight=True):
+def _figure(draw):
+    """Registers a figure function for `Figures`."""
+    _FIGURES[draw.__name__] = draw
+    return draw
+
+
+def _finish(fig, save_as, caption="", tight=True):
     if tight:
         fig.tight_layout()
-    if _CAPTION["text"]:
-        fig.text(0.5, -0.01, _CAPTION["text"], ha="center", va="top", fontsize=7, color="dimgray")
+    if caption:
+        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize=7, color="dimgray")
     if save_as:
         with files.atomic_path(config.OUTPUT_DIR / "figures" / f"{save_as}.png") as tmp:
             fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -65,7 +85,8 @@ def _classes_in(index: pd.DataFrame):
     return [c for c in CLASSES if c in set(index["label"])]
 
 
-def class_counts(balance: pd.DataFrame, save_as=None):
+@_figure
+def class_counts(balance: pd.DataFrame, save_as=None, caption: str = ""):
     """Bar chart of images per class with shares, and the majority-class baseline in the title."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     data = balance.reset_index()
@@ -76,10 +97,11 @@ def class_counts(balance: pd.DataFrame, save_as=None):
     ax.set(xlabel="", ylabel="images",
            title=f"Always answering the largest class scores {balance.attrs['majority_baseline']:.1%}")
     ax.margins(y=0.15)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0, save_as=None):
+@_figure
+def sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0, save_as=None, caption: str = ""):
     """A few images of each class at full resolution, one row per class."""
     classes = _classes_in(index)
     fig, axes = plt.subplots(len(classes), per_class, figsize=(2.2 * per_class, 2.3 * len(classes)),
@@ -94,14 +116,15 @@ def sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0, save_as=
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
 def _stack(paths, size):
     return np.stack([load_grayscale(p, size).astype(np.float32) for p in paths])
 
 
-def mean_images(index: pd.DataFrame, size: int = 128, save_as=None):
+@_figure
+def mean_images(index: pd.DataFrame, size: int = 128, save_as=None, caption: str = ""):
     """Mean image per class (top) and its difference from the mean of all classes (bottom).
 
     Systematic differences outside the lungs (body size, text markers, borders) are what a model
@@ -123,10 +146,11 @@ def mean_images(index: pd.DataFrame, size: int = 128, save_as=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label="grey levels")
-    return _finish(fig, save_as, tight=False)
+    return _finish(fig, save_as, caption, tight=False)
 
 
-def intensity_histograms(index: pd.DataFrame, size: int = 128, save_as=None):
+@_figure
+def intensity_histograms(index: pd.DataFrame, size: int = 128, save_as=None, caption: str = ""):
     """Distribution of pixel intensities per class (exposure and contrast differ between sources)."""
     frames = []
     for cls in _classes_in(index):
@@ -137,10 +161,11 @@ def intensity_histograms(index: pd.DataFrame, size: int = 128, save_as=None):
     sns.histplot(data=data, x="grey level", hue="class", palette=CLASS_COLOURS, bins=64, stat="density",
                  common_norm=False, element="step", fill=False, ax=ax)
     ax.set(xlim=(0, 255), title="Pixel intensities per class")
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_as=None):
+@_figure
+def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_as=None, caption: str = ""):
     """Images with their lung mask outlined; masks are resized to the image (the real ones are 256 px)."""
     with_masks = index[index["mask_path"].notna()]
     classes = _classes_in(with_masks)
@@ -163,10 +188,11 @@ def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_a
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def split_counts(split: pd.DataFrame, save_as=None, title: str = ""):
+@_figure
+def split_counts(split: pd.DataFrame, save_as=None, caption: str = "", title: str = ""):
     """Images per class in each split (first repeat for repeated sub-samples)."""
     first = split[split["repeat"] == split["repeat"].min()]
     data = first.groupby(["split", "label"]).size().rename("images").reset_index()
@@ -178,10 +204,11 @@ def split_counts(split: pd.DataFrame, save_as=None, title: str = ""):
         ax.bar_label(container, fontsize=8)
     ax.set(xlabel="", title=title)
     ax.legend(fontsize=8, title=None)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def resolution_ladder(path, sizes=(299, 224, 128), save_as=None):
+@_figure
+def resolution_ladder(path, sizes=(299, 224, 128), save_as=None, caption: str = ""):
     """One radiograph at several input sizes: what detail each size keeps."""
     fig, axes = plt.subplots(1, len(sizes), figsize=(3 * len(sizes), 3.2), squeeze=False)
     for ax, size in zip(axes[0], sizes):
@@ -189,15 +216,17 @@ def resolution_ladder(path, sizes=(299, 224, 128), save_as=None):
         ax.set_title(f"{size} × {size} px", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def image_pairs(left, right, titles=("original", "flipped"), save_as=None):
+@_figure
+def image_pairs(left, right, titles=("original", "flipped"), save_as=None, caption: str = ""):
     """Rows of side-by-side images (e.g. before and after an augmentation)."""
     return image_versions(dict(zip(titles, (left, right))), save_as=save_as)
 
 
-def image_versions(versions: dict, save_as=None):
+@_figure
+def image_versions(versions: dict, save_as=None, caption: str = ""):
     """One row per image, one column per version of it (name → images), e.g. what each control hides."""
     names = list(versions)
     n = len(versions[names[0]])
@@ -210,19 +239,21 @@ def image_versions(versions: dict, save_as=None):
             ax.set_title(name, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def value_histograms(batches: dict, save_as=None):
+@_figure
+def value_histograms(batches: dict, save_as=None, caption: str = ""):
     """Histogram of input values under each normalisation: {"name": array}."""
     fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 3), squeeze=False)
     for ax, (name, values) in zip(axes[0], batches.items()):
         sns.histplot(np.asarray(values).ravel()[::7], bins=60, ax=ax, color="slategray")
         ax.set(title=name, xlabel="input value", ylabel="")
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def model_input(values, title: str = "", save_as=None):
+@_figure
+def model_input(values, title: str = "", save_as=None, caption: str = ""):
     """What a model is given (H, W, 3): its first channel as an image on its own value scale, beside the histogram
     of all its values (notebook 02's explorer)."""
     values = np.asarray(values)
@@ -232,10 +263,11 @@ def model_input(values, title: str = "", save_as=None):
     image_ax.set(xticks=[], yticks=[], title=title)
     sns.histplot(values.ravel()[::7], bins=60, ax=hist_ax, color="slategray")
     hist_ax.set(xlabel="input value", ylabel="")
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def throughput(results: pd.DataFrame, save_as=None):
+@_figure
+def throughput(results: pd.DataFrame, save_as=None, caption: str = ""):
     """Images per second per input pipeline and epoch (a `timing.compare_input_pipelines` table)."""
     fig, ax = plt.subplots(figsize=(7, 2.6))
     sns.barplot(data=results, y="pipeline", x="images_per_second", hue="epoch", palette="Blues", ax=ax)
@@ -244,10 +276,11 @@ def throughput(results: pd.DataFrame, save_as=None):
     ax.set(ylabel="", xlabel="images per second (higher is better)")
     ax.legend(title="epoch", fontsize=8)
     ax.margins(x=0.15)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int = 0, save_as=None):
+@_figure
+def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int = 0, save_as=None, caption: str = ""):
     """Accuracy and loss per epoch, training and the watched part, side by side (as Paper A's Figure 1).
 
     The watched part is the validation split, or the test part for Paper B's sub-sample runs (which have no other);
@@ -265,10 +298,11 @@ def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int =
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.legend(fontsize=8)
     axes[0].set_ylim(0, 1.02)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def confusion_matrices(matrix, classes, save_as=None):
+@_figure
+def confusion_matrices(matrix, classes, save_as=None, caption: str = ""):
     """Counts and row-normalised (each true class sums to 1), laid out as Paper A's Figure 2."""
     matrix = np.asarray(matrix)
     with np.errstate(invalid="ignore"):
@@ -281,10 +315,11 @@ def confusion_matrices(matrix, classes, save_as=None):
     for ax, title in zip(axes, ("counts", "share of each true class")):
         ax.set(xlabel="predicted class", ylabel="true class", title=title)
         ax.tick_params(axis="x", rotation=30)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def roc_pr_curves(y_true, probabilities, classes, save_as=None):
+@_figure
+def roc_pr_curves(y_true, probabilities, classes, save_as=None, caption: str = ""):
     """One-vs-rest ROC and precision-recall curves per class (classes absent from the data are skipped)."""
     y_true = np.asarray(y_true)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -305,10 +340,11 @@ def roc_pr_curves(y_true, probabilities, classes, save_as=None):
                 title="precision–recall, one class vs the rest")
     for ax in axes:
         ax.legend(fontsize=7)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def operating_point(is_positive, scores, point, name: str = "COVID", save_as=None):
+@_figure
+def operating_point(is_positive, scores, point, name: str = "COVID", save_as=None, caption: str = ""):
     """One class's ROC and precision–recall curves with the threshold's point on each (`evaluation.OperatingPoint`)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     colour = CLASS_COLOURS.get(name)
@@ -327,10 +363,11 @@ def operating_point(is_positive, scores, point, name: str = "COVID", save_as=Non
                 ylim=(0, 1.02), title=f"precision–recall, {name} vs the rest")
     for ax in axes:
         ax.legend(fontsize=8, loc="lower right")
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def reliability_diagram(tables: dict, save_as=None):
+@_figure
+def reliability_diagram(tables: dict, save_as=None, caption: str = ""):
     """Accuracy against confidence per bin for each {name: helpers.evaluation.reliability table}."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
@@ -340,10 +377,11 @@ def reliability_diagram(tables: dict, save_as=None):
     ax.set(xlabel="confidence (highest probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
            title="Reliability")
     ax.legend(fontsize=8)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
+@_figure
+def mistakes_gallery(mistakes: pd.DataFrame, save_as=None, caption: str = ""):
     """The most confident wrong predictions, with true and predicted class."""
     n = max(1, len(mistakes))
     columns = min(4, n)
@@ -356,10 +394,11 @@ def mistakes_gallery(mistakes: pd.DataFrame, save_as=None):
         ax.set_title(f"true {item['label']}\npredicted {item['predicted']} ({item['confidence']:.0%})", fontsize=8)
     if mistakes.empty:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
-def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None):
+@_figure
+def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None, caption: str = ""):
     """Balanced accuracy on held-out images against training time (one-off tracing and evaluation not counted), one
     line per run ({name: `Run.held_out_curve()`}) with its interval as error bars and a band, and the threshold line:
     Paper B's time-to-95% figures, each run drawn at the resolution of its own held-out images (named in the legend),
@@ -381,7 +420,7 @@ def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None):
            title=f"bars and bands: {level:.0%} Wilson intervals on each run's held-out images" if level else "")
     ax.set_xlim(left=0)
     ax.legend(fontsize=8)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)
 
 
 def _overlay(ax, image, heatmap=None, outline=None, alpha=0.45, cmap="jet"):
@@ -394,8 +433,9 @@ def _overlay(ax, image, heatmap=None, outline=None, alpha=0.45, cmap="jet"):
     ax.set_yticks([])
 
 
+@_figure
 def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=None, alpha=0.45, cmap="jet",
-                 save_as=None):
+                 save_as=None, caption: str = ""):
     """Paper B's Figure 5: each radiograph, then the map of every class laid over it (upsampled to the
     image, values 0–1), titled with that class's probability. `outlines` (e.g. a phantom's lesion mask)
     are drawn in white on the original."""
@@ -410,10 +450,12 @@ def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=Non
                          fontweight="bold" if c == int(np.argmax(probabilities[i])) else "normal")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=axes.ravel().tolist(), shrink=0.8, pad=0.02,
                  label="map (0 = no evidence for the class, 1 = the most)")
-    return _finish(fig, save_as, tight=False)
+    return _finish(fig, save_as, caption, tight=False)
 
 
-def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, cmap="jet", save_as=None):
+@_figure
+def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, cmap="jet", save_as=None,
+                   caption: str = ""):
     """The same images under several models' maps (one column per model), e.g. clean against shortcut."""
     n = len(pixels)
     fig, axes = plt.subplots(n, len(maps) + 1, figsize=(2.5 * (len(maps) + 1), 2.5 * n), squeeze=False)
@@ -423,4 +465,4 @@ def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, c
         for ax, (name, model_maps) in zip(row[1:], maps.items()):
             _overlay(ax, pixels[i], model_maps[i], alpha=alpha, cmap=cmap)
             ax.set_title(name, fontsize=8)
-    return _finish(fig, save_as)
+    return _finish(fig, save_as, caption)

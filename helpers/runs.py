@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import config, sharing
-from helpers.curves import NOT_REACHED, resolution, time_to_accuracy
+from helpers.curves import NOT_REACHED, time_to_accuracy
 from helpers.data import CLASSES, DatasetLayout, canonical_class, scan_cached
 from helpers.datasets import dataset_tag
 from helpers.recipes import Recipe
@@ -112,10 +112,11 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
     for repeat in sorted(split["repeat"].unique()):
         run = train_or_load(layout, recipe, split, repeat=int(repeat), log=log)
         curve = run.held_out_curve()
-        seconds, about = time_to_accuracy(curve, threshold, "balanced_accuracy"), resolution(curve, threshold)
+        when = time_to_accuracy(curve, threshold)
         row = {"repeat": int(repeat), "balanced accuracy, last epoch": float(curve["balanced_accuracy"].iloc[-1]),
-               f"training seconds to {threshold:.0%}": NOT_REACHED if seconds is None else seconds,
-               "held-out images": about["images"], f"correct needed for {threshold:.0%}": about["correct_needed"],
+               f"training seconds to {threshold:.0%}": when.seconds if when.reached else NOT_REACHED,
+               "held-out images": when.resolution.images,
+               f"correct needed for {threshold:.0%}": when.resolution.correct_needed,
                "training seconds": float(curve["train_seconds"].iloc[-1]),
                "one-off seconds left out": float(curve["one_off_seconds"].iloc[-1])}
         if not run.pretrained:

@@ -248,9 +248,10 @@ def _fresh_model(recipe: Recipe, settings: dict, devices: _Devices, log):
             "those of a new build.")
         return _KEPT["model"], _KEPT["weights_used"], _KEPT["fallback"]
     _KEPT.clear()  # one model at a time: a ResNet50 with Adam's slots is about 300 MB
-    model, weights_used, fallback = models.build_model(
+    built = models.build_model(
         recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
         recipe.dropout, backbone=recipe.backbone, pixel_inputs=pixel_inputs(recipe, devices.policy))
+    model, weights_used, fallback = built.model, built.weights_used, built.fallback_reason
     if devices.policy.workers == 1 and not models.has_random_layers(model):
         _KEPT.update(key=key, model=model, initial_weights=model.get_weights(), weights_used=weights_used,
                      fallback=fallback)
@@ -267,9 +268,9 @@ def _weights_only_model(run_dir: Path, epoch: int, settings: dict, previous: dic
                         policy: config.DevicePolicy):
     """The recipe's model with the weights of a weights-only checkpoint (the fall-back); `_fit_phases` compiles it
     with a new optimizer. Built without downloading anything: every weight is then read from the file."""
-    model, _, _ = models.build_model(recipe.head, len(settings["classes"]), settings["image_size"], "none",
-                                     recipe.dropout, backbone=recipe.backbone,
-                                     pixel_inputs=pixel_inputs(recipe, policy))
+    model = models.build_model(recipe.head, len(settings["classes"]), settings["image_size"], "none",
+                               recipe.dropout, backbone=recipe.backbone,
+                               pixel_inputs=pixel_inputs(recipe, policy)).model
     if previous["weights_used"] == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
     run_folder.load_epoch_weights(model, run_dir, epoch)

@@ -59,11 +59,11 @@ def test_batched_grad_cam_equals_one_image_at_a_time():
 
 
 def test_shapes_and_ranges_on_the_course_models():
-    model, _, _ = build_model("linear", n_classes=3, image_size=64, weights="none")
+    model = build_model("linear", n_classes=3, image_size=64, weights="none").model
     images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
     maps = cam.class_activation_maps(model, images)
     assert maps.shape == (2, 2, 2, 3) and maps.min() >= 0 and maps.max() <= 1
-    paper_a, _, _ = build_model("paper_a", n_classes=4, image_size=64, weights="none")
+    paper_a = build_model("paper_a", n_classes=4, image_size=64, weights="none").model
     with pytest.raises(ValueError, match="CAM needs a linear head"):
         cam.class_activation_maps(paper_a, images)
     finer = cam.grad_cam(paper_a, images, layer="conv4_block5_out")
@@ -235,7 +235,7 @@ def test_overlays_are_written_per_image_and_bad_files_reported(known_run, tmp_pa
 
 def test_the_last_block_of_a_stage_is_three_quarters_blind_and_refused():
     """ResNet50's next stage reads the last block of a stage through stride-2 1×1 convolutions: one cell in four."""
-    model, _, _ = build_model("linear", n_classes=3, image_size=128, weights="none")
+    model = build_model("linear", n_classes=3, image_size=128, weights="none").model
     assert cam.live_cells(model, "conv4_block6_out") == (16, 64)
     assert cam.live_cells(model, "conv3_block4_out") == (64, 256)
     for layer in cam.FINER_LAYERS:

@@ -61,21 +61,24 @@ def test_without_lung_masks_the_overlays_say_so_and_the_notebook_goes_on(scan, c
 
 
 def test_figures_carry_what_they_show(scan, figure_dir, phantom_root, make_tree):
+    """Issue 25: the footer is the figures object's, never a module-wide setting that every later figure inherits."""
     class FakeRun:
         def __init__(self, pretrained, on_phantoms):
-            self.settings, self.on_phantoms = {"pretrained": pretrained}, on_phantoms
+            self.pretrained, self.on_phantoms = pretrained, on_phantoms
 
-    try:
-        caption = plots.set_caption(find_dataset(phantom_root), FakeRun(False, True))
-        assert caption.startswith("images: generated PHANTOM radiographs · RANDOM-INIT (not pretrained) backbone "
-                                  "trained on PHANTOMS · profile ")
-        figure = plots.class_counts(data.class_balance(scan.index), save_as="captioned")
-        assert caption in [t.get_text() for t in figure.texts]
-        with plots.caption(find_dataset(make_tree()), FakeRun(True, False)) as real:
-            assert "images: real radiographs" in real and "ImageNet-pretrained backbone trained on real" in real
-        assert plots._CAPTION["text"] == caption, "the caption before the block comes back"
-    finally:
-        plots._CAPTION["text"] = ""
+    figures = plots.Figures(find_dataset(phantom_root), FakeRun(False, True))
+    assert figures.caption.startswith("images: generated PHANTOM radiographs · RANDOM-INIT (not pretrained) backbone "
+                                      "trained on PHANTOMS · profile ")
+    figure = figures.class_counts(data.class_balance(scan.index), save_as="captioned")
+    assert figures.caption in [t.get_text() for t in figure.texts]
+    real = plots.Figures(find_dataset(make_tree()), FakeRun(True, False)).caption
+    assert "images: real radiographs" in real and "ImageNet-pretrained backbone trained on real" in real
+    assert real == plots.caption(find_dataset(make_tree()), FakeRun(True, False))
+    plain = plots.class_counts(data.class_balance(scan.index))
+    assert not any("images:" in t.get_text() for t in plain.texts), "a figure drawn without a caption has none"
+    assert "class_counts" in dir(figures) and figures.class_counts.__doc__ == plots.class_counts.__doc__
+    with pytest.raises(AttributeError, match="plots has no figure 'no_such_figure'"):
+        figures.no_such_figure()
 
 
 def test_describe_inputs_reports_each_channel():

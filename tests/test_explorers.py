@@ -71,7 +71,7 @@ def toy_run(tmp_path_factory):
     from tests.conftest import fake_run
 
     keras.utils.set_random_seed(0)
-    model, _, _ = models.build_model("linear", n_classes=3, image_size=32, weights="none", backbone="toy")
+    model = models.build_model("linear", n_classes=3, image_size=32, weights="none", backbone="toy").model
     run = fake_run(tmp_path_factory.mktemp("toy") / "run", model, ["COVID", "Normal", "Viral Pneumonia"], 32)
     model.save(run.folder / "model.keras")  # for the command line, which loads it
     return run

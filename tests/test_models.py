@@ -11,8 +11,9 @@ from helpers.models import LAST_CONV_LAYER, build_model, parameter_table
 
 @pytest.fixture(scope="module")
 def paper_a_model():
-    model, weights_used, fallback = build_model("paper_a", n_classes=4, image_size=64, weights="none")
-    return model
+    built = build_model("paper_a", n_classes=4, image_size=64, weights="none")
+    assert built.weights_used == "none" and built.fallback_reason is None, "none asked, none used: no fallback"
+    return built.model
 
 
 def test_paper_a_parameter_counts_match_table_1_where_the_arithmetic_allows(paper_a_model):
@@ -25,7 +26,7 @@ def test_paper_a_parameter_counts_match_table_1_where_the_arithmetic_allows(pape
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_linear_head_is_linear_on_pooled_features(n_classes):
-    model, _, _ = build_model("linear", n_classes=n_classes, image_size=32, weights="none")
+    model = build_model("linear", n_classes=n_classes, image_size=32, weights="none").model
     counts = parameter_table(model).set_index("layer")["parameters"]
     assert counts["logits (Dense)"] == 2048 * n_classes + n_classes
     assert "fc1024 (Dense)" not in counts
@@ -57,8 +58,8 @@ def test_unreachable_imagenet_weights_fall_back_loudly(monkeypatch, capsys):
     models.imagenet_unavailable.cache_clear()
     try:
         with pytest.warns(UserWarning, match="randomly initialised"):
-            model, weights_used, reason = build_model("linear", 2, 32, weights="imagenet")
-        assert weights_used == "none" and "URL fetch failure" in reason
+            built = build_model("linear", 2, 32, weights="imagenet")
+        assert built.weights_used == "none" and "URL fetch failure" in built.fallback_reason
         assert "RANDOMLY INITIALISED" in capsys.readouterr().err
         with pytest.warns(UserWarning, match="randomly initialised"):  # what a notebook passes to ResNet50 itself
             assert models.weights_or_none("imagenet") is None
@@ -72,8 +73,9 @@ def test_local_weights_file_is_loaded(tmp_path):
     path = tmp_path / "resnet50_notop.weights.h5"
     donor.save_weights(path)
     for pixel_inputs in (None, "resnet50"):  # also into a model that takes uint8 pixels (a GPU's)
-        model, weights_used, reason = build_model("linear", 2, 32, weights=str(path), pixel_inputs=pixel_inputs)
-        assert weights_used == str(path) and reason is None
+        built = build_model("linear", 2, 32, weights=str(path), pixel_inputs=pixel_inputs)
+        model = built.model
+        assert built.weights_used == str(path) and built.fallback_reason is None
         for layer in ("conv1_conv", "conv5_block3_3_bn"):
             for mine, theirs in zip(model.get_layer(layer).get_weights(), donor.get_layer(layer).get_weights()):
                 np.testing.assert_array_equal(mine, theirs)
@@ -119,7 +121,7 @@ def test_resnet18_is_an_optional_extra_with_a_clear_message(monkeypatch, capsys)
 def test_a_mixed_precision_model_has_a_float32_twin_with_the_same_weights():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        mixed, _, _ = build_model("linear", 3, 32, weights="none")
+        mixed = build_model("linear", 3, 32, weights="none").model
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert mixed.get_layer("conv1_conv").compute_dtype == "float16"
@@ -129,7 +131,7 @@ def test_a_mixed_precision_model_has_a_float32_twin_with_the_same_weights():
         np.testing.assert_array_equal(a, b)
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(exact(images), mixed(images), atol=0.02)  # the same model, less rounding
-    float32_model, _, _ = build_model("linear", 3, 32, weights="none")
+    float32_model = build_model("linear", 3, 32, weights="none").model
     assert models.float32_copy(float32_model) is float32_model
 
 
@@ -140,8 +142,8 @@ def test_a_model_that_takes_uint8_pixels_predicts_and_maps_as_the_one_fed_normal
     """The GPU's input path (issue 22): the same weights give the same probabilities and maps, reloaded too."""
     from helpers import cam, pipeline
 
-    fed, _, _ = build_model("linear", 3, size, "none", backbone=backbone)
-    own, _, _ = build_model("linear", 3, size, "none", backbone=backbone, pixel_inputs=normalisation)
+    fed = build_model("linear", 3, size, "none", backbone=backbone).model
+    own = build_model("linear", 3, size, "none", backbone=backbone, pixel_inputs=normalisation).model
     assert not models.takes_pixels(fed) and models.takes_pixels(own)
     assert own.inputs[0].dtype == "uint8" and own.inputs[0].shape == (None, size, size, 1)
     assert not any(isinstance(layer, keras.Model) for layer in own.layers), "still flat, for the maps"

@@ -313,8 +313,10 @@ def test_a_model_with_dropout_is_never_reused(phantom_root, tmp_path):
 
 def test_time_to_accuracy_reads_the_first_epoch_over_the_line():
     history = pd.DataFrame({"test_accuracy": [0.5, 0.96, 0.94, 0.99], "train_seconds": [10, 20, 30, 40]})
-    assert time_to_accuracy(history, 0.95) == 20
-    assert time_to_accuracy(history, 0.995) is None
+    reached = time_to_accuracy(history, 0.95, column="test_accuracy")
+    assert reached.seconds == 20 and reached.reached and reached.resolution is None, "a plain history: no images"
+    never = time_to_accuracy(history, 0.995, column="test_accuracy")
+    assert never.seconds is None and not never.reached and not never.shown_above
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -393,18 +395,18 @@ def curve_on(class_images: dict, accuracy=(0.5, 1.0)) -> pd.DataFrame:
 
 def test_the_resolution_says_what_one_error_costs_and_whether_95_percent_can_be_shown_at_all():
     demo = curves.resolution(curve_on({"a": 6, "b": 6, "c": 6}))
-    assert demo["text"] == "18 held-out images: one error = 5.6 points; 95% needs 18 of 18 correct"
-    assert not demo["can_show"] and demo["low_if_all_correct"] == pytest.approx(18 / (18 + 1.959964**2))
-    assert demo["images_needed"] == 73 and demo["verdict"].startswith(
+    assert demo.text == "18 held-out images: one error = 5.6 points; 95% needs 18 of 18 correct"
+    assert not demo.can_show and demo.low_if_all_correct == pytest.approx(18 / (18 + 1.959964**2))
+    assert demo.images_needed == 73 and demo.verdict.startswith(
         "cannot show 95%: even 18 of 18 correct gives a 95% interval with lower bound 82.4%")
-    assert demo["points_per_error"] == pytest.approx(100 / 18)
-    assert curves.resolution(curve_on({"a": 37, "b": 37}))["can_show"], "74 images, all right: just above 95%"
-    assert not curves.resolution(curve_on({"a": 36, "b": 36}))["can_show"]
-    assert curves.resolution(curve_on({"a": 20, "b": 20}))["correct_needed"] == 38, "95% of 40 allows 2 errors"
-    uneven = curves.resolution(curve_on({"a": 100, "b": 10}))["text"]
+    assert demo.points_per_error == pytest.approx(100 / 18)
+    assert curves.resolution(curve_on({"a": 37, "b": 37})).can_show, "74 images, all right: just above 95%"
+    assert not curves.resolution(curve_on({"a": 36, "b": 36})).can_show
+    assert curves.resolution(curve_on({"a": 20, "b": 20})).correct_needed == 38, "95% of 40 allows 2 errors"
+    uneven = curves.resolution(curve_on({"a": 100, "b": 10})).text
     assert uneven == ("110 held-out images: one error = 0.5 to 5.0 points (by class); 95% needs at least 100 of 110 "
                       "correct"), "errors where they cost least: 10 in the large class"
-    assert curves.resolution(curve_on({"a": 100, "b": 10}))["points_per_error"] == pytest.approx(2.75), "0.5 and 5.0"
+    assert curves.resolution(curve_on({"a": 100, "b": 10})).points_per_error == pytest.approx(2.75), "0.5 and 5.0"
 
 
 def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers():
@@ -422,6 +424,9 @@ def test_the_time_to_95_table_puts_the_resolution_next_to_the_result_in_numbers(
     assert not never["shown above 95%"] and table["shown above 95%"].dtype == bool
     assert table["held-out images"].dtype.kind == table["correct needed for 95%"].dtype.kind == "i"
     assert not table.isna().any().any(), "no None or NaN: a run that never got there says so"
+    when = curves.time_to_accuracy(curve_on({"a": 500, "b": 500}, accuracy=(0.9, 0.97)))
+    assert when.seconds == 20.0 and when.shown_above and when.resolution.correct_needed == 950
+    assert (when.low, when.high) == pytest.approx(tuple(curves.accuracy_interval(0.97, {"a": 500, "b": 500})))
 
 
 def test_an_image_that_went_bad_after_the_scan_is_named_by_training_and_recorded_in_the_run(tmp_path, capsys):
