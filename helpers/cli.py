@@ -41,7 +41,7 @@ from helpers.data import (
     task_classes,
 )
 from helpers.datasets import download_dataset
-from helpers.evaluation import evaluate_run, format_metrics
+from helpers.evaluation import evaluate_run
 from helpers.main_job import run_course
 from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
 from helpers.recipes import RECIPES, get_recipe
@@ -247,8 +247,9 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    metrics = evaluate_run(args.run, n_resamples=args.resamples, figures=not args.no_figures, progress=not args.json)
-    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    metrics = evaluate_run(args.run, n_resamples=args.resamples, figures=not args.no_figures, progress=not args.json,
+                           again=True)
+    print(json.dumps(metrics.as_dict(), indent=2) if args.json else metrics)
     return 0
 
 

@@ -218,49 +218,59 @@ def specificity_at_mix(matrix, positive: int, mix) -> float:
         return float((weights * kept).sum() / weights.sum())
 
 
-def class_mix(split: pd.DataFrame, index: pd.DataFrame, classes) -> pd.DataFrame:
-    """Per class: images and share in the test part of `split` and in the whole dataset (`index`, a scan's).
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClassMix:
+    """Whose class mix a test set's PPV, NPV, majority baseline and ECE describe; `str()` says it in sentences.
 
-    PPV, NPV, the majority baseline and the ECE describe the test set's mix. `attrs` say whether the split was drawn
-    from a sample of the dataset (the demo profile draws a fixed number per class from the real data), whether the
-    test set keeps the dataset's mix (every class within one image of its share, as a stratified split does), whether
-    each is balanced, and the largest gap between their shares.
+    `table`: per class, images and share in the test set and in the whole dataset. `sampled`: the split was drawn
+    from a sample of the dataset (the demo profile draws a fixed number per class from the real data). `keeps_mix`:
+    every test class within one image of its dataset share, as a stratified split keeps it.
     """
+
+    table: pd.DataFrame
+    sampled: bool
+    images_used: int
+    images_in_dataset: int
+    keeps_mix: bool
+    test_balanced: bool
+    dataset_balanced: bool
+    largest_gap: float
+
+    def __str__(self) -> str:
+        table = self.table
+        shares = lambda column: ", ".join(f"{c} {v:.0%}" for c, v in table[column].items())  # noqa: E731
+        drawn = (f"The split was drawn from a sample of the dataset ({self.images_used:,} of its "
+                 f"{self.images_in_dataset:,} images of these classes)" if self.sampled else
+                 f"The split uses all {self.images_in_dataset:,} images of these classes")
+        balanced = " (class-balanced)" if self.test_balanced else ""
+        lines = [f"{drawn}. Its test set{balanced}: {shares('test share')}.",
+                 f"The dataset's own mix: {shares('dataset share')}"
+                 + (" (balanced)." if self.dataset_balanced else "."),
+                 f"Always answering the largest class scores {table['test share'].max():.1%} on this test set, "
+                 f"{table['dataset share'].max():.1%} at the dataset's mix."]
+        if self.keeps_mix:
+            lines.append("The test set keeps the dataset's mix (to within one image per class): its PPV, NPV, "
+                         "majority baseline and ECE hold at the dataset's class mix, which is still not a clinic's.")
+        else:
+            lines.append(f"The test set's shares differ from the dataset's by up to {100 * self.largest_gap:.0f} "
+                         "percentage points: its PPV, NPV, majority baseline and ECE describe an artificial class "
+                         "mix, not the dataset's.")
+        return "\n".join(lines)
+
+
+def class_mix(split: pd.DataFrame, index: pd.DataFrame, classes) -> ClassMix:
+    """The class mix of the test part of `split` against the whole dataset's (`index`, a scan's)."""
     classes = list(classes)
     test = split.loc[split["split"] == "test", "label"].value_counts().reindex(classes, fill_value=0)
     whole = index.loc[index["label"].isin(classes), "label"].value_counts().reindex(classes, fill_value=0)
     table = pd.DataFrame({"test images": test, "test share": test / test.sum(),
                           "dataset images": whole, "dataset share": whole / whole.sum()})
     used = index.loc[index["label"].isin(classes), "relpath"].isin(split["relpath"])
-    table.attrs.update(sampled=not used.all(), images_used=int(used.sum()), images_in_dataset=int(len(used)),
-                       keeps_mix=bool((test - table["dataset share"] * test.sum()).abs().max() <= 1),
-                       test_balanced=bool(test.max() - test.min() <= 1),
-                       dataset_balanced=bool(whole.max() - whole.min() <= 1),
-                       largest_gap=float((table["test share"] - table["dataset share"]).abs().max()))
-    return table
-
-
-def describe_class_mix(table: pd.DataFrame) -> str:
-    """`class_mix` in sentences: whose class mix the test set's PPV, NPV, majority baseline and ECE describe."""
-    a = table.attrs
-    shares = lambda column: ", ".join(f"{c} {v:.0%}" for c, v in table[column].items())  # noqa: E731
-    drawn = (f"The split was drawn from a sample of the dataset ({a['images_used']:,} of its "
-             f"{a['images_in_dataset']:,} images of these classes)" if a["sampled"] else
-             f"The split uses all {a['images_in_dataset']:,} images of these classes")
-    balanced = " (class-balanced)" if a["test_balanced"] else ""
-    lines = [f"{drawn}. Its test set{balanced}: {shares('test share')}.",
-             f"The dataset's own mix: {shares('dataset share')}"
-             + (" (balanced)." if a["dataset_balanced"] else "."),
-             f"Always answering the largest class scores {table['test share'].max():.1%} on this test set, "
-             f"{table['dataset share'].max():.1%} at the dataset's mix."]
-    if a["keeps_mix"]:
-        lines.append("The test set keeps the dataset's mix (to within one image per class): its PPV, NPV, majority "
-                     "baseline and ECE hold at the dataset's class mix, which is still not a clinic's.")
-    else:
-        lines.append(f"The test set's shares differ from the dataset's by up to {100 * a['largest_gap']:.0f} "
-                     "percentage points: its PPV, NPV, majority baseline and ECE describe an artificial class mix, "
-                     "not the dataset's.")
-    return "\n".join(lines)
+    return ClassMix(table, sampled=not used.all(), images_used=int(used.sum()), images_in_dataset=int(len(used)),
+                    keeps_mix=bool((test - table["dataset share"] * test.sum()).abs().max() <= 1),
+                    test_balanced=bool(test.max() - test.min() <= 1),
+                    dataset_balanced=bool(whole.max() - whole.min() <= 1),
+                    largest_gap=float((table["test share"] - table["dataset share"]).abs().max()))
 
 
 def group_only_rules(counts: pd.DataFrame) -> pd.DataFrame:
@@ -492,17 +502,123 @@ def most_confident_mistakes(predictions: pd.DataFrame, k: int = 8) -> pd.DataFra
     return wrong.sort_values("confidence", ascending=False).head(k).reset_index(drop=True)
 
 
-def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = True, progress: bool = True) -> dict:
-    """All metrics of a run on its test split, written to RUN_DIR/metrics.json (and figures).
+# --------------------------------------------------------------------------- a run's evaluation
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A run's metrics on its test split, as notebook 04 shows them; `str()` is the report that
+    `python -m helpers evaluate` prints, `as_dict()` what metrics.json holds.
+
+    `per_class`: one row per class (support, sensitivity, specificity, ppv, npv, roc_auc, pr_auc; NaN where this
+    test set leaves a value undefined). `intervals`: the percentile bootstrap's 95% interval (columns low, high) of
+    accuracy, macro-F1 and each class's sensitivity. `temperature` is fitted on validation (None without one);
+    `ece_after_scaling` is the ECE once the test probabilities are scaled by it. `unreadable_files`: path → reason
+    for each image left out, which is why `n` can be smaller than the split's test part.
+    """
+
+    run: str
+    recipe: str
+    classes: list
+    n: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    per_class: pd.DataFrame
+    confusion_matrix: pd.DataFrame
+    intervals: pd.DataFrame
+    temperature: float | None
+    ece: float
+    ece_after_scaling: float | None
+    majority_baseline: float
+    pretrained: bool
+    weights_used: str
+    unreadable_files: dict
+    saved: dict = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_dict(cls, metrics: dict) -> Evaluation:
+        """From metrics.json's layout (that of `as_dict`); older files without `unreadable_files` load too."""
+        classes, ci = list(metrics["classes"]), metrics["ci95"]
+        rows = {"accuracy": ci["accuracy"], "macro-F1": ci["macro_f1"],
+                **{f"sensitivity {c}": ci["sensitivity"][c] for c in classes}}
+        intervals = pd.DataFrame([v or [np.nan, np.nan] for v in rows.values()], index=list(rows),
+                                 columns=["low", "high"], dtype=float)
+        per_class = pd.DataFrame.from_dict(metrics["per_class"], orient="index").loc[classes]
+        per_class = per_class.astype({c: int if c == "support" else float for c in per_class.columns})
+        calibration = metrics["calibration"]
+        return cls(run=metrics["run"], recipe=metrics["recipe"], classes=classes, n=metrics["n"],
+                   accuracy=metrics["accuracy"], balanced_accuracy=metrics["balanced_accuracy"],
+                   macro_f1=metrics["macro_f1"], per_class=per_class,
+                   confusion_matrix=pd.DataFrame(metrics["confusion_matrix"], index=pd.Index(classes, name="true"),
+                                                 columns=pd.Index(classes, name="predicted")),
+                   intervals=intervals, temperature=calibration["temperature"], ece=calibration["ece_before"],
+                   ece_after_scaling=calibration["ece_after_temperature_scaling"],
+                   majority_baseline=metrics["majority_baseline"], pretrained=metrics["pretrained"],
+                   weights_used=metrics["weights_used"], unreadable_files=metrics.get("unreadable_files") or {},
+                   saved=metrics)
+
+    def as_dict(self) -> dict:
+        return self.saved
+
+    @property
+    def calibration(self) -> pd.Series:
+        """Temperature and ECE before and after scaling by it: one column of a side-by-side table."""
+        return pd.Series({"temperature": self.temperature, "ece_before": self.ece,
+                          "ece_after_temperature_scaling": self.ece_after_scaling})
+
+    def __str__(self) -> str:
+        return _report(self.saved)
+
+
+def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = True, progress: bool = True,
+                 again: bool = False) -> Evaluation:
+    """A run's metrics on its test split, computed once and saved with the test predictions (and figures) in its
+    folder; later calls read them back, unless `again` or the saved ones cannot stand for a new computation (other
+    resamples or seed, a model newer than them, an unreadable layout): then computed again, with a line saying why.
 
     Test and validation images that can no longer be read are left out (named as they are) and recorded in
-    `unreadable_files` (path → reason): `n` counts the test images actually scored, and the record says why it is
-    smaller than the split's test part.
+    `unreadable_files` (path → reason): `n` counts the test images actually scored.
     """
     run = as_run(run)
-    classes = run.classes
+    if not again:
+        saved, why = _saved_evaluation(run, n_resamples, seed)
+        if saved is not None:
+            return saved
+        if why:
+            print(f"{why}: computing it again")
     verbose = "auto" if progress else 0
     test = run.predict_part("test", verbose=verbose)
+    metrics, scaled = _metrics(run, test, n_resamples, seed, verbose)
+    run_folder.write_metrics(run.folder, metrics)
+    run_folder.write_test_predictions(run.folder, test.drop(columns=["path"]))
+    if figures:
+        _save_figures(run, test, metrics, scaled)
+    return Evaluation.from_dict(metrics)
+
+
+def _saved_evaluation(run, n_resamples: int, seed: int) -> tuple[Evaluation | None, str | None]:
+    """(the saved evaluation, None) if it can be reused, else (None, why not; None if there is none)."""
+    saved = run_folder.read_metrics(run.folder)
+    if saved is None:
+        return None, None
+    where = f"The saved metrics of {run.folder}"
+    try:
+        evaluation = Evaluation.from_dict(saved)
+        asked = (saved["ci95"]["resamples"], saved["ci95"]["seed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"{where} are of an older layout ({type(exc).__name__}: {exc})"
+    if asked != (n_resamples, seed):
+        return None, (f"{where} used {asked[0]} resamples with seed {asked[1]}, not {n_resamples} with seed "
+                      f"{seed}")
+    if run_folder.metrics_predate_model(run.folder):
+        return None, f"{where} are older than its model"
+    return evaluation, None
+
+
+def _metrics(run, test: pd.DataFrame, n_resamples: int, seed: int, verbose) -> tuple[dict, np.ndarray | None]:
+    """metrics.json's content, and the test probabilities scaled by the fitted temperature (None without one)."""
+    classes = run.classes
     left_out = unreadable_files(run.part("test")["path"])
     p_test = test[classes].to_numpy()
     metrics = classification_metrics(test["y_true"], p_test, classes)
@@ -512,7 +628,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
         temperature = fit_temperature(val["y_true"], val[classes].to_numpy())
     except ValueError:
         temperature = None
-    scaled = temperature_scale(p_test, temperature) if temperature else p_test
+    scaled = temperature_scale(p_test, temperature) if temperature else None
     ece = expected_calibration_error(test["y_true"], p_test)
     metrics.update({
         "run": str(run.folder), "recipe": run.name, "classes": classes,
@@ -526,12 +642,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
         "majority_baseline": float(np.bincount(test["y_true"], minlength=len(classes)).max() / len(test)),
         "unreadable_files": left_out,
     })
-    files.write_json(run.folder / run_folder.METRICS, metrics)
-    with files.atomic_path(run.folder / run_folder.TEST_PREDICTIONS) as tmp:
-        test.drop(columns=["path"]).to_csv(tmp, index=False)
-    if figures:
-        _save_figures(run, test, metrics, scaled if temperature else None)
-    return metrics
+    return metrics, scaled
 
 
 def _save_figures(run, test: pd.DataFrame, metrics: dict, scaled) -> None:
@@ -564,8 +675,8 @@ def _calibration_line(calibration: dict) -> str:
                    f"(T = {calibration['temperature']:.2f}, fitted on validation)")
 
 
-def format_metrics(metrics: dict) -> str:
-    """The text report of `python -m helpers evaluate`."""
+def _report(metrics: dict) -> str:
+    """The text report of `python -m helpers evaluate`, from metrics.json's layout."""
     ci = metrics["ci95"]
     lines = [f"Run {metrics['run']} ({metrics['recipe']}), {metrics['n']} test images"]
     if not metrics["pretrained"]:
@@ -590,55 +701,83 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def metrics_of(run, **options) -> dict:
-    """The run's metrics.json, computed first if missing."""
-    run = as_run(run)
-    return files.read_json(run.folder / run_folder.METRICS) or evaluate_run(run, **options)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Comparison:
+    """Two runs on the same test images: their metrics side by side (`table`, one column per run), and McNemar's
+    test on the images where exactly one of them is right."""
+
+    table: pd.DataFrame
+    a: str
+    b: str
+    only_a_correct: int
+    only_b_correct: int
+    p_value: float
 
 
-def compare_on_test(run_a, run_b) -> tuple[pd.DataFrame, dict]:
-    """Two runs side by side on the same test images, and McNemar's test on their per-image correctness."""
-    metrics, predictions = {}, {}
+def compare_on_test(run_a, run_b) -> Comparison:
+    """Two runs side by side on the same test images (each evaluated first if it never was), and McNemar's test on
+    their per-image correctness."""
+    evaluations, predictions = {}, {}
     for label, run in zip(run_labels([run_a, run_b]), (run_a, run_b)):  # two runs of one recipe stay two
-        metrics[label] = metrics_of(run)
-        predictions[label] = pd.read_csv(as_run(run).folder / run_folder.TEST_PREDICTIONS).set_index("relpath")
+        evaluations[label] = evaluate_run(run)
+        predictions[label] = run_folder.read_test_predictions(as_run(run).folder)
     (name_a, pa), (name_b, pb) = predictions.items()
     if set(pa.index) != set(pb.index):
         raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "
                          "same test split (train both on the same dataset, task and seed)")
     pb = pb.loc[pa.index]
     paired = mcnemar(pa["predicted"] == pa["label"], pb["predicted"] == pb["label"])
-    paired = {"a": name_a, "b": name_b, **paired}
-    rows = {}
-    for name, m in metrics.items():
-        row = {"backbone": m["weights_used"] + ("" if m["pretrained"] else " (random init)"),
-               "accuracy": m["accuracy"], "accuracy 95% CI": m["ci95"]["accuracy"],
-               "balanced accuracy": m["balanced_accuracy"], "macro-F1": m["macro_f1"],
-               "ECE": m["calibration"]["ece_before"]}
-        for cls, per in m["per_class"].items():
-            row[f"sensitivity {cls}"] = per["sensitivity"]
-        rows[name] = row
-    return pd.DataFrame(rows), paired
+    table = pd.DataFrame({name: _side_by_side(e) for name, e in evaluations.items()})
+    return Comparison(table, name_a, name_b, **paired)
+
+
+def _side_by_side(e: Evaluation) -> dict:
+    row = {"backbone": e.weights_used + ("" if e.pretrained else " (random init)"),
+           "accuracy": e.accuracy, "accuracy 95% CI": e.intervals.loc["accuracy"].tolist(),
+           "balanced accuracy": e.balanced_accuracy, "macro-F1": e.macro_f1, "ECE": e.ece}
+    for cls, sensitivity in e.per_class["sensitivity"].items():
+        row[f"sensitivity {cls}"] = None if np.isnan(sensitivity) else float(sensitivity)
+    return row
 
 
 # --------------------------------------------------------------------------- Paper A's Figure 2, re-read
 
 # Paper A's confusion matrix (its Figure 2), as the paper's text (section 5) gives it (S. Sun, "Pretrained-ResNet-
 # based COVID-19 CT image classification", Theoretical and Natural Science 62, 190-196, 2024,
-# doi:10.54254/2753-8818/62/20241534), row by row, classes in this order. Its column
-# totals are exactly 20% of each class of the dataset (the validation labels), so the columns hold the true
-# classes and the rows the predictions.
-PAPER_A_FIGURE_2_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
-PAPER_A_FIGURE_2 = ((102, 174, 288, 49), (201, 321, 576, 63), (376, 631, 1049, 140), (44, 76, 125, 17))
+# doi:10.54254/2753-8818/62/20241534), row by row, classes in this order. Its column totals are exactly 20% of each
+# class of the dataset (the validation labels), so the columns hold the true classes and the rows the predictions.
+_FIGURE_2_CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+PAPER_A_FIGURE_2 = pd.DataFrame([[102, 174, 288, 49], [201, 321, 576, 63], [376, 631, 1049, 140], [44, 76, 125, 17]],
+                                index=pd.Index(_FIGURE_2_CLASSES, name="predicted"),
+                                columns=pd.Index(_FIGURE_2_CLASSES, name="true"))
 
 
-def independence_check(matrix) -> dict:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Independence:
+    """What a confusion matrix says beyond its diagonal (see `independence_check`)."""
+
+    images: int
+    correct: int
+    accuracy: float
+    accuracy_if_independent: float
+    kappa: float
+    chi2: float
+    dof: int
+    p_value: float
+    row_totals: list
+    column_totals: list
+    expected_if_independent: pd.DataFrame  # in the matrix's layout and labels
+
+
+def independence_check(matrix, classes=None) -> Independence:
     """What a confusion matrix says beyond its diagonal: accuracy, the accuracy that predictions independent of
     the labels would get with the same totals, Cohen's kappa (0: no better than that), and the chi-square test of
-    independence (a large p: nothing shows that predictions depend on labels), with the counts it expects.
+    independence (a large p: nothing shows that predictions depend on labels), with the counts it expects, labelled
+    as the matrix (a DataFrame) or by `classes` on both axes.
 
     A class that was never predicted (or has no image) adds nothing to the test: its empty row or column is left out.
     """
+    labels = (matrix.index, matrix.columns) if isinstance(matrix, pd.DataFrame) else (classes, classes)
     matrix = np.asarray(matrix)
     n = int(matrix.sum())
     rows, columns = matrix.sum(axis=1), matrix.sum(axis=0)
@@ -653,13 +792,11 @@ def independence_check(matrix) -> dict:
     with warnings.catch_warnings():  # one class only: kappa is undefined (NaN)
         warnings.simplefilter("ignore")
         kappa = cohen_kappa_score(np.repeat(first.ravel(), counts), np.repeat(second.ravel(), counts))
-    return {
-        "images": n, "correct": int(np.trace(matrix)), "accuracy": float(np.trace(matrix) / n),
-        "accuracy_if_independent": float((rows * columns).sum() / n**2), "kappa": float(kappa),
-        "chi2": chi2, "dof": dof, "p_value": p_value,
-        "row_totals": rows.tolist(), "column_totals": columns.tolist(),
-        "expected_if_independent": (np.outer(rows, columns) / n).tolist(),
-    }
+    expected = pd.DataFrame(np.outer(rows, columns) / n, index=labels[0], columns=labels[1])
+    return Independence(images=n, correct=int(np.trace(matrix)), accuracy=float(np.trace(matrix) / n),
+                        accuracy_if_independent=float((rows * columns).sum() / n**2), kappa=float(kappa),
+                        chi2=chi2, dof=dof, p_value=p_value, row_totals=rows.tolist(),
+                        column_totals=columns.tolist(), expected_if_independent=expected)
 
 
 def corrected_resampled_t_interval(scores, n_train: int, n_test: int, level: float = 0.95) -> dict:

@@ -41,13 +41,18 @@ class Explorer:
 
 
 class OperatingPointExplorer(Explorer):
-    """One class against the rest: a threshold slider moves the point along the ROC and precision–recall curves and
+    """One class against the rest, on a table of predictions (`Run.predict_part`: a `label` column and one column
+    of probabilities per class): a threshold slider moves the point along the ROC and precision–recall curves and
     updates the 2×2 counts, sensitivity, specificity, PPV and NPV (`evaluation.operating_point`); a prevalence slider
     moves PPV and NPV to a clinic's share of positives, beside the test set's and any other `prevalences`."""
 
-    def __init__(self, is_positive, scores, name: str = "COVID", prevalences: dict | None = None,
+    def __init__(self, predictions: pd.DataFrame, name: str = "COVID", prevalences: dict | None = None,
                  threshold: float = 0.5, clinic: float = 0.05):
-        self.is_positive, self.scores = np.asarray(is_positive, dtype=bool), np.asarray(scores, dtype=np.float64)
+        if name not in predictions.columns or "label" not in predictions.columns:
+            raise ValueError(f"need a table of predictions with a 'label' column and a column of {name!r}'s "
+                             f"probabilities; found columns {list(predictions.columns)}")
+        self.is_positive = (predictions["label"] == name).to_numpy()
+        self.scores = predictions[name].to_numpy(dtype=np.float64)
         self.name, self.prevalences = name, dict(prevalences or {})
         self.threshold = widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="threshold",
                                              continuous_update=False, readout_format=".2f")
@@ -91,13 +96,6 @@ def operating_point_html(point: evaluation.OperatingPoint, name: str) -> str:
             "<table><tr><th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th></tr>"
             f"<tr>{rates}</tr></table>"
             "<table><tr><th>prevalence of</th><th></th><th>PPV</th><th>NPV</th></tr>" + moved + "</table>")
-
-
-def one_class_scores(predictions: pd.DataFrame, classes, name: str = "COVID") -> tuple[np.ndarray, np.ndarray]:
-    """(is it the class, its probability) per image of a `Run.predict_part` table."""
-    if name not in classes:
-        raise ValueError(f"class must be one of {list(classes)}; found {name!r}")
-    return (predictions["y_true"].to_numpy() == list(classes).index(name)), predictions[name].to_numpy()
 
 
 # --------------------------------------------------------------------------- 02: what the model is given

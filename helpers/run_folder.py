@@ -9,7 +9,7 @@ finished ones: a renamed file is renamed everywhere, and a damaged one is named 
   model.keras            the final model, without optimizer state (written when the run finishes)
   checkpoints/           for resuming (removed at the end): state.json (the last finished epoch and the files that
                          hold it), the newest epoch's full model, and the weights alone of the epochs still needed
-  metrics.json, test_predictions.csv   written by `evaluation.evaluate_run`
+  metrics.json, test_predictions.csv   written by `evaluation.evaluate_run`, through the functions below
 """
 
 from __future__ import annotations
@@ -271,6 +271,41 @@ def remove_leftovers(run_dir) -> None:
     """Half-written files of a killed process, in the run folder and its checkpoints."""
     for folder in (Path(run_dir), checkpoints(run_dir)):
         files.remove_leftovers(folder)
+
+
+# --------------------------------------------------------------------------- what evaluation adds
+
+
+def write_metrics(folder, metrics: dict) -> Path:
+    """metrics.json, whole or absent (an interrupted write leaves the previous one)."""
+    return files.write_json(Path(folder) / METRICS, metrics)
+
+
+def read_metrics(folder) -> dict | None:
+    """The saved metrics.json as written, or None if the run was never evaluated."""
+    return files.read_json(Path(folder) / METRICS)
+
+
+def write_test_predictions(folder, predictions: pd.DataFrame) -> Path:
+    """One row per scored test image: its relpath, label, probabilities, prediction and confidence."""
+    with files.atomic_path(Path(folder) / TEST_PREDICTIONS) as tmp:
+        predictions.to_csv(tmp, index=False)
+    return Path(folder) / TEST_PREDICTIONS
+
+
+def read_test_predictions(folder) -> pd.DataFrame:
+    """The saved test predictions, indexed by relpath (what a paired comparison matches images by)."""
+    path = Path(folder) / TEST_PREDICTIONS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: evaluate the run first (`python -m helpers evaluate --run "
+                                f"{folder}`)")
+    return pd.read_csv(path).set_index("relpath")
+
+
+def metrics_predate_model(folder) -> bool:
+    """Whether the saved metrics were computed before the run's model was last written (retrained since)."""
+    metrics, model = Path(folder) / METRICS, Path(folder) / MODEL
+    return metrics.exists() and model.exists() and metrics.stat().st_mtime < model.stat().st_mtime
 
 
 # --------------------------------------------------------------------------- a run folder as an object

@@ -105,18 +105,18 @@ def test_class_mix_says_when_the_test_set_is_a_balanced_sample():
     sample = index.groupby("label").head(20).assign(split="train")
     sample.loc[sample.groupby("label").head(5).index, "split"] = "test"
     mix = evaluation.class_mix(sample, index, ["A", "B"])
-    assert mix["test share"].tolist() == [0.5, 0.5] and mix["dataset share"].tolist() == [0.75, 0.25]
-    assert mix.attrs["sampled"] and mix.attrs["test_balanced"] and not mix.attrs["dataset_balanced"]
-    assert mix.attrs["largest_gap"] == pytest.approx(0.25) and not mix.attrs["keeps_mix"]
-    assert "artificial class mix" in evaluation.describe_class_mix(mix)
+    assert mix.table["test share"].tolist() == [0.5, 0.5] and mix.table["dataset share"].tolist() == [0.75, 0.25]
+    assert mix.sampled and mix.test_balanced and not mix.dataset_balanced
+    assert mix.largest_gap == pytest.approx(0.25) and not mix.keeps_mix
+    assert "artificial class mix" in str(mix) and "(40 of its 80 images of these classes)" in str(mix)
     whole = index.assign(split=["test" if i % 4 == 0 else "train" for i in range(80)])
     kept = evaluation.class_mix(whole, index, ["A", "B"])
-    assert not kept.attrs["sampled"] and kept.attrs["largest_gap"] == pytest.approx(0.0) and kept.attrs["keeps_mix"]
-    assert "keeps the dataset's mix" in evaluation.describe_class_mix(kept)
+    assert not kept.sampled and kept.largest_gap == pytest.approx(0.0) and kept.keeps_mix
+    assert "keeps the dataset's mix" in str(kept) and "uses all 80 images" in str(kept)
     small = index.groupby("label").head(12).assign(split="train")  # 12 + 12, a test set of 3 + 2: rounding only
     small.loc[small.index[[0, 1, 2, 12, 13]], "split"] = "test"
     rounded = evaluation.class_mix(small, small, ["A", "B"])
-    assert rounded.attrs["keeps_mix"] and rounded.attrs["largest_gap"] == pytest.approx(0.1)
+    assert rounded.keeps_mix and rounded.largest_gap == pytest.approx(0.1)
 
 
 AGES = pd.DataFrame({"children": [0, 1341, 1345], "adults": [3616, 8851, 0]},
@@ -247,33 +247,41 @@ def test_accuracy_under_edits_shows_what_the_predictions_depend_on(tmp_path):
 def test_paper_a_figure_2_is_what_predictions_independent_of_the_labels_look_like():
     """Paper A's own confusion matrix: 35.2% right, kappa about 0, chi-square p about 0.8, and column totals that
     are exactly 20% of each class of the dataset (the validation labels)."""
-    matrix = np.array(evaluation.PAPER_A_FIGURE_2)
+    figure_2 = evaluation.PAPER_A_FIGURE_2
+    classes = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+    assert (figure_2.index.name, figure_2.columns.name) == ("predicted", "true")
+    assert list(figure_2.index) == list(figure_2.columns) == classes
+    assert figure_2.loc["Normal", "COVID"] == 376, "row: predicted, column: true (the paper's row 3, column 1)"
+    matrix = figure_2.to_numpy()
     assert matrix.sum() == 4232 and np.trace(matrix) == 1489
-    check = evaluation.independence_check(matrix)
-    assert check["accuracy"] == pytest.approx(1489 / 4232) and round(check["accuracy"], 3) == 0.352
-    assert check["accuracy_if_independent"] == pytest.approx(0.3565, abs=5e-4)
-    assert abs(check["kappa"]) < 0.01 and check["kappa"] == pytest.approx(-0.0072, abs=5e-4)
-    assert check["dof"] == 9 and check["chi2"] == pytest.approx(5.41, abs=0.01)
-    assert check["p_value"] == pytest.approx(0.797, abs=0.001)
+    check = evaluation.independence_check(figure_2)
+    assert check.accuracy == pytest.approx(1489 / 4232) and round(check.accuracy, 3) == 0.352
+    assert check.accuracy_if_independent == pytest.approx(0.3565, abs=5e-4)
+    assert abs(check.kappa) < 0.01 and check.kappa == pytest.approx(-0.0072, abs=5e-4)
+    assert check.dof == 9 and check.chi2 == pytest.approx(5.41, abs=0.01)
+    assert check.p_value == pytest.approx(0.797, abs=0.001)
     dataset = np.array([3616, 6012, 10192, 1345])  # COVID, Lung_Opacity, Normal, Viral Pneumonia
-    assert check["column_totals"] == [723, 1202, 2038, 269] == list(np.floor(dataset * 0.2).astype(int))
-    expected = np.array(check["expected_if_independent"])
-    assert expected.sum() == pytest.approx(4232) and np.abs(expected - matrix).max() < 18
+    assert check.column_totals == [723, 1202, 2038, 269] == list(np.floor(dataset * 0.2).astype(int))
+    expected = check.expected_if_independent
+    assert expected.index.equals(figure_2.index) and expected.columns.equals(figure_2.columns), "labelled as given"
+    assert expected.loc["Normal", "COVID"] == pytest.approx(2196 * 723 / 4232)
+    assert expected.to_numpy().sum() == pytest.approx(4232) and np.abs(expected - figure_2).to_numpy().max() < 18
 
 
 def test_a_model_that_learned_something_is_far_from_independent():
     matrix = np.array([[90, 5, 5], [10, 80, 10], [5, 5, 90]])
-    check = evaluation.independence_check(matrix)
-    assert check["kappa"] > 0.7 and check["p_value"] < 1e-6
+    check = evaluation.independence_check(matrix, classes=CLASSES3)
+    assert check.kappa > 0.7 and check.p_value < 1e-6
+    assert list(check.expected_if_independent.index) == list(check.expected_if_independent.columns) == CLASSES3
 
 
 def test_a_class_never_predicted_leaves_the_independence_test_well_defined():
     matrix = np.array([[5, 0, 3], [2, 0, 6], [1, 0, 4]])  # nobody was called the middle class
     check = evaluation.independence_check(matrix)
-    assert check["dof"] == 2 and 0 <= check["p_value"] <= 1
-    assert np.array(check["expected_if_independent"])[:, 1].sum() == 0
+    assert check.dof == 2 and 0 <= check.p_value <= 1
+    assert check.expected_if_independent[1].sum() == 0
     single = evaluation.independence_check(np.array([[4, 0], [3, 0]]))
-    assert (single["dof"], single["p_value"]) == (0, 1.0)
+    assert (single.dof, single.p_value) == (0, 1.0)
 
 
 def test_the_bootstrap_gives_scipys_percentile_interval_for_the_same_seed():
@@ -343,9 +351,9 @@ def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_re
     metrics = evaluation.evaluate_run(run, n_resamples=10, figures=False, progress=False)
     said = capsys.readouterr().err
     assert f"Left out 1 test image(s) that could not be read: {bad} (" in said
-    assert metrics["n"] == 7 and list(metrics["unreadable_files"]) == [str(bad)]
-    assert json.loads((run.folder / "metrics.json").read_text())["unreadable_files"] == metrics["unreadable_files"]
-    assert "left out 1 image(s) that could not be read" in evaluation.format_metrics(metrics)
+    assert metrics.n == 7 and list(metrics.unreadable_files) == [str(bad)]
+    assert json.loads((run.folder / "metrics.json").read_text())["unreadable_files"] == metrics.unreadable_files
+    assert "left out 1 image(s) that could not be read" in str(metrics)
 
 
 def test_two_runs_of_one_recipe_are_compared_as_two(phantom_root, tmp_path, monkeypatch):
@@ -359,7 +367,123 @@ def test_two_runs_of_one_recipe_are_compared_as_two(phantom_root, tmp_path, monk
         evaluation.evaluate_run(run_folder.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
     pair = [tmp_path / "seed0", tmp_path / "seed1"]
     assert runs.run_labels(pair) == ["paper_a_toy (seed0)", "paper_a_toy (seed1)"]
-    table, paired = evaluation.compare_on_test(*pair)
-    assert list(table.columns) == runs.run_labels(pair) and (paired["a"], paired["b"]) == tuple(runs.run_labels(pair))
+    comparison = evaluation.compare_on_test(*pair)
+    assert list(comparison.table.columns) == runs.run_labels(pair)
+    assert (comparison.a, comparison.b) == tuple(runs.run_labels(pair))
     assert list(runs.compare_runs(pair).columns) == runs.run_labels(pair)
     assert runs.run_labels(pair[:1]) == ["paper_a_toy"], "a recipe alone keeps its plain name"
+
+
+# metrics.json as the code before issue 25 wrote it (two classes; Normal never predicted: its PPV is undefined)
+SAVED_BEFORE_ISSUE_25 = {
+    "n": 10, "accuracy": 0.6, "balanced_accuracy": 0.5, "macro_f1": 0.375,
+    "per_class": {
+        "COVID": {"support": 6, "sensitivity": 1.0, "specificity": 0.0, "ppv": 0.6, "npv": None, "roc_auc": 0.75,
+                  "pr_auc": 0.8},
+        "Normal": {"support": 4, "sensitivity": 0.0, "specificity": 1.0, "ppv": None, "npv": 0.6, "roc_auc": 0.75,
+                   "pr_auc": 0.5}},
+    "confusion_matrix": [[6, 0], [4, 0]], "run": "outputs/runs/x", "recipe": "paper_a", "classes": ["COVID", "Normal"],
+    "pretrained": False, "weights_used": "none",
+    "ci95": {"level": 0.95, "resamples": 1000, "seed": 0, "accuracy": [0.3, 0.9], "macro_f1": [0.2, 0.45],
+             "sensitivity": {"COVID": [1.0, 1.0], "Normal": None}},
+    "ece": 0.25, "calibration": {"temperature": 1.5, "ece_before": 0.25, "ece_after_temperature_scaling": 0.125},
+    "majority_baseline": 0.6,
+}
+
+
+def test_an_evaluation_saved_before_issue_25_loads_as_the_notebook_shows_it():
+    """Issue 25: fields and tables, not `metrics["ci95"]["sensitivity"]`; a metrics.json without `unreadable_files`
+    (older still) loads too, and the report is the one `python -m helpers evaluate` printed."""
+    e = evaluation.Evaluation.from_dict(SAVED_BEFORE_ISSUE_25)
+    assert (e.n, e.accuracy, e.temperature, e.ece, e.ece_after_scaling) == (10, 0.6, 1.5, 0.25, 0.125)
+    assert e.unreadable_files == {} and e.as_dict() == SAVED_BEFORE_ISSUE_25
+    assert list(e.per_class.index) == ["COVID", "Normal"] and e.per_class.loc["COVID", "support"] == 6
+    assert np.isnan(e.per_class.loc["Normal", "ppv"]) and e.per_class.loc["COVID", "ppv"] == 0.6
+    assert e.per_class["support"].dtype == int and e.per_class["npv"].dtype == float
+    assert list(e.intervals.columns) == ["low", "high"]
+    assert list(e.intervals.index) == ["accuracy", "macro-F1", "sensitivity COVID", "sensitivity Normal"]
+    assert e.intervals.loc["accuracy"].tolist() == [0.3, 0.9] and e.intervals.loc["macro-F1"].tolist() == [0.2, 0.45]
+    assert e.intervals.loc["sensitivity Normal"].isna().all()
+    assert e.confusion_matrix.loc["Normal", "COVID"] == 4 and e.confusion_matrix.index.name == "true"
+    assert e.calibration.to_dict() == SAVED_BEFORE_ISSUE_25["calibration"]
+    report = str(e).splitlines()
+    assert report[:3] == ["Run outputs/runs/x (paper_a), 10 test images",
+                          "!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning",
+                          "accuracy          0.600  95% CI 0.300–0.900   (majority baseline 0.600)"]
+    assert report[5] == "ECE               0.250 → 0.125 after temperature scaling (T = 1.50, fitted on validation)"
+    assert report[-1] == "Normal               4   0.000   1.000       –   0.600    0.750   0.500"
+
+
+def _tiny_evaluable_run(folder):
+    """A two-class run of an untrained 8-pixel model, tested on 8 phantom-free grey images."""
+    import keras
+
+    from helpers.splits import SPLIT_COLUMNS
+    from tests.conftest import fake_run, gray, write_png
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    run = fake_run(folder, model, ["COVID", "Normal"], image_size=8)
+    settings = json.loads((run.folder / "settings.json").read_text())
+    (run.folder / "settings.json").write_text(json.dumps({**settings, "weights_used": "none"}))
+    names = [f"{c}/images/{c}-{i}.png" for c in ("COVID", "Normal") for i in range(4)]
+    for i, name in enumerate(names):
+        write_png(run.folder / name, gray(seed=i, size=8))
+    pd.DataFrame({"relpath": names, "label": [n.split("/")[0] for n in names], "split": "test", "repeat": 0,
+                  "content_hash": ""})[SPLIT_COLUMNS].to_csv(run.folder / "split.csv", index=False)
+    return run
+
+
+def test_a_run_is_evaluated_once_and_read_back_unless_the_saved_metrics_cannot_stand(tmp_path, capsys, monkeypatch):
+    """Issue 25: one function (`evaluate_run`), where a learner met `evaluate_run` and `metrics_of`."""
+    from helpers import run_folder
+
+    run = _tiny_evaluable_run(tmp_path / "run")
+    first = evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
+    saved = run_folder.read_metrics(run.folder)
+    assert saved == first.as_dict() and saved["ci95"]["resamples"] == 20
+    assert len(run_folder.read_test_predictions(run.folder)) == 8
+    capsys.readouterr()
+    calls = []
+    real = type(run).predict_part
+    monkeypatch.setattr(type(run), "predict_part", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    again = evaluation.evaluate_run(run, n_resamples=20, progress=False)
+    assert calls == [] and capsys.readouterr().out == "", "read back, silently"
+    assert str(again) == str(first) and again.intervals.equals(first.intervals)
+    evaluation.evaluate_run(run, n_resamples=30, figures=False, progress=False)
+    assert calls and "used 20 resamples with seed 0, not 30 with seed 0: computing it again" in capsys.readouterr().out
+    calls.clear()
+    evaluation.evaluate_run(run, n_resamples=30, figures=False, progress=False, again=True)
+    assert calls and capsys.readouterr().out == "", "asked to: no reason to give"
+    run_folder.write_metrics(run.folder, {k: v for k, v in saved.items() if k != "ci95"})  # an older layout
+    calls.clear()
+    evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
+    assert calls and "are of an older layout (KeyError: 'ci95'): computing it again" in capsys.readouterr().out
+    (run.folder / run_folder.MODEL).write_bytes(b"retrained since")
+    calls.clear()
+    evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
+    assert calls and "are older than its model: computing it again" in capsys.readouterr().out
+
+
+def test_a_comparison_is_one_object_with_mcnemars_test_on_the_saved_predictions(tmp_path):
+    from helpers import run_folder
+
+    runs_ = [_tiny_evaluable_run(tmp_path / name) for name in ("a", "b")]
+    for run in runs_:
+        evaluation.evaluate_run(run, figures=False, progress=False)
+    b = run_folder.read_test_predictions(runs_[1].folder)
+    b["predicted"] = b["label"]  # b is right everywhere
+    run_folder.write_test_predictions(runs_[1].folder, b.reset_index())
+    comparison = evaluation.compare_on_test(*runs_)
+    a = run_folder.read_test_predictions(runs_[0].folder)
+    wrong_a = int((a["predicted"] != a["label"]).sum())
+    assert (comparison.only_a_correct, comparison.only_b_correct) == (0, wrong_a) and wrong_a > 0
+    assert comparison.p_value == pytest.approx(min(1.0, 2 * 0.5**wrong_a))
+    assert list(comparison.table.columns) == [comparison.a, comparison.b]
+    assert comparison.table.loc["accuracy 95% CI", comparison.a] == \
+        evaluation.evaluate_run(runs_[0]).intervals.loc["accuracy"].tolist()
+    (runs_[1].folder / run_folder.TEST_PREDICTIONS).unlink()
+    with pytest.raises(FileNotFoundError, match="test_predictions.csv is missing: evaluate the run first"):
+        run_folder.read_test_predictions(runs_[1].folder)

@@ -11,6 +11,7 @@ from helpers import evaluation, explorers
 
 IS_COVID = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
 SCORES = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.05])
+PREDICTIONS = pd.DataFrame({"label": np.where(IS_COVID, "COVID", "Normal"), "COVID": SCORES, "Normal": 1 - SCORES})
 
 
 def test_an_operating_point_counts_rates_and_moves_ppv_and_npv_by_bayes_rule():
@@ -34,7 +35,7 @@ def test_an_operating_point_says_undefined_rather_than_zero_and_refuses_mismatch
 
 
 def test_the_operating_point_explorer_shows_the_functions_state_and_follows_its_sliders():
-    explorer = explorers.OperatingPointExplorer(IS_COVID, SCORES, "COVID", {"the dataset": 0.2}, clinic=0.05)
+    explorer = explorers.OperatingPointExplorer(PREDICTIONS, "COVID", {"the dataset": 0.2}, clinic=0.05)
     first = evaluation.operating_point(IS_COVID, SCORES, 0.5, {"the dataset": 0.2, "a clinic": 0.05})
     assert explorer.state.sensitivity == first.sensitivity
     pd.testing.assert_frame_equal(explorer.state.at_prevalence, first.at_prevalence)
@@ -49,14 +50,14 @@ def test_the_operating_point_explorer_shows_the_functions_state_and_follows_its_
     assert bytes(explorer.figure.value) != first_figure, "redrawn"
 
 
-def test_one_class_scores_come_from_a_prediction_table_and_name_a_missing_class():
-    table = pd.DataFrame({"y_true": [0, 1, 2], "COVID": [0.8, 0.1, 0.3], "Normal": [0.1, 0.8, 0.3],
-                          "Viral Pneumonia": [0.1, 0.1, 0.4]})
-    classes = ["COVID", "Normal", "Viral Pneumonia"]
-    is_positive, scores = explorers.one_class_scores(table, classes, "Normal")
-    assert is_positive.tolist() == [False, True, False] and scores.tolist() == [0.1, 0.8, 0.3]
-    with pytest.raises(ValueError, match=r"class must be one of \[.*'Viral Pneumonia'\]; found 'Lung'"):
-        explorers.one_class_scores(table, classes, "Lung")
+def test_the_operating_point_explorer_takes_a_table_of_predictions_and_names_a_missing_class():
+    explorer = explorers.OperatingPointExplorer(PREDICTIONS, "Normal")
+    assert explorer.is_positive.tolist() == (~IS_COVID).tolist() and explorer.scores.tolist() == (1 - SCORES).tolist()
+    assert (explorer.state.tp, explorer.state.fn) == (4, 1)  # Normal's images: all but the fourth (0.3) score ≥ 0.5
+    with pytest.raises(ValueError, match=r"a column of 'Lung''s probabilities; found columns \['label', 'COVID', "):
+        explorers.OperatingPointExplorer(PREDICTIONS, "Lung")
+    with pytest.raises(ValueError, match="with a 'label' column"):
+        explorers.OperatingPointExplorer(PREDICTIONS.drop(columns="label"), "COVID")
 
 
 # --------------------------------------------------------------------------- 02, 03, 05
@@ -188,7 +189,7 @@ def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, 
 
 
 def test_an_explorer_shows_its_widget_where_widgets_run_and_its_state_as_a_still_elsewhere():
-    explorer = explorers.OperatingPointExplorer(IS_COVID, SCORES, "COVID")
+    explorer = explorers.OperatingPointExplorer(PREDICTIONS, "COVID")
     bundle = explorer._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
     still = bundle["text/html"]
