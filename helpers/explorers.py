@@ -183,7 +183,8 @@ class RadiographExplorer(Explorer):
         """Judge one image file and show the verdict."""
         self.state = judge(self.run, path)
         self.figure.value = b"" if self.state.error else png(plots.image_versions(
-            {Path(path).name: data.load_grayscale(path)[np.newaxis]}))
+            {Path(path).name: data.load_grayscale(path)[np.newaxis]},
+            caption=plots.caption(None, self.run)))  # the image is the user's; the model is the run's
         self.summary.value = verdict_html(self.state)
         return self.state
 

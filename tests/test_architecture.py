@@ -80,3 +80,17 @@ def test_a_run_folders_file_names_are_written_in_one_module():
                           for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value == name)
              for name in names}
     assert found == {name: ["run_folder"] for name in names}
+
+
+def test_a_run_folders_files_are_read_and_written_in_run_folder_only():
+    """Issue 25: a run folder's files have one owner. The other modules call `run_folder`'s functions (and `Run`);
+    none builds a path to one of its files from the names itself (`sharing` packs the list `SHARED`, whole)."""
+    names = {"SETTINGS", "SPLIT", "HISTORY", "MODEL", "CHECKPOINTS", "STATE", "METRICS", "TEST_PREDICTIONS",
+             "EPOCH_WEIGHTS", "OLD_BEST_WEIGHTS", "EPOCH_MODEL"}
+    reached = sorted((module, node.attr) for module, tree in MODULES.items() if module != "run_folder"
+                     for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                     and isinstance(node.value, ast.Name) and node.value.id == "run_folder" and node.attr in names)
+    imported = sorted((module, alias.name) for module, tree in MODULES.items() for node in ast.walk(tree)
+                      if isinstance(node, ast.ImportFrom) and node.module == "helpers.run_folder"
+                      for alias in node.names if alias.name in names)
+    assert reached + imported == []
