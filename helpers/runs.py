@@ -20,21 +20,15 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from helpers import config, run_folder, sharing
-from helpers.data import (
-    CLASSES,
-    MANIFEST_NAME,
-    BadImageError,
-    DatasetLayout,
-    ScanResult,
-    canonical_class,
-    load_grayscale,
-    scan_cached,
-)
-from helpers.datasets import dataset_tag
+from helpers.classes import CLASSES, canonical_class
+from helpers.data import ScanResult, scan_cached
+from helpers.datasets import DatasetLayout, dataset_tag
+from helpers.image_files import BadImageError, load_grayscale
 from helpers.models import fed_normalisation, inputs_for
 from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint, load_split
+from helpers.synthetic import MANIFEST_NAME
 from helpers.training import damaged, model_file_problem, read_run_json, time_to_accuracy, train
 
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from helpers import config, data, datasets, main_job, splits
+from helpers.classes import CLASSES
 from helpers.cli import main
-from helpers.data import CLASSES, scan_cached
+from helpers.data import scan_cached
 from helpers.synthetic import METADATA_NAME
 
 
@@ -127,7 +128,7 @@ def test_a_saved_split_belongs_to_the_images_it_was_made_from(workspace):
 
 
 def test_real_data_on_a_cpu_is_sampled_per_class_and_phantoms_are_not(workspace, make_tree):
-    layout = data.find_dataset(make_tree({c: 8 for c in CLASSES}))
+    layout = datasets.find_dataset(make_tree({c: 8 for c in CLASSES}))
     scan = scan_cached(layout)
     demo = config.choose_profile({"CXR_REAL_PER_CLASS": "5"}, has_gpu=False)
     sampled = splits.saved_split(scan, "paper_a", 4, profile=demo)

@@ -8,8 +8,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import config, data, datasets, pipeline, plots, timing  # noqa: E402
-from helpers.data import CLASSES, find_dataset, scan_dataset  # noqa: E402
+from helpers import classes, config, data, datasets, pipeline, plots, timing  # noqa: E402
+from helpers.classes import CLASSES
+from helpers.data import scan_dataset
+from helpers.datasets import find_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_class_balance_and_majority_baseline():
     table = data.class_balance(index)
     assert table["images"].to_dict() == {"COVID": 3, "Lung_Opacity": 0, "Normal": 6, "Viral Pneumonia": 1}
     assert table.attrs["majority_baseline"] == pytest.approx(0.6)
-    three = data.class_balance(index, data.TASK_CLASSES[3])
+    three = data.class_balance(index, classes.TASK_CLASSES[3])
     assert list(three.index) == ["COVID", "Normal", "Viral Pneumonia"]
     assert three["share"].sum() == pytest.approx(1.0)
 
@@ -135,7 +137,7 @@ def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypat
     monkeypatch.setattr(config, "PHANTOM_DIR", tmp_path / "data" / "phantoms")
 
     def offline():
-        raise data.DatasetError("could not download it (offline)")
+        raise datasets.DatasetError("could not download it (offline)")
 
     monkeypatch.setattr(datasets, "download_dataset", offline)
     layout = datasets.active_dataset(config.choose_profile({"CXR_FAST": "1"}), download=True)
