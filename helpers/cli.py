@@ -103,7 +103,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    layout = find_dataset(args.data) if args.data else datasets.active_dataset()
+    layout = find_dataset(args.data) if args.data else datasets.active_dataset(quiet=True)
     sharing.import_runs(args.archive, layout, out=args.out)
     return 0
 

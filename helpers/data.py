@@ -45,6 +45,10 @@ class ScanResult:
     def duplicates(self) -> pd.DataFrame:
         return find_duplicates(self.index)
 
+    def __str__(self) -> str:
+        """`print(scan)` shows its report (`format_report`), as `python -m helpers data check` does."""
+        return format_report(self)
+
     def to_dict(self) -> dict:
         """The JSON report of `python -m helpers data check --json`."""
         dups = self.duplicates()

@@ -158,14 +158,23 @@ To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
 Without it, the course runs on generated phantom radiographs."""
 
 
-def active_dataset(profile: config.Profile | None = None, download: bool | None = None) -> DatasetLayout:
+def active_dataset(profile: config.Profile | None = None, download: bool | None = None, *, paper_b: bool = False,
+                   quiet: bool = False) -> DatasetLayout:
     """The dataset this run uses: the real one if it can be found (or, with `download`, fetched), else the
-    profile's phantom set (generated once).
+    profile's phantom set (generated once). It prints which one (`data_statement`, with Paper B's sizes if
+    `paper_b`) unless `quiet`: a notebook must never show a number without saying which images it comes from.
 
     `download` defaults to True on Colab and Kaggle: the public dataset comes through kagglehub; if that fails,
     the reason is printed and phantoms stand in.
     """
     profile = profile or config.active_profile()
+    layout = _active_layout(profile, download)
+    if not quiet:
+        print(data_statement(layout, profile, paper_b=paper_b))
+    return layout
+
+
+def _active_layout(profile: config.Profile, download: bool | None) -> DatasetLayout:
     real = find_real_dataset()
     if real is not None:
         return real
@@ -245,8 +254,8 @@ def has_lung_masks(layout: DatasetLayout) -> bool:
 def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan=None,
                    paper_b: bool = False) -> str:
     """Plain sentences on which images a notebook is looking at, and what that leaves out: a profile's cap on the
-    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, else the files);
-    with `paper_b`, how the profile shrinks Paper B's protocol."""
+    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, a
+    `data.ScanResult`, else the files); with `paper_b`, how the profile shrinks Paper B's protocol."""
     profile = profile or config.active_profile()
     if layout.is_phantom:
         lines = [f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "

@@ -39,6 +39,18 @@ def test_phantoms_stand_in_until_the_real_dataset_is_placed(workspace, phantom_r
     assert not layout.is_phantom and layout.root == real
 
 
+def test_the_active_dataset_says_which_images_it_is_unless_quiet(workspace, phantom_root, capsys):
+    """Issue 25: a notebook's first cell both chooses the dataset and says which: one call, not two."""
+    demo = config.choose_profile({}, has_gpu=False)
+    layout = datasets.active_dataset(demo, download=False)
+    assert capsys.readouterr().out == datasets.data_statement(layout, demo) + "\n"
+    datasets.active_dataset(demo, download=False, paper_b=True)
+    assert capsys.readouterr().out == datasets.data_statement(layout, demo, paper_b=True) + "\n"
+    assert "shrinks Paper B" in datasets.data_statement(layout, demo, paper_b=True)
+    datasets.active_dataset(demo, download=False, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
 def test_a_dataset_attached_to_a_kaggle_notebook_is_found_under_kaggle_input(workspace, phantom_root, monkeypatch):
     attached = workspace / "kaggle" / "input" / "covid19-radiography-database" / "COVID-19_Radiography_Dataset"
     for cls in CLASSES:
