@@ -96,6 +96,20 @@ def test_pipeline_comparison_covers_both_pipelines_and_epochs(scan):
     assert len(plots.throughput(table).axes[0].containers) == 2
 
 
+def test_pipeline_comparison_without_the_cache_decodes_every_file_every_epoch(scan, monkeypatch):
+    """Issue 25: notebook 02's first exercise measures what the cache saves with the same function."""
+    calls = []
+    original = pipeline.load_grayscale
+    monkeypatch.setattr(pipeline, "load_grayscale", lambda *a: calls.append(a) or original(*a))
+    index = data.sample_per_class(scan.index, 3)
+    table = timing.compare_input_pipelines(index, CLASSES, image_size=32, batch_size=8, epochs=2, cache=False)
+    assert len(calls) == 2 * len(index), "decoded again in the second epoch"
+    assert set(table["pipeline"]) == {"helpers.pipeline, no cache", "image_dataset_from_directory"}
+    calls.clear()
+    timing.compare_input_pipelines(index, CLASSES, image_size=32, batch_size=8, epochs=2)
+    assert len(calls) == len(index), "decoded once, into the cache"
+
+
 def test_seconds_per_call_is_the_median_after_warmup():
     calls = []
     assert timing.seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) >= 0
