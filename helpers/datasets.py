@@ -23,6 +23,8 @@ from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 _SEARCH_DEPTH = 6
 
+# --------------------------------------------------------------------------- where a dataset's class folders are
+
 
 class DatasetError(Exception):
     """The dataset cannot be used as found; the message says what was expected and what was found."""
@@ -147,6 +149,8 @@ def find_dataset(root, classes=CLASSES, exclude=(), skip_phantoms: bool = False)
         folder_names={c: found[c].name for c in classes},
     )
 
+
+# --------------------------------------------------------------------------- which dataset a run uses
 
 MANUAL_INSTRUCTIONS = f"""\
 To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
