@@ -32,7 +32,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from helpers.data import CLASSES
+    from helpers.classes import CLASSES
     from helpers.models import build_model
     from helpers.run_folder import save_weights
 

@@ -30,7 +30,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def phantom_index(per_class: int, size: int = 299, folder: Path | None = None):
     """Scan index of a phantom set in the real dataset's layout (299 px PNGs, as the real images)."""
-    from helpers.data import find_dataset, scan_dataset
+    from helpers.data import scan_dataset
+    from helpers.datasets import find_dataset
     from helpers.synthetic import ensure_phantoms
 
     folder = Path(folder or tempfile.mkdtemp(prefix="cxr-bench-"))

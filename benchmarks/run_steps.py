@@ -43,7 +43,7 @@ def main() -> None:
                 spent[_name] += time.perf_counter() - started
 
         setattr(module, name, timed)
-    layout = datasets.active_dataset()
+    layout = datasets.active_dataset(quiet=True)
     split = splits.saved_split(data.scan_cached(layout), mode="paper_b", task=options.task)
     for repeat in range(options.repeats):
         spent.clear()

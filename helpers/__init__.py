@@ -5,14 +5,18 @@ One module per concern, each importing only those above it:
   config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
   files       atomic writes: a file is whole or absent
   recipes     training recipes (Paper A, improved, Paper B) as data
-  data        reading a dataset: its layout, a full-decode scan of every file (cached), the index
+  classes     the four classes, their folder names in every release, each task's classes
+  image_files reading one image file: 8-bit grayscale from any mode, why it cannot be read, whether it looks like
+              a radiograph
+  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
+  datasets    which dataset and where it is: class folders in any layout (`find_dataset`), the real one (placed,
+              downloaded, attached on Kaggle) or phantoms, and the sentence that says which
+  data        the scan of a dataset: every file decoded once (cached), its report, the index and its counts
+  pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
   models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
   distribute  one training over several devices or machines (tf.distribute), and what Keras 3 needs for it
-  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
   plots       figures, each captioned with the images and models it shows
-  pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
   splits      seeded, duplicate-aware splits, saved under a key of what they were made from
-  datasets    which dataset a run uses: the real one (placed, downloaded, attached on Kaggle) or phantoms
   curves      held-out accuracy over training time: intervals, time to a threshold, what a held-out set can show
   run_folder  a run folder: its files, read and written only here, and `Run`, the folder as an object
   sharing     runs a class can share: finished runs exported with a manifest, imported checked

@@ -26,7 +26,7 @@ from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
 from helpers import files, plots
-from helpers.data import load_grayscale
+from helpers.image_files import load_grayscale
 from helpers.models import LOGITS, float32_copy, inputs_for
 from helpers.run_folder import as_run, read_images
 

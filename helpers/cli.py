@@ -29,19 +29,11 @@ import tensorflow as tf
 
 from helpers import config, datasets, distribute, sharing
 from helpers.cam import FINER_LAYERS, write_overlays
-from helpers.data import (
-    CLASSES,
-    TASK_CLASSES,
-    DatasetError,
-    find_dataset,
-    format_report,
-    radiograph_doubt,
-    scan_cached,
-    scan_dataset,
-    task_classes,
-)
-from helpers.datasets import download_dataset
+from helpers.classes import CLASSES, TASK_CLASSES, task_classes
+from helpers.data import format_report, scan_cached, scan_dataset
+from helpers.datasets import DatasetError, download_dataset, find_dataset
 from helpers.evaluation import evaluate_run
+from helpers.image_files import radiograph_doubt
 from helpers.main_job import run_course
 from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
 from helpers.recipes import RECIPES, get_recipe
@@ -113,7 +105,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    layout = find_dataset(args.data) if args.data else datasets.active_dataset()
+    layout = find_dataset(args.data) if args.data else datasets.active_dataset(quiet=True)
     sharing.import_runs(args.archive, layout, out=args.out)
     return 0
 

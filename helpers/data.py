@@ -1,319 +1,27 @@
-"""Find the COVID-19 Radiography Database on disk, check every file, and index it.
+"""The scan of a dataset: every file decoded once, cached, reported, and indexed.
 
-Everything that reads the dataset goes through `find_dataset` (where is it, which layout) and
-`scan_dataset` (which files are usable, what they are). The scan decodes every file once before any
-training, so a bad file is reported here with its reason instead of killing an epoch later.
+`scan_dataset` says which files are usable and what they are; it decodes every file once before any training, so
+a bad file is reported here with its reason instead of killing an epoch later. `scan_cached` reuses a scan while
+no file has changed. The index it builds is a table with one row per usable image; the functions at the end of
+this module count, sample and group its rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from helpers import config, files
-
-# Canonical class names: the current Kaggle release's folder names, in label order.
-CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
-TASK_CLASSES = {
-    4: CLASSES,
-    3: ("COVID", "Normal", "Viral Pneumonia"),
-    2: ("COVID", "Normal"),
-}
-# A generated phantom set is a dataset folder holding this manifest (helpers.synthetic writes it).
-MANIFEST_NAME = "phantom_manifest.json"
-
-# Folder names seen in the current and older releases, compared after lower-casing and dropping
-# separators ("COVID-19" → "covid19", "Viral Pneumonia" → "viralpneumonia").
-_CLASS_ALIASES = {
-    "covid": "COVID",
-    "covid19": "COVID",
-    "lungopacity": "Lung_Opacity",
-    "normal": "Normal",
-    "viralpneumonia": "Viral Pneumonia",
-}
-_OS_LITTER = {".ds_store", "thumbs.db", "desktop.ini", "icon\r"}
-_METADATA_SUFFIXES = {".csv", ".xlsx", ".xls", ".txt", ".json", ".md", ".yml", ".yaml", ".html", ".pdf"}
-_SEARCH_DEPTH = 6
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be reported, not padded with grey
-
-
-class DatasetError(Exception):
-    """The dataset cannot be used as found; the message says what was expected and what was found."""
-
-
-class BadImageError(Exception):
-    """One file cannot be decoded; the message is the reason shown in the scan report."""
-
-
-def canonical_class(folder_name: str) -> str | None:
-    """Map a class folder name from any release to its canonical class, or None if it is not one."""
-    key = "".join(ch for ch in folder_name.lower() if ch.isalnum())
-    return _CLASS_ALIASES.get(key)
-
-
-def task_classes(task: int) -> tuple[str, ...]:
-    if task not in TASK_CLASSES:
-        raise ValueError(f"task must be one of {sorted(TASK_CLASSES)} (number of classes); found {task!r}")
-    return TASK_CLASSES[task]
-
-
-# --------------------------------------------------------------------------- layout discovery
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetLayout:
-    """Where each class's images (and masks, if any) live under one dataset folder."""
-
-    root: Path  # the folder that holds the class folders
-    layout: str  # "kaggle" (<Class>/images, <Class>/masks) or "flat" (<Class>/*.png)
-    image_dirs: dict  # canonical class → folder of images
-    mask_dirs: dict  # canonical class → folder of lung masks (absent in flat layouts)
-    lesion_mask_dirs: dict  # canonical class → folder of lesion masks (generated phantoms only)
-    folder_names: dict  # canonical class → folder name as found on disk
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(c for c in CLASSES if c in self.image_dirs)
-
-    @property
-    def is_phantom(self) -> bool:
-        return _is_phantom_folder(self.root)
-
-
-def _is_phantom_folder(folder: Path) -> bool:
-    return (folder / MANIFEST_NAME).exists()
-
-
-def _class_folders(folder: Path) -> dict:
-    """Canonical class → subfolder, for the subfolders of `folder` whose names are classes."""
-    found: dict = {}
-    try:
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return found
-    for child in children:
-        cls = canonical_class(child.name)
-        if cls is None:
-            continue
-        if cls in found:
-            raise DatasetError(
-                f"two folders in {folder} map to class {cls!r}: {found[cls].name!r} and {child.name!r}; "
-                "expected one folder per class"
-            )
-        found[cls] = child
-    return found
-
-
-def _candidate_folders(root: Path, exclude: tuple[Path, ...]):
-    """Breadth-first folders under root (root first); does not descend into class folders."""
-    queue = [(root, 0)]
-    excluded = {p.resolve() for p in exclude}
-    while queue:
-        folder, depth = queue.pop(0)
-        if folder.resolve() in excluded:
-            continue
-        classes = _class_folders(folder)
-        yield folder, classes
-        if classes or depth >= _SEARCH_DEPTH:
-            continue
-        try:
-            subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            continue
-        queue.extend((p, depth + 1) for p in subfolders)
-
-
-def find_dataset(root, classes=CLASSES, exclude=(), skip_phantoms: bool = False) -> DatasetLayout:
-    """Locate the class folders under `root` in the current Kaggle layout or an older flat one.
-
-    `exclude` lists folders not to search; `skip_phantoms` passes over generated phantom sets.
-
-    Raises DatasetError naming what was expected and what was found when no layout matches or a
-    class in `classes` is missing.
-    """
-    root = Path(root).expanduser()
-    expected = ", ".join(classes)
-    if not root.is_dir():
-        raise DatasetError(f"expected a folder holding the dataset; {root} does not exist or is not a folder")
-
-    best = None
-    for folder, found in _candidate_folders(root, tuple(Path(p) for p in exclude)):
-        if skip_phantoms and _is_phantom_folder(folder):
-            continue
-        if found and (best is None or len(found) > len(best[1])):
-            best = (folder, found)
-    if best is None:
-        listing = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
-        raise DatasetError(
-            f"unknown layout under {root}: expected class folders named {expected} (or the older "
-            "names COVID-19, NORMAL, Viral Pneumonia), each holding PNG images directly or in an "
-            f"images/ subfolder; found {listing or 'an empty folder'}"
-        )
-
-    folder, found = best
-    missing = [c for c in classes if c not in found]
-    if missing:
-        raise DatasetError(
-            f"missing class(es) {', '.join(missing)} in {folder}: expected folders for {expected}; "
-            f"found {', '.join(f'{c} ({p.name}/)' for c, p in found.items())}"
-        )
-
-    image_dirs, mask_dirs, lesion_dirs = {}, {}, {}
-    for cls in classes:
-        class_dir = found[cls]
-        if (class_dir / "images").is_dir():
-            image_dirs[cls] = class_dir / "images"
-            if (class_dir / "masks").is_dir():
-                mask_dirs[cls] = class_dir / "masks"
-            if (class_dir / "lesion_masks").is_dir():
-                lesion_dirs[cls] = class_dir / "lesion_masks"
-        else:
-            image_dirs[cls] = class_dir
-    layout = "kaggle" if all((found[c] / "images").is_dir() for c in classes) else "flat"
-    return DatasetLayout(
-        root=folder,
-        layout=layout,
-        image_dirs=image_dirs,
-        mask_dirs=mask_dirs,
-        lesion_mask_dirs=lesion_dirs,
-        folder_names={c: found[c].name for c in classes},
-    )
-
-
-# --------------------------------------------------------------------------- decoding one file
-
-
-def is_ignored_file(path: Path) -> bool:
-    """OS litter and metadata files: neither images nor errors, so they are not counted at all."""
-    name = path.name.lower()
-    return (
-        name in _OS_LITTER
-        or name.startswith("._")
-        or name.startswith(".")
-        or path.suffix.lower() in _METADATA_SUFFIXES
-    )
-
-
-def to_grayscale_array(img: Image.Image) -> np.ndarray:
-    """Convert any PIL image mode to 8-bit grayscale, scaling 16-bit and 32-bit data instead of clipping."""
-    mode = img.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        # 16-bit PNGs open as I;16 (or I in older Pillow); map the full 0..65535 range onto 0..255.
-        values = np.asarray(img, dtype=np.float64)
-        return np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-    if mode == "L":
-        return np.asarray(img, dtype=np.uint8)
-    if mode in ("LA", "PA", "RGBA", "P"):
-        # Alpha carries no radiographic information; a palette must be expanded before conversion.
-        img = img.convert("RGBA").convert("RGB")
-    return np.asarray(img.convert("L"), dtype=np.uint8)
-
-
-def _decode(path: Path):
-    """(8-bit grayscale array, original mode, file format) of one file, or BadImageError with a reason."""
-    try:
-        if path.stat().st_size == 0:
-            raise BadImageError("empty file (0 bytes)")
-        with Image.open(path) as img:
-            img.load()
-            array = to_grayscale_array(img)
-            mode, fmt = img.mode, img.format
-    except BadImageError:
-        raise
-    except FileNotFoundError:
-        raise BadImageError("file not found" + (" (a link that leads nowhere)" if path.is_symlink() else "")) from None
-    except IsADirectoryError:
-        raise BadImageError("a folder, not an image file") from None
-    except UnidentifiedImageError:
-        raise BadImageError("not an image: no image format recognised in its bytes") from None
-    except Image.DecompressionBombError as exc:
-        raise BadImageError(f"image too large to decode safely: {exc}") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise BadImageError("a link that loops back on itself") from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise BadImageError("permission denied") from None
-        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unsupported"
-        raise BadImageError(f"{kind} image data: {exc}") from None
-    except (SyntaxError, ValueError) as exc:
-        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unsupported"
-        raise BadImageError(f"{kind} image data: {exc}") from None
-    if array.ndim != 2 or min(array.shape) == 0:
-        raise BadImageError(f"decoded to an unusable array of shape {array.shape}")
-    return array, mode, fmt
-
-
-def load_grayscale(path, size: int | None = None) -> np.ndarray:
-    """Decode an image file to an 8-bit grayscale array, optionally resized to size × size.
-
-    Raises BadImageError with a human-readable reason for empty, truncated or non-image files.
-    """
-    array, _, _ = _decode(Path(path))
-    if size is not None and array.shape != (size, size):
-        array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
-    return array
-
-
-def unlike_a_radiograph(array: np.ndarray) -> str | None:
-    """Why an 8-bit grayscale image looks nothing like a chest radiograph, or None when nothing stands out.
-
-    A model answers for any input: a 1×1 pixel, a flat gradient or a lung mask still gets a class. The checks are
-    deliberately loose (every one of the course's real sample radiographs passes them by a wide margin).
-    """
-    height, width = array.shape
-    if min(height, width) < 64:
-        return f"is only {width}×{height} px"
-    values = array.astype(np.float32)
-    if values.std() < 10:
-        return f"is almost uniform (grey levels spread by {values.std():.1f})"
-    levels = len(np.unique(array))
-    if levels < 16:
-        return f"has only {levels} grey levels (a mask or a drawing?)"
-    detail = np.abs(values[2:, 1:-1] + values[:-2, 1:-1] + values[1:-1, 2:] + values[1:-1, :-2]
-                    - 4 * values[1:-1, 1:-1]).mean()
-    if detail < 1.0:
-        return "has no fine structure at all (a smooth gradient?)"
-    if detail > 60:
-        return "is mostly pixel noise"
-    return None
-
-
-def radiograph_doubt(path) -> str | None:
-    """Why an image file looks nothing like a chest radiograph (`unlike_a_radiograph`), or None: also None for a
-    file that cannot be read, whose error is reported where it is read."""
-    try:
-        return unlike_a_radiograph(load_grayscale(path))
-    except BadImageError:
-        return None
-
-
-def inspect_image(path) -> dict:
-    """Decode one file fully and describe it; the content hash is of the decoded grayscale pixels,
-    so the same picture saved as RGB and as grayscale counts as a duplicate."""
-    array, mode, fmt = _decode(Path(path))
-    digest = hashlib.blake2b(array.tobytes(), digest_size=16)
-    digest.update(str(array.shape).encode())
-    return {
-        "width": int(array.shape[1]),
-        "height": int(array.shape[0]),
-        "mode": mode,
-        "format": fmt,
-        "content_hash": digest.hexdigest(),
-    }
-
-
-# --------------------------------------------------------------------------- scanning the dataset
+from helpers.classes import CLASSES
+from helpers.datasets import DatasetError, DatasetLayout
+from helpers.image_files import BadImageError, inspect_image, list_image_files
 
 INDEX_COLUMNS = [
     "path", "relpath", "label", "mask_path", "lesion_mask_path",
@@ -336,6 +44,10 @@ class ScanResult:
 
     def duplicates(self) -> pd.DataFrame:
         return find_duplicates(self.index)
+
+    def __str__(self) -> str:
+        """`print(scan)` shows its report (`format_report`), as `python -m helpers data check` does."""
+        return format_report(self)
 
     def to_dict(self) -> dict:
         """The JSON report of `python -m helpers data check --json`."""
@@ -364,18 +76,6 @@ class ScanResult:
             "ignored": self.ignored,
         }
 
-
-def list_image_files(folder: Path) -> tuple[list[Path], int]:
-    """Candidate image files in a class folder (sorted) and how many OS/metadata files were ignored."""
-    found, ignored = [], 0
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir():
-            continue
-        if is_ignored_file(entry):
-            ignored += 1
-        else:
-            found.append(entry)
-    return found, ignored
 
 
 def _companion(folder: Path | None, image: Path) -> str | None:

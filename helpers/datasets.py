@@ -1,10 +1,12 @@
-"""Which images a run looks at: the real COVID-19 Radiography Database (placed in data/, attached to a Kaggle
-notebook, or downloaded through kagglehub) or, without it, a generated phantom set; and the one sentence that
-says which, wherever a number is shown.
+"""Which images a run looks at, and where they are: the class folders of a dataset in any release's layout
+(`find_dataset`); the real COVID-19 Radiography Database (placed in data/, attached to a Kaggle notebook, or
+downloaded through kagglehub) or, without it, a generated phantom set; and the one sentence that says which,
+wherever a number is shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -13,11 +15,142 @@ from pathlib import Path
 import kagglehub
 
 from helpers import config
-from helpers.data import CLASSES, MANIFEST_NAME, DatasetError, DatasetLayout, ScanResult, find_dataset, list_image_files
+from helpers.classes import CLASSES, canonical_class
+from helpers.image_files import list_image_files
 from helpers.recipes import PAPER_B
-from helpers.synthetic import ensure_phantoms
+from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
+_SEARCH_DEPTH = 6
+
+# --------------------------------------------------------------------------- where a dataset's class folders are
+
+
+class DatasetError(Exception):
+    """The dataset cannot be used as found; the message says what was expected and what was found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetLayout:
+    """Where each class's images (and masks, if any) live under one dataset folder."""
+
+    root: Path  # the folder that holds the class folders
+    layout: str  # "kaggle" (<Class>/images, <Class>/masks) or "flat" (<Class>/*.png)
+    image_dirs: dict  # canonical class → folder of images
+    mask_dirs: dict  # canonical class → folder of lung masks (absent in flat layouts)
+    lesion_mask_dirs: dict  # canonical class → folder of lesion masks (generated phantoms only)
+    folder_names: dict  # canonical class → folder name as found on disk
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(c for c in CLASSES if c in self.image_dirs)
+
+    @property
+    def is_phantom(self) -> bool:
+        return _is_phantom_folder(self.root)
+
+
+def _is_phantom_folder(folder: Path) -> bool:
+    return (folder / MANIFEST_NAME).exists()
+
+
+def _class_folders(folder: Path) -> dict:
+    """Canonical class → subfolder, for the subfolders of `folder` whose names are classes."""
+    found: dict = {}
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for child in children:
+        cls = canonical_class(child.name)
+        if cls is None:
+            continue
+        if cls in found:
+            raise DatasetError(
+                f"two folders in {folder} map to class {cls!r}: {found[cls].name!r} and {child.name!r}; "
+                "expected one folder per class"
+            )
+        found[cls] = child
+    return found
+
+
+def _candidate_folders(root: Path, exclude: tuple[Path, ...]):
+    """Breadth-first folders under root (root first); does not descend into class folders."""
+    queue = [(root, 0)]
+    excluded = {p.resolve() for p in exclude}
+    while queue:
+        folder, depth = queue.pop(0)
+        if folder.resolve() in excluded:
+            continue
+        classes = _class_folders(folder)
+        yield folder, classes
+        if classes or depth >= _SEARCH_DEPTH:
+            continue
+        try:
+            subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        queue.extend((p, depth + 1) for p in subfolders)
+
+
+def find_dataset(root, classes=CLASSES, exclude=(), skip_phantoms: bool = False) -> DatasetLayout:
+    """Locate the class folders under `root` in the current Kaggle layout or an older flat one.
+
+    `exclude` lists folders not to search; `skip_phantoms` passes over generated phantom sets.
+
+    Raises DatasetError naming what was expected and what was found when no layout matches or a
+    class in `classes` is missing.
+    """
+    root = Path(root).expanduser()
+    expected = ", ".join(classes)
+    if not root.is_dir():
+        raise DatasetError(f"expected a folder holding the dataset; {root} does not exist or is not a folder")
+
+    best = None
+    for folder, found in _candidate_folders(root, tuple(Path(p) for p in exclude)):
+        if skip_phantoms and _is_phantom_folder(folder):
+            continue
+        if found and (best is None or len(found) > len(best[1])):
+            best = (folder, found)
+    if best is None:
+        listing = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
+        raise DatasetError(
+            f"unknown layout under {root}: expected class folders named {expected} (or the older "
+            "names COVID-19, NORMAL, Viral Pneumonia), each holding PNG images directly or in an "
+            f"images/ subfolder; found {listing or 'an empty folder'}"
+        )
+
+    folder, found = best
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DatasetError(
+            f"missing class(es) {', '.join(missing)} in {folder}: expected folders for {expected}; "
+            f"found {', '.join(f'{c} ({p.name}/)' for c, p in found.items())}"
+        )
+
+    image_dirs, mask_dirs, lesion_dirs = {}, {}, {}
+    for cls in classes:
+        class_dir = found[cls]
+        if (class_dir / "images").is_dir():
+            image_dirs[cls] = class_dir / "images"
+            if (class_dir / "masks").is_dir():
+                mask_dirs[cls] = class_dir / "masks"
+            if (class_dir / "lesion_masks").is_dir():
+                lesion_dirs[cls] = class_dir / "lesion_masks"
+        else:
+            image_dirs[cls] = class_dir
+    layout = "kaggle" if all((found[c] / "images").is_dir() for c in classes) else "flat"
+    return DatasetLayout(
+        root=folder,
+        layout=layout,
+        image_dirs=image_dirs,
+        mask_dirs=mask_dirs,
+        lesion_mask_dirs=lesion_dirs,
+        folder_names={c: found[c].name for c in classes},
+    )
+
+
+# --------------------------------------------------------------------------- which dataset a run uses
 
 MANUAL_INSTRUCTIONS = f"""\
 To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
@@ -29,14 +162,23 @@ To use the real dataset, download it from Kaggle ({KAGGLE_HANDLE}) by one of:
 Without it, the course runs on generated phantom radiographs."""
 
 
-def active_dataset(profile: config.Profile | None = None, download: bool | None = None) -> DatasetLayout:
+def active_dataset(profile: config.Profile | None = None, download: bool | None = None, *, paper_b: bool = False,
+                   quiet: bool = False) -> DatasetLayout:
     """The dataset this run uses: the real one if it can be found (or, with `download`, fetched), else the
-    profile's phantom set (generated once).
+    profile's phantom set (generated once). It prints which one (`data_statement`, with Paper B's sizes if
+    `paper_b`) unless `quiet`: a notebook must never show a number without saying which images it comes from.
 
     `download` defaults to True on Colab and Kaggle: the public dataset comes through kagglehub; if that fails,
     the reason is printed and phantoms stand in.
     """
     profile = profile or config.active_profile()
+    layout = _active_layout(profile, download)
+    if not quiet:
+        print(data_statement(layout, profile, paper_b=paper_b))
+    return layout
+
+
+def _active_layout(profile: config.Profile, download: bool | None) -> DatasetLayout:
     real = find_real_dataset()
     if real is not None:
         return real
@@ -113,11 +255,11 @@ def has_lung_masks(layout: DatasetLayout) -> bool:
     return bool(layout.mask_dirs)
 
 
-def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan: ScanResult | None = None,
+def data_statement(layout: DatasetLayout, profile: config.Profile | None = None, scan=None,
                    paper_b: bool = False) -> str:
     """Plain sentences on which images a notebook is looking at, and what that leaves out: a profile's cap on the
-    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, else the files);
-    with `paper_b`, how the profile shrinks Paper B's protocol."""
+    real data with the numbers it keeps and leaves, and how to lift it (`scan`'s usable images, a
+    `data.ScanResult`, else the files); with `paper_b`, how the profile shrinks Paper B's protocol."""
     profile = profile or config.active_profile()
     if layout.is_phantom:
         lines = [f"This run uses GENERATED PHANTOM radiographs ({layout.root}), not the real dataset: "

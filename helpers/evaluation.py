@@ -35,7 +35,7 @@ from sklearn.metrics import (
 )
 
 from helpers import files, plots, run_folder
-from helpers.data import load_grayscale
+from helpers.image_files import load_grayscale
 from helpers.pipeline import unreadable_files
 from helpers.run_folder import as_run, predict_pixels, read_images
 from helpers.runs import run_labels

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import cam, data, evaluation, pipeline, plots
+from helpers import cam, evaluation, image_files, pipeline, plots
 from helpers.run_folder import as_run
 
 
@@ -104,7 +104,7 @@ def operating_point_html(point: evaluation.OperatingPoint, name: str) -> str:
 def model_input(path, size: int, normalisation: str = "resnet50", flip: bool = False) -> np.ndarray:
     """One image file as the model receives it (size, size, 3): decoded to grayscale, resized, flipped if asked,
     normalised. The course pipeline's steps, for one file."""
-    pixels = data.load_grayscale(path, size)
+    pixels = image_files.load_grayscale(path, size)
     if flip:
         pixels = np.fliplr(pixels)
     return np.asarray(pipeline.to_model_input(pixels[np.newaxis, ..., np.newaxis], normalisation))[0]
@@ -162,7 +162,7 @@ def judge(run, path) -> Verdict:
     row = run.predict([path]).iloc[0]
     error = row["error"] if isinstance(row["error"], str) else None
     probabilities = pd.Series(dtype=float) if error else row[run.classes].astype(float)
-    return Verdict(str(path), probabilities, error, None if error else data.radiograph_doubt(path))
+    return Verdict(str(path), probabilities, error, None if error else image_files.radiograph_doubt(path))
 
 
 class RadiographExplorer(Explorer):
@@ -183,7 +183,7 @@ class RadiographExplorer(Explorer):
         """Judge one image file and show the verdict."""
         self.state = judge(self.run, path)
         self.figure.value = b"" if self.state.error else png(plots.image_versions(
-            {Path(path).name: data.load_grayscale(path)[np.newaxis]},
+            {Path(path).name: image_files.load_grayscale(path)[np.newaxis]},
             caption=plots.caption(None, self.run)))  # the image is the user's; the model is the run's
         self.summary.value = verdict_html(self.state)
         return self.state
@@ -270,10 +270,10 @@ class MapExplorer(Explorer):
         """(name, uint8 pixels at the run's size, lung mask or None) of the chosen image."""
         choice = self.image.value
         if isinstance(choice, str):  # an upload
-            return Path(choice).name, data.load_grayscale(choice, self.run.image_size), None
+            return Path(choice).name, image_files.load_grayscale(choice, self.run.image_size), None
         row = self.rows.loc[choice]
         lungs = cam.read_masks([row.get("mask_path")], self.run.image_size)
-        return Path(row.path).name, data.load_grayscale(row.path, self.run.image_size), \
+        return Path(row.path).name, image_files.load_grayscale(row.path, self.run.image_size), \
             None if lungs is None else lungs[0]
 
     def _update(self, _change=None) -> None:

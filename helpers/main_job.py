@@ -94,7 +94,7 @@ def run_course(log=_print) -> dict:
     out = config.OUTPUT_DIR
     profile = config.active_profile()
     log(profile.describe())
-    layout = active_dataset(profile)
+    layout = active_dataset(profile, quiet=True)
     log(data_statement(layout, profile))
     scan = scan_cached(layout, progress=True)
     report = format_report(scan)

@@ -18,7 +18,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from helpers.data import PROGRESS_FROM, BadImageError, load_grayscale
+from helpers.data import PROGRESS_FROM
+from helpers.image_files import BadImageError, load_grayscale
 
 NORMALISATIONS = ("resnet50", "rescale", "imagenet_torch")
 AUTOTUNE = tf.data.AUTOTUNE

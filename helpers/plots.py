@@ -20,7 +20,8 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from helpers import config, files
-from helpers.data import CLASSES, load_grayscale
+from helpers.classes import CLASSES
+from helpers.image_files import load_grayscale
 
 CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
 _FIGURES: dict = {}  # name → figure function, for `Figures`

@@ -29,11 +29,13 @@ from tqdm.auto import tqdm
 
 from helpers import config, files
 from helpers.curves import accuracy_interval, effective_images, one_off_seconds
-from helpers.data import MANIFEST_NAME, BadImageError, ScanResult, load_grayscale
+from helpers.data import ScanResult
+from helpers.image_files import BadImageError, load_grayscale
 from helpers.models import fed_normalisation, inputs_for
 from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import load_split, save_split
+from helpers.synthetic import MANIFEST_NAME
 
 SETTINGS = "settings.json"
 SPLIT = "split.csv"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import config, sharing
+from helpers.classes import CLASSES, canonical_class
 from helpers.curves import NOT_REACHED, time_to_accuracy
-from helpers.data import CLASSES, DatasetLayout, canonical_class, scan_cached
-from helpers.datasets import dataset_tag
+from helpers.data import scan_cached
+from helpers.datasets import DatasetLayout, dataset_tag
 from helpers.recipes import Recipe
 from helpers.run_folder import Run, as_run
 from helpers.splits import fingerprint

@@ -24,7 +24,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from helpers import config, files
-from helpers.data import ScanResult, task_classes
+from helpers.classes import task_classes
+from helpers.data import ScanResult
 
 SPLIT_COLUMNS = ["relpath", "label", "split", "repeat", "content_hash"]
 MODES = ("paper_a", "paper_b")
@@ -221,11 +222,21 @@ def sample_distinct(index: pd.DataFrame, per_class: int, seed: int = 0) -> pd.Da
     return index[index["content_hash"].isin(chosen["content_hash"])]
 
 
+SIZES = {"paper_a": ("per_class",), "paper_b": ("n_per_class", "repeats")}  # what a caller may set in a plan
+
+
 def split_plan(scan: ScanResult, mode: str = "paper_a", task: int = 4,
-               profile: config.Profile | None = None) -> dict:
+               profile: config.Profile | None = None, **sizes) -> dict:
     """The sizes a course split takes in this profile: real images per class for Paper A's split (a CPU cannot
-    train on all of them), images per class in each of Paper B's sub-samples (the paper's 900 in all)."""
-    profile = profile or config.active_profile()
+    train on all of them), images per class in each of Paper B's sub-samples (the paper's 900 in all), each
+    replaced by the caller's `sizes` (`SIZES` says which a mode takes)."""
+    unknown = sorted(set(sizes) - set(SIZES.get(mode, ())))
+    if unknown:
+        raise ValueError(f"a {mode} split takes the sizes {SIZES.get(mode, ())}; found {unknown}")
+    return {**_profile_plan(scan, mode, task, profile or config.active_profile()), **sizes}
+
+
+def _profile_plan(scan: ScanResult, mode: str, task: int, profile: config.Profile) -> dict:
     if mode == "paper_b":
         distinct = scan.index[scan.index["label"].isin(task_classes(task))].drop_duplicates("content_hash")
         wanted = profile.subsample_per_class or 900 // len(task_classes(task))
@@ -249,32 +260,33 @@ def split_key(index: pd.DataFrame, mode: str, task: int, seed: int, plan: dict) 
 
 
 def saved_split_path(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
-                     profile: config.Profile | None = None) -> Path:
+                     profile: config.Profile | None = None, **sizes) -> Path:
     """Where `saved_split` keeps this split: outputs/splits/<mode>_task<k>_seed<s>[_sizes]-<key>.csv."""
-    plan = split_plan(scan, mode, task, profile)
+    plan = split_plan(scan, mode, task, profile, **sizes)
     sizes = "".join(f"_{v}-{k.replace('_', '-')}" for k, v in sorted(plan.items()))
     key = split_key(scan.index, mode, task, seed, plan)
     return config.OUTPUT_DIR / "splits" / f"{mode}_task{task}_seed{seed}{sizes}-{key}.csv"
 
 
 def saved_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
-                profile: config.Profile | None = None) -> pd.DataFrame:
+                profile: config.Profile | None = None, **sizes) -> pd.DataFrame:
     """The course's split of this scan for `mode`, `task` and `seed`: made on first use, saved under a key of
-    what it was made from (outputs/splits/), and loaded from there afterwards.
+    what it was made from (outputs/splits/), and loaded from there afterwards. The profile's sizes apply unless
+    `sizes` says otherwise (`split_plan`); the split's `attrs["saved_at"]` says which file holds it.
 
     Reusing the file is what guarantees that evaluation sees exactly the test set training never saw; the key
     guarantees that a changed dataset never reuses a split made from another one. A damaged file (cut short,
     edited, unreadable, or saved without its checksum) is made again, saying so in one line.
     """
-    plan = split_plan(scan, mode, task, profile)
-    path = saved_split_path(scan, mode, task, seed, profile)
+    plan = split_plan(scan, mode, task, profile, **sizes)
+    path = saved_split_path(scan, mode, task, seed, profile, **sizes)
     files.remove_leftovers(path.parent, older_than=LEFTOVER_SECONDS)
     made_for = {"mode": mode, "task": int(task), "seed": int(seed), "plan": dict(sorted(plan.items())),
                 "key": split_key(scan.index, mode, task, seed, plan)}
     if path.exists():
         split, damage = check_saved_split(path, made_for)
         if damage is None:
-            return _resolved(split, scan.layout.root)
+            return _saved_at(_resolved(split, scan.layout.root), path)
         print(f"Saved split {path} was damaged ({damage}): made it again from the scan.", flush=True)
     index = scan.index
     if "per_class" in plan:
@@ -282,4 +294,9 @@ def saved_split(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: in
     split = make_split(index, mode=mode, task=task, seed=seed,
                        **{k: v for k, v in plan.items() if k in ("n_per_class", "repeats")})
     save_split(split, path, made_for)
-    return load_split(path, scan.layout.root)
+    return _saved_at(load_split(path, scan.layout.root), path)
+
+
+def _saved_at(split: pd.DataFrame, path: Path) -> pd.DataFrame:
+    split.attrs["saved_at"] = str(path)
+    return split

@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers.data import CLASSES, MANIFEST_NAME
+from helpers.classes import CLASSES
 
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
+# A generated phantom set is a dataset folder holding this manifest (helpers.datasets tells phantoms by it).
+MANIFEST_NAME = "phantom_manifest.json"
 METADATA_NAME = "phantom_metadata.csv"
 MARKER_VALUE = 247  # the marker's grey level (of 255)
 GENERATOR_VERSION = 2  # bump when the drawing changes, so cached phantom sets are regenerated (2: marker stream)

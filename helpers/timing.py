@@ -43,17 +43,19 @@ def seconds_per_call(function, repeats: int = 3, warmup: int = 1) -> float:
 
 
 def compare_input_pipelines(index: pd.DataFrame, classes, image_size: int, batch_size: int = 32,
-                            epochs: int = 2) -> pd.DataFrame:
+                            epochs: int = 2, cache: bool = True) -> pd.DataFrame:
     """Images per second, epoch by epoch, of the course pipeline and of
-    `keras.utils.image_dataset_from_directory` on the same files, size, batch and normalisation."""
+    `keras.utils.image_dataset_from_directory` on the same files, size, batch and normalisation; with `cache`
+    False, the course pipeline decodes every file every epoch too, to see what its cache saves."""
     class_id = {c: i for i, c in enumerate(classes)}
     started = time.perf_counter()
     ours = build_dataset(index["path"], index["label"].map(class_id), len(classes), image_size,
-                         batch_size, training=True)  # decodes every file into its cache: part of epoch 1
+                         batch_size, training=True, cache=cache)  # decodes every file into its cache: part of epoch 1
     filling = time.perf_counter() - started
     rates = epoch_rates(ours, epochs)
     rates[0] = len(index) / (filling + len(index) / rates[0])
-    rows = [("helpers.pipeline", e + 1, r) for e, r in enumerate(rates)]
+    name = "helpers.pipeline" if cache else "helpers.pipeline, no cache"
+    rows = [(name, e + 1, r) for e, r in enumerate(rates)]
     with tempfile.TemporaryDirectory() as tmp:
         baseline = keras.utils.image_dataset_from_directory(
             class_folders(index, Path(tmp)), label_mode="categorical", class_names=list(classes),

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from helpers import config
-from helpers.data import CLASSES, find_dataset, scan_dataset, task_classes
+from helpers.classes import CLASSES, task_classes
+from helpers.data import scan_dataset
+from helpers.datasets import find_dataset
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A
 from helpers.run_folder import Run

@@ -29,7 +29,8 @@ import keras
 import numpy as np
 
 from helpers import config, distribute, run_folder
-from helpers.data import find_dataset, task_classes
+from helpers.classes import task_classes
+from helpers.datasets import find_dataset
 from helpers.recipes import RECIPES
 from helpers.run_folder import Run
 from helpers.training import train

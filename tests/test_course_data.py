@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from helpers import config, data, datasets, main_job, splits
+from helpers.classes import CLASSES
 from helpers.cli import main
-from helpers.data import CLASSES, scan_cached
+from helpers.data import scan_cached
 from helpers.synthetic import METADATA_NAME
 
 
@@ -36,6 +37,18 @@ def test_phantoms_stand_in_until_the_real_dataset_is_placed(workspace, phantom_r
         shutil.copytree(phantom_root / cls, real / cls)
     layout = datasets.active_dataset(FAST, download=False)
     assert not layout.is_phantom and layout.root == real
+
+
+def test_the_active_dataset_says_which_images_it_is_unless_quiet(workspace, phantom_root, capsys):
+    """Issue 25: a notebook's first cell both chooses the dataset and says which: one call, not two."""
+    demo = config.choose_profile({}, has_gpu=False)
+    layout = datasets.active_dataset(demo, download=False)
+    assert capsys.readouterr().out == datasets.data_statement(layout, demo) + "\n"
+    datasets.active_dataset(demo, download=False, paper_b=True)
+    assert capsys.readouterr().out == datasets.data_statement(layout, demo, paper_b=True) + "\n"
+    assert "shrinks Paper B" in datasets.data_statement(layout, demo, paper_b=True)
+    datasets.active_dataset(demo, download=False, quiet=True)
+    assert capsys.readouterr().out == ""
 
 
 def test_a_dataset_attached_to_a_kaggle_notebook_is_found_under_kaggle_input(workspace, phantom_root, monkeypatch):
@@ -127,7 +140,7 @@ def test_a_saved_split_belongs_to_the_images_it_was_made_from(workspace):
 
 
 def test_real_data_on_a_cpu_is_sampled_per_class_and_phantoms_are_not(workspace, make_tree):
-    layout = data.find_dataset(make_tree({c: 8 for c in CLASSES}))
+    layout = datasets.find_dataset(make_tree({c: 8 for c in CLASSES}))
     scan = scan_cached(layout)
     demo = config.choose_profile({"CXR_REAL_PER_CLASS": "5"}, has_gpu=False)
     sampled = splits.saved_split(scan, "paper_a", 4, profile=demo)

@@ -3,8 +3,8 @@
 import pytest
 
 from helpers import config
-from helpers.data import CLASSES, DatasetError, canonical_class, find_dataset
-from helpers.datasets import find_real_dataset
+from helpers.classes import CLASSES, canonical_class
+from helpers.datasets import DatasetError, find_dataset, find_real_dataset
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import cam, cli, config, models, pipeline
+from helpers.classes import CLASSES
 from helpers.cli import main
-from helpers.data import CLASSES
 from helpers.resume import RunSettingsError
 from helpers.run_folder import Run, read_images
 from helpers.splits import fingerprint, load_split

@@ -8,8 +8,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import config, data, datasets, pipeline, plots, timing  # noqa: E402
-from helpers.data import CLASSES, find_dataset, scan_dataset  # noqa: E402
+from helpers import classes, config, data, datasets, pipeline, plots, timing  # noqa: E402
+from helpers.classes import CLASSES
+from helpers.data import scan_dataset
+from helpers.datasets import find_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_class_balance_and_majority_baseline():
     table = data.class_balance(index)
     assert table["images"].to_dict() == {"COVID": 3, "Lung_Opacity": 0, "Normal": 6, "Viral Pneumonia": 1}
     assert table.attrs["majority_baseline"] == pytest.approx(0.6)
-    three = data.class_balance(index, data.TASK_CLASSES[3])
+    three = data.class_balance(index, classes.TASK_CLASSES[3])
     assert list(three.index) == ["COVID", "Normal", "Viral Pneumonia"]
     assert three["share"].sum() == pytest.approx(1.0)
 
@@ -97,6 +99,20 @@ def test_pipeline_comparison_covers_both_pipelines_and_epochs(scan):
     assert len(plots.throughput(table).axes[0].containers) == 2
 
 
+def test_pipeline_comparison_without_the_cache_decodes_every_file_every_epoch(scan, monkeypatch):
+    """Issue 25: notebook 02's first exercise measures what the cache saves with the same function."""
+    calls = []
+    original = pipeline.load_grayscale
+    monkeypatch.setattr(pipeline, "load_grayscale", lambda *a: calls.append(a) or original(*a))
+    index = data.sample_per_class(scan.index, 3)
+    table = timing.compare_input_pipelines(index, CLASSES, image_size=32, batch_size=8, epochs=2, cache=False)
+    assert len(calls) == 2 * len(index), "decoded again in the second epoch"
+    assert set(table["pipeline"]) == {"helpers.pipeline, no cache", "image_dataset_from_directory"}
+    calls.clear()
+    timing.compare_input_pipelines(index, CLASSES, image_size=32, batch_size=8, epochs=2)
+    assert len(calls) == len(index), "decoded once, into the cache"
+
+
 def test_seconds_per_call_is_the_median_after_warmup():
     calls = []
     assert timing.seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) >= 0
@@ -138,7 +154,7 @@ def test_failed_download_falls_back_to_phantoms_and_says_why(tmp_path, monkeypat
     monkeypatch.setattr(config, "PHANTOM_DIR", tmp_path / "data" / "phantoms")
 
     def offline():
-        raise data.DatasetError("could not download it (offline)")
+        raise datasets.DatasetError("could not download it (offline)")
 
     monkeypatch.setattr(datasets, "download_dataset", offline)
     layout = datasets.active_dataset(config.choose_profile({"CXR_FAST": "1"}), download=True)

@@ -102,9 +102,9 @@ def upload_of(path) -> tuple:
 
 
 def test_model_input_is_the_pipelines_for_one_file_flipped_when_asked(images):
-    from helpers import data, pipeline
+    from helpers import image_files, pipeline
 
-    pixels = data.load_grayscale(images["ramp"], 64)
+    pixels = image_files.load_grayscale(images["ramp"], 64)
     expected = pipeline.to_model_input(pixels[np.newaxis, ..., np.newaxis], "resnet50").numpy()[0]
     np.testing.assert_allclose(explorers.model_input(images["ramp"], 64, "resnet50"), expected)
     flipped = explorers.model_input(images["ramp"], 64, "rescale", flip=True)
@@ -153,10 +153,10 @@ def test_the_radiograph_explorer_judges_an_uploaded_file(toy_run, images):
 
 
 def test_a_map_view_is_the_map_predict_cam_draws_with_the_lungs_share(toy_run, images):
-    from helpers import cam, data
+    from helpers import cam, image_files
 
-    pixels = data.load_grayscale(images["ramp"], 32)
-    lungs = data.load_grayscale(images["lungs"], 32) > 127
+    pixels = image_files.load_grayscale(images["ramp"], 32)
+    lungs = image_files.load_grayscale(images["lungs"], 32) > 127
     view = explorers.map_view(toy_run, pixels, "Normal", "gradcam", "toy1_out", lungs)
     maps, probabilities = cam.map_images(toy_run, pixels[np.newaxis], "gradcam", "toy1_out")
     np.testing.assert_allclose(view.map, maps[0, ..., 1])
@@ -166,11 +166,12 @@ def test_a_map_view_is_the_map_predict_cam_draws_with_the_lungs_share(toy_run, i
 
 
 def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, images):
-    from helpers import data
+    from helpers import image_files
 
     rows = pd.DataFrame({"path": [str(images["ramp"])], "label": ["Normal"], "mask_path": [str(images["lungs"])]})
     explorer = explorers.MapExplorer(toy_run, rows, layers=("toy1_out",))
-    pixels, lungs = data.load_grayscale(images["ramp"], 32), data.load_grayscale(images["lungs"], 32) > 127
+    pixels = image_files.load_grayscale(images["ramp"], 32)
+    lungs = image_files.load_grayscale(images["lungs"], 32) > 127
     first = explorers.map_view(toy_run, pixels, "COVID", "cam", None, lungs)
     np.testing.assert_allclose(explorer.state.map, first.map)
     assert explorer.layer.disabled, "CAM has one layer: the last block"

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from helpers import config, files
-from helpers.data import find_dataset
+from helpers.datasets import find_dataset
 from helpers.recipes import PAPER_A
 from helpers.run_folder import Run
 from tests.conftest import InterruptAfter, Interrupted, RecordEpochs, phantom_split, train_tiny
@@ -40,7 +40,9 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import keras
     from helpers import files
-    from helpers.data import CLASSES, find_dataset, scan_dataset
+    from helpers.classes import CLASSES
+    from helpers.data import scan_dataset
+    from helpers.datasets import find_dataset
     from helpers.recipes import PAPER_A
     from helpers.splits import make_split
     from helpers.training import train

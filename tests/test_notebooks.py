@@ -103,7 +103,7 @@ def test_short_cells_introduced_by_prose(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_says_which_data_it_uses(path):
-    assert "datasets.data_statement(" in code_of(path)
+    assert "datasets.active_dataset(" in code_of(path)  # which prints which data it uses
 
 
 @pytest.mark.parametrize("name, shown", [

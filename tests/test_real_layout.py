@@ -14,7 +14,9 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from helpers import cli, config, datasets
-from helpers.data import CLASSES, find_dataset, scan_dataset
+from helpers.classes import CLASSES
+from helpers.data import scan_dataset
+from helpers.datasets import find_dataset
 from helpers.training import train
 from tests.conftest import TOY_PAPER_A, gray, write_png
 

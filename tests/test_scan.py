@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.classes import CLASSES
 from helpers.cli import main
-from helpers.data import CLASSES, find_dataset, load_grayscale, scan_dataset
+from helpers.data import format_report, scan_dataset
+from helpers.datasets import find_dataset
+from helpers.image_files import load_grayscale
 from tests.conftest import gray, write_png
 
 
@@ -100,6 +103,15 @@ def test_data_check_cli_text_lists_skipped_files(messy_dataset, capsys):
     text = capsys.readouterr().out
     assert "COVID/images/empty.png: empty file (0 bytes)" in text
     assert "Skipped:       3 file(s)" in text
+
+
+def test_printing_a_scan_shows_the_report_the_cli_prints(messy_dataset, capsys):
+    """Issue 25: notebook 01 prints the scan; it shows what `data check` shows, without a second name to learn."""
+    assert main(["data", "check", str(messy_dataset)]) == 0
+    printed = capsys.readouterr().out
+    scan = scan_dataset(find_dataset(messy_dataset))
+    assert str(scan) == format_report(scan) and str(scan) + "\n" == printed
+    assert "Usable images per class:" in str(scan) and "empty file (0 bytes)" in str(scan)
 
 
 @pytest.mark.parametrize("counts, message", [

@@ -14,8 +14,7 @@ import pytest
 
 from helpers import config
 from helpers.cli import main
-from helpers.data import find_dataset
-from helpers.datasets import dataset_tag
+from helpers.datasets import dataset_tag, find_dataset
 from helpers.run_folder import Run
 from helpers.synthetic import generate_phantoms
 from tests.conftest import TOY_PAPER_A, train_tiny

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from helpers import config, splits
+from helpers.classes import CLASSES
 from helpers.cli import main
-from helpers.data import CLASSES, find_dataset, scan_dataset
+from helpers.data import scan_dataset
+from helpers.datasets import find_dataset
 from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, sample_distinct, save_split
 from helpers.synthetic import generate_phantoms
 
@@ -204,3 +206,17 @@ def test_stale_partial_split_files_are_removed(saved):
         os.utime(leftover, (old, old))
     splits.saved_split(scan, "paper_a", 4)
     assert [p.exists() for p in (*stale, fresh)] == [False, False, True]
+
+
+def test_a_saved_split_says_where_it_is_and_takes_other_sizes(saved):
+    """Issue 25: notebook 02 needs neither `saved_split_path` nor `make_split` beside `saved_split`."""
+    scan, split, path = saved
+    assert split.attrs["saved_at"] == str(path) and path.exists()
+    assert splits.saved_split(scan, "paper_a", 4).attrs["saved_at"] == str(path), "loaded again: the same file"
+    five = splits.saved_split(scan, "paper_b", task=2, n_per_class=4, repeats=5)
+    made = make_split(scan.index, mode="paper_b", task=2, n_per_class=4, repeats=5)
+    pd.testing.assert_frame_equal(five[made.columns], made)
+    other = splits.saved_split_path(scan, "paper_b", 2, n_per_class=4, repeats=5)
+    assert five.attrs["saved_at"] == str(other) and other != splits.saved_split_path(scan, "paper_b", 2)
+    with pytest.raises(ValueError, match=r"paper_a split takes the sizes \('per_class',\); found \['repeats'\]"):
+        splits.saved_split(scan, "paper_a", 4, repeats=5)

@@ -436,7 +436,8 @@ def test_an_image_that_went_bad_after_the_scan_is_named_by_training_and_recorded
     import os
     import shutil
 
-    from helpers.data import find_dataset, scan_cached
+    from helpers.data import scan_cached
+    from helpers.datasets import find_dataset
     from helpers.splits import saved_split
     from helpers.synthetic import generate_phantoms
 

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import config, files
 from helpers.cli import main
-from helpers.data import find_dataset, scan_cached, scan_dataset
+from helpers.data import scan_cached, scan_dataset
+from helpers.datasets import find_dataset
 from helpers.run_folder import Run
 from helpers.splits import save_split
 from tests.conftest import TOY_PAPER_A, fake_run, phantom_split, train_tiny
