@@ -22,7 +22,6 @@ import pandas as pd
 from scipy.ndimage import distance_transform_edt
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, chi2_contingency
-from scipy.stats import t as student_t
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -797,31 +796,3 @@ def independence_check(matrix, classes=None) -> Independence:
                         accuracy_if_independent=float((rows * columns).sum() / n**2), kappa=float(kappa),
                         chi2=chi2, dof=dof, p_value=p_value, row_totals=rows.tolist(),
                         column_totals=columns.tolist(), expected_if_independent=expected)
-
-
-def corrected_resampled_t_interval(scores, n_train: int, n_test: int, level: float = 0.95) -> dict:
-    """Mean of J scores from random sub-sample repeats (each trained on n_train images, tested on n_test), with the
-    plain Student-t interval and the corrected resampled t interval of Nadeau & Bengio (2003, Machine Learning 52).
-
-    Repeats drawn from one pool share training and test images, so their scores are correlated and the plain
-    variance/J understates the mean's variance; the correction multiplies the variance by (1/J + n_test/n_train)
-    instead of 1/J (J - 1 degrees of freedom in both). "widening" is how much wider the corrected interval is:
-    sqrt((1/J + n_test/n_train) / (1/J)).
-    """
-    values = np.asarray(scores, dtype=float).ravel()
-    if values.size < 2 or not np.all(np.isfinite(values)):
-        raise ValueError(f"need at least 2 finite scores (one per repeat); found {values.tolist()}")
-    for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{name} must be a positive whole number of images; found {n!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie between 0 and 1 (e.g. 0.95); found {level!r}")
-    repeats, mean, variance = values.size, float(values.mean()), float(values.var(ddof=1))
-    quantile = float(student_t.ppf(0.5 + level / 2, df=repeats - 1))
-    plain, corrected = 1 / repeats, 1 / repeats + n_test / n_train
-    return {
-        "mean": mean, "repeats": repeats, "level": level,
-        "plain": tuple(float(mean + side * quantile * np.sqrt(variance * plain)) for side in (-1, 1)),
-        "corrected": tuple(float(mean + side * quantile * np.sqrt(variance * corrected)) for side in (-1, 1)),
-        "widening": float(np.sqrt(corrected / plain)),
-    }

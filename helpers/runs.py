@@ -4,11 +4,14 @@ read side by side. A single run folder is a `Run` (helpers.run_folder).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from helpers import config, sharing
 from helpers.classes import CLASSES, canonical_class
@@ -99,10 +102,39 @@ def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, re
     return train(folder, split, recipe, classes, layout.root, repeat=repeat, log=log, skipped=skipped, **sizes)
 
 
-def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, threshold: float = 0.95, log=print):
+@dataclasses.dataclass(frozen=True)
+class RepeatsInterval:
+    """The mean of scores over sub-sample repeats, with its plain and corrected resampled t intervals (low, high)."""
+
+    mean: float
+    repeats: int
+    level: float
+    plain: tuple
+    corrected: tuple
+    widening: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossValidation:
+    """Paper B's sub-sample cross-validation: one run per repeat, one row per repeat (`table`), and the images each
+    repeat trained and was tested on (the first repeat's: every repeat draws as many)."""
+
+    runs: list
+    table: pd.DataFrame
+    n_train: int
+    n_test: int
+
+    def interval(self, level: float = 0.95) -> RepeatsInterval:
+        """The mean balanced accuracy over the repeats, with both intervals (`corrected_resampled_t_interval`)."""
+        return corrected_resampled_t_interval(self.table["balanced accuracy, last epoch"], self.n_train, self.n_test,
+                                              level)
+
+
+def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, threshold: float = 0.95,
+                   log=print) -> CrossValidation:
     """Paper B's random sub-sample cross-validation: one run per repeat of `split`, each tested on its own 10%.
 
-    Returns the runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
+    Returns its runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
     last epoch, the training seconds until it first reached `threshold` (`NOT_REACHED` if it never did) next to the
     resolution of the repeat's test part (its images and the correct answers `threshold` needs: `resolution`), and
     the training seconds in all, one-off tracing left out (and shown); for random-init backbones also the accuracy
@@ -124,4 +156,34 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
             row["accuracy after BatchNorm re-estimation"] = run.score["accuracy"]
         found.append(run)
         rows.append(row)
-    return found, pd.DataFrame(rows).set_index("repeat")
+    own = split[split["repeat"] == split["repeat"].min()]["split"]
+    return CrossValidation(found, pd.DataFrame(rows).set_index("repeat"), n_train=int((own == "train").sum()),
+                           n_test=int((own == "test").sum()))
+
+
+def corrected_resampled_t_interval(scores, n_train: int, n_test: int, level: float = 0.95) -> RepeatsInterval:
+    """Mean of J scores from random sub-sample repeats (each trained on n_train images, tested on n_test), with the
+    plain Student-t interval and the corrected resampled t interval of Nadeau & Bengio (2003, Machine Learning 52).
+
+    Repeats drawn from one pool share training and test images, so their scores are correlated and the plain
+    variance/J understates the mean's variance; the correction multiplies the variance by (1/J + n_test/n_train)
+    instead of 1/J (J - 1 degrees of freedom in both). "widening" is how much wider the corrected interval is:
+    sqrt((1/J + n_test/n_train) / (1/J)).
+    """
+    values = np.asarray(scores, dtype=float).ravel()
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"need at least 2 finite scores (one per repeat); found {values.tolist()}")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name} must be a positive whole number of images; found {n!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie between 0 and 1 (e.g. 0.95); found {level!r}")
+    repeats, mean, variance = values.size, float(values.mean()), float(values.var(ddof=1))
+    quantile = float(student_t.ppf(0.5 + level / 2, df=repeats - 1))
+    plain, corrected = 1 / repeats, 1 / repeats + n_test / n_train
+    return RepeatsInterval(
+        mean=mean, repeats=repeats, level=level,
+        plain=tuple(float(mean + side * quantile * np.sqrt(variance * plain)) for side in (-1, 1)),
+        corrected=tuple(float(mean + side * quantile * np.sqrt(variance * corrected)) for side in (-1, 1)),
+        widening=float(np.sqrt(corrected / plain)),
+    )

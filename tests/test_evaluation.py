@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from helpers import evaluation
+from helpers import evaluation, runs
 from helpers.cli import main
 
 CLASSES3 = ["A", "B", "C"]
@@ -301,16 +301,19 @@ def test_the_corrected_resampled_t_interval_is_nadeau_and_bengios_by_hand():
     from scipy import stats
 
     scores, n_train, n_test = [0.80, 0.90, 0.85, 0.95], 162, 18
-    found = evaluation.corrected_resampled_t_interval(scores, n_train, n_test, level=0.90)
+    found = runs.corrected_resampled_t_interval(scores, n_train, n_test, level=0.90)
     mean, sd, q = np.mean(scores), np.std(scores, ddof=1), stats.t.ppf(0.95, df=3)
-    assert found["mean"] == pytest.approx(0.875) and found["repeats"] == 4
-    np.testing.assert_allclose(found["plain"], [mean - q * sd / 2, mean + q * sd / 2])
+    assert found.mean == pytest.approx(0.875) and found.repeats == 4 and found.level == 0.90
+    np.testing.assert_allclose(found.plain, [mean - q * sd / 2, mean + q * sd / 2])
     corrected_half = q * sd * np.sqrt(1 / 4 + 18 / 162)
-    np.testing.assert_allclose(found["corrected"], [mean - corrected_half, mean + corrected_half])
+    np.testing.assert_allclose(found.corrected, [mean - corrected_half, mean + corrected_half])
     widening = np.sqrt((1 / 4 + 18 / 162) / (1 / 4))
-    assert found["widening"] == pytest.approx(widening)
-    width = {name: found[name][1] - found[name][0] for name in ("plain", "corrected")}
+    assert found.widening == pytest.approx(widening)
+    width = {name: getattr(found, name)[1] - getattr(found, name)[0] for name in ("plain", "corrected")}
     assert width["corrected"] / width["plain"] == pytest.approx(widening)
+    table = pd.DataFrame({"balanced accuracy, last epoch": scores})
+    cross_validation = runs.CrossValidation(runs=[], table=table, n_train=n_train, n_test=n_test)
+    assert cross_validation.interval(0.90) == found, "a cross-validation's interval: its scores, its sizes"
 
 
 @pytest.mark.parametrize("scores, n_train, n_test, level, message", [
@@ -322,7 +325,7 @@ def test_the_corrected_resampled_t_interval_is_nadeau_and_bengios_by_hand():
 ])
 def test_the_corrected_resampled_t_interval_refuses_bad_input(scores, n_train, n_test, level, message):
     with pytest.raises(ValueError, match=message):
-        evaluation.corrected_resampled_t_interval(scores, n_train, n_test, level)
+        runs.corrected_resampled_t_interval(scores, n_train, n_test, level)
 
 
 def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_recorded(tmp_path, capsys):
