@@ -221,12 +221,6 @@ def resolution_ladder(path, sizes=(299, 224, 128), save_as=None, caption: str = 
 
 
 @_figure
-def image_pairs(left, right, titles=("original", "flipped"), save_as=None, caption: str = ""):
-    """Rows of side-by-side images (e.g. before and after an augmentation)."""
-    return image_versions(dict(zip(titles, (left, right))), save_as=save_as)
-
-
-@_figure
 def image_versions(versions: dict, save_as=None, caption: str = ""):
     """One row per image, one column per version of it (name → images), e.g. what each control hides."""
     names = list(versions)
