@@ -1,5 +1,7 @@
 """Helpers behind notebooks 01 and 02: tables, figures, timings, device report, which data a run uses."""
 
+import pathlib
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -41,6 +43,19 @@ def test_sample_per_class_is_capped_and_reproducible(scan):
     assert sample.equals(data.sample_per_class(scan.index, 3, seed=1))
     assert not sample.equals(data.sample_per_class(scan.index, 3, seed=2))
     assert len(data.sample_per_class(scan.index, 1000)) == len(scan.index)
+
+
+def test_class_folders_link_exactly_the_rows_one_folder_per_class(scan, figure_dir):
+    """04's reshuffling demonstration reads them with image_dataset_from_directory: these images, no mask, no other."""
+    rows = data.sample_per_class(scan.index, 2)
+    folder = data.class_folders(rows)
+    assert folder.parent == config.OUTPUT_DIR / "class-folders", "by default under the outputs"
+    linked = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert sorted(p.parent.name for p in linked) == sorted(rows["label"])
+    assert sorted(str(p.resolve()) for p in linked) == sorted(str(pathlib.Path(p).resolve()) for p in rows["path"])
+    other = data.class_folders(rows.head(3))
+    assert other != folder and folder.exists(), "other rows, another folder: one call never empties another's"
+    assert data.class_folders(rows) == folder and len(list(folder.rglob("*.png"))) == len(rows), "made again"
 
 
 @pytest.mark.parametrize("draw, axes", [
