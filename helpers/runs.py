@@ -6,6 +6,7 @@ See `helpers.training` for what a run folder holds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -184,7 +185,8 @@ class Run:
     def predict(self, paths) -> pd.DataFrame:
         """One row per image file: the probability of every class, the predicted class, and an error if the image
         could not be read (the other images are still predicted)."""
-        pixels, errors = read_images(paths, self.image_size)
+        read = read_images(paths, self.image_size)
+        pixels, errors = read.pixels, read.errors
         table = pd.DataFrame({"image": [str(p) for p in paths], "error": errors})
         for cls in self.classes:
             table[cls] = np.nan
@@ -325,9 +327,17 @@ def time_to_accuracy_table(curves: dict, threshold: float = 0.95) -> pd.DataFram
 # --------------------------------------------------------------------------- images in, probabilities out
 
 
-def read_images(paths, size: int) -> tuple[np.ndarray, list]:
-    """The readable images as one uint8 array (N, size, size), and per path its error or None,
-    so one bad file is reported instead of stopping the rest."""
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """What `read_images` read: the readable images (N, size, size) uint8, and per path its error or None."""
+
+    pixels: np.ndarray
+    errors: list
+
+
+def read_images(paths, size: int) -> Images:
+    """The readable images as one uint8 array, and per path its error or None, so one bad file is reported
+    instead of stopping the rest."""
     images, errors = [], []
     for path in paths:
         try:
@@ -335,7 +345,7 @@ def read_images(paths, size: int) -> tuple[np.ndarray, list]:
             errors.append(None)
         except BadImageError as exc:
             errors.append(str(exc))
-    return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), errors
+    return Images(np.stack(images) if images else np.zeros((0, size, size), np.uint8), errors)
 
 
 def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64, progress: bool | None = None):
