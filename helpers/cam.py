@@ -175,10 +175,8 @@ def _normalise(maps, method: str | None):
     if method == "relu":
         maps = np.maximum(maps, 0.0)
         low = np.zeros_like(maps.min(axis=axes, keepdims=True))
-    elif method == "minmax":
+    else:  # "minmax", as `maps` checked
         low = maps.min(axis=axes, keepdims=True)
-    else:
-        raise ValueError(f"scaling must be 'relu', 'minmax' or None; found {method!r}")
     span = maps.max(axis=axes, keepdims=True) - low
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)
 

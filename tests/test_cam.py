@@ -29,6 +29,9 @@ def test_cam_equals_grad_cam_for_a_linear_head():
     model = tiny_model()
     raw = cam.maps(model, IMAGES, "cam", scaling=None)
     assert raw.maps.shape == (4, 16, 16, 3) and raw.classes == (0, 1, 2) and raw.class_names is None
+    chosen = [0, 2, 1, 2]  # one class per image: that class's map of the every-class maps
+    np.testing.assert_array_equal(cam.maps(model, IMAGES, "cam", chosen, scaling=None).maps,
+                                  raw.maps[np.arange(4), ..., chosen])
     for k in range(3):
         expected = np.maximum(raw.maps[..., k], 0) / np.maximum(raw.maps[..., k], 0).max(axis=(1, 2), keepdims=True)
         grad = cam.maps(model, IMAGES, "grad-cam", class_names=k)
@@ -221,6 +224,7 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     summary.loc["all", "pointing game"] = 0.12  # 5.8× the image-wide level (2%), but the interval 7%–20% holds 8%
     assert "does NOT find the lesion more often than a random lung cell" in found.describe()
     summary.loc["all", "chance: a random lung cell"] = 0.5
+    assert found.chance("pointing game") == 0.5
     assert "LESS often than a random lung cell" in found.describe("These maps")
     assert found.describe("These maps").startswith("These maps: accuracy 100% on 3 images.")
 
