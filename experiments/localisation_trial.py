@@ -42,7 +42,7 @@ def main() -> None:
     for name, found in localised.items():
         print(found.describe(name), end="\n\n")
     print(edited.describe())
-    print(verdicts.round(2).to_string())
+    print(verdicts.drop(columns="verdict").round(2).to_string())  # the verdicts are in describe()
     overall = edited.table.loc["all"]
     report("localisation", {"quick": args.quick, "epochs": epochs, "image_size": run.image_size,
                             "profile": profile.name, "test_images": len(test),
