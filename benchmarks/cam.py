@@ -27,12 +27,13 @@ def main() -> None:
     images = np.random.default_rng(0).normal(0, 60, (batch, size, size, 3)).astype(np.float32)
     seconds = interleaved_seconds({
         "forward": lambda: model(images, training=False).numpy(),
-        "cam": lambda: cam.class_activation_maps(model, images),
+        "cam": lambda: cam.maps(model, images, "cam"),
     }, repeats)
     forward, all_maps = seconds["forward"], seconds["cam"]
+    predicted = list(model(images, training=False).numpy().argmax(axis=1))  # Grad-CAM of each image's class
     seconds = interleaved_seconds({
-        "batched": lambda: cam.grad_cam(model, images),
-        "loop": lambda: [cam.grad_cam(model, images[i:i + 1]) for i in range(batch)],
+        "batched": lambda: cam.maps(model, images, "grad-cam", predicted),
+        "loop": lambda: [cam.maps(model, images[i:i + 1], "grad-cam", predicted[i]) for i in range(batch)],
     }, max(2, repeats // 2))
     batched, loop = seconds["batched"], seconds["loop"]
     cam_ratio, speedup = all_maps / forward, loop / batched

@@ -33,9 +33,9 @@ def main() -> None:
     from helpers.classes import CLASSES
     from helpers.config import device_policy
     from helpers.distribute import global_dtype_policy, strategy_for
+    from helpers.image_files import read_images
     from helpers.models import build_model, inputs_for
     from helpers.pipeline import build_dataset
-    from helpers.run_folder import read_images
 
     policy = device_policy()  # as training runs
     strategy = strategy_for(policy)
@@ -50,7 +50,7 @@ def main() -> None:
     pipeline = build_dataset(index["path"], labels, len(CLASSES), size, batch, training=True, flip=True,
                              replicas=policy.replicas, normalisation=None if pixel_inputs else "resnet50")
     used = len(index) - len(index) % policy.replicas  # what an epoch of the pipeline uses
-    pixels, _ = read_images(index["path"][:used], size)
+    pixels = read_images(index["path"][:used], size).pixels
     inputs = inputs_for(model, pixels[..., np.newaxis], "resnet50")  # what the model takes, held in memory
     in_memory = tf.data.Dataset.from_tensor_slices((inputs, tf.one_hot(labels[:used], len(CLASSES)))).batch(batch)
     in_memory = in_memory.cache().prefetch(tf.data.AUTOTUNE)

@@ -21,35 +21,35 @@ def main() -> None:
 
     import pandas as pd
 
-    from helpers import cam, config, data, datasets, evaluation, recipes, runs, splits
+    from helpers import cam, config, controls, data, datasets, recipes, runs, splits
 
     layout = datasets.phantom_dataset()
     scan = data.scan_cached(layout)
     split = splits.saved_split(scan)
     run = runs.train_or_load(layout, recipes.IMPROVED, split, epochs=epochs, weights="none")
     test = run.part("test", scan)
-    summaries = {}
+    localised = {}
     for name, layer in {"CAM, last block": None, "Grad-CAM conv4_block5_out": "conv4_block5_out",
                         "Grad-CAM conv3_block3_out": "conv3_block3_out"}.items():
-        summaries[name] = cam.localisation_summary(cam.localisation_table(run, test, layer=layer)).loc["all"]
-    table = pd.DataFrame(summaries).T
-    controls = evaluation.accuracy_under_edits(run, test, evaluation.LUNG_CONTROLS)
-    verdicts = evaluation.lung_control_verdicts(controls)
+        localised[name] = cam.localise(run, test, layer=layer)
+    table = pd.DataFrame({name: found.overall for name, found in localised.items()}).T
+    edited = controls.score_edits(run, test, controls.LUNG_CONTROLS)
+    verdicts = edited.verdicts
     profile = config.active_profile()
     print(f"{run.folder}: improved recipe, random init, {epochs} epochs at {run.image_size} px, "
           f"profile {profile.name}; {len(test)} test images")
     print(table.round(3).to_string())
-    for name, summary in summaries.items():
-        print(cam.describe_localisation(summary.to_frame("all").T, name), end="\n\n")
-    print(evaluation.describe_edits(controls))
-    print(verdicts.round(2).to_string())
-    overall = controls.loc["all"]
+    for name, found in localised.items():
+        print(found.describe(name), end="\n\n")
+    print(edited.describe())
+    print(verdicts.drop(columns="verdict").round(2).to_string())  # the verdicts are in describe()
+    overall = edited.table.loc["all"]
     report("localisation", {"quick": args.quick, "epochs": epochs, "image_size": run.image_size,
                             "profile": profile.name, "test_images": len(test),
                             "maps": table.round(4).to_dict(orient="index"),
                             "lung_controls": {edit: {"accuracy": float(overall[(edit, "accuracy")]),
                                                      "informedness": float(overall[(edit, "informedness")])}
-                                              for edit in ["as is", *evaluation.LUNG_CONTROLS]},
+                                              for edit in ["as is", *controls.LUNG_CONTROLS]},
                             "verdicts": verdicts["verdict"].to_dict()})
 
 if __name__ == "__main__":

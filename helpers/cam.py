@@ -9,11 +9,15 @@ head the two agree.
 
 Both are scaled the same way wherever they are shown, compared or scored (`MAP_SCALING`): negative evidence set
 to 0, then divided by the map's maximum, so 0 means "no evidence for this class here" and 1 "the most".
-Paper B's own [0, 1] scaling (min-max) stays available as `normalise(maps, "minmax")`.
+Paper B's own [0, 1] scaling (min-max) stays available as `maps(..., scaling="minmax")`.
+
+One entry point computes them, `maps`, for a notebook, the explorer and `predict --cam` alike; `localise` scores the
+maps of each image's true class against lesion and lung masks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from pathlib import Path
 
@@ -26,12 +30,14 @@ from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
 from helpers import files, plots
-from helpers.image_files import load_grayscale
+from helpers.image_files import load_grayscale, read_images
 from helpers.models import LOGITS, float32_copy, inputs_for
-from helpers.run_folder import as_run, read_images
+from helpers.run_folder import as_run
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
 MAP_SCALING = "relu"
+METHODS = ("auto", "cam", "grad-cam")
+SCALINGS = ("relu", "minmax", None)
 # Earlier ResNet50 layers whose every cell reaches the logits: 2× and 4× finer than the last block. The last block
 # of a stage (conv4_block6_out, conv3_block4_out) is read by the next stage's stride-2 1×1 convolutions, which
 # see one cell in four: `live_cells` measures it, and Grad-CAM refuses such a layer.
@@ -40,7 +46,7 @@ FINER_LAYERS = ("conv4_block5_out", "conv3_block3_out")
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def feature_model(model, layer: str | None = None):
+def _feature_model(model, layer: str | None = None):
     """A float32 model returning (feature maps of `layer`, logits); default: the last block's features.
 
     Made once per model and layer: a new Keras model's first call costs about half a forward pass more
@@ -60,7 +66,7 @@ def live_cells(model, layer: str) -> tuple[int, int]:
     live when the gradient of the logits reaches it for random images."""
     probes = _PROBES.setdefault(model, {})
     if ("live", layer) not in probes:
-        probe = feature_model(model, layer)
+        probe = _feature_model(model, layer)
         images = tf.random.stateless_normal((2, *probe.input.shape[1:]), seed=(0, 1))
         with tf.GradientTape() as tape:
             features, logits = probe(images, training=False)
@@ -71,7 +77,7 @@ def live_cells(model, layer: str) -> tuple[int, int]:
     return probes[("live", layer)]
 
 
-def check_live(model, layer: str | None) -> None:
+def _check_live(model, layer: str | None) -> None:
     """Refuse a layer whose map would be partly blind (cells that cannot affect the output), naming a live one."""
     if layer is None:
         return
@@ -87,74 +93,123 @@ def check_live(model, layer: str | None) -> None:
             f"use a layer whose every cell is live, e.g. {', '.join(alternatives) or 'the last block (layer=None)'}")
 
 
-def normalise(maps, method: str = MAP_SCALING):
-    """Scale each map to [0, 1]: "relu" (negative evidence dropped, then / max; the course's scaling) or
-    "minmax" (Paper B's)."""
+@dataclasses.dataclass(frozen=True)
+class Maps:
+    """What `maps` computed: the maps on the feature layer's own grid, and the model's probabilities.
+
+    `maps` is (N, h, w, K), one map per class in `classes`' order, or (N, h, w) when a class was asked for each
+    image (`class_names`). `upsampled(size)` lays them over the images.
+    """
+
+    maps: np.ndarray
+    probabilities: np.ndarray  # (N, K)
+    classes: tuple  # the K classes: a run's names, or a bare model's indices
+    class_names: tuple | None  # the class of each image's map; None: every class
+    method: str  # "cam" or "grad-cam"
+    layer: str  # the layer whose features the maps weigh
+    scaling: str | None
+
+    @property
+    def predicted(self) -> list:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+    def upsampled(self, size: int) -> np.ndarray:
+        """The maps at `size` × `size` (bilinear), to draw over the images or compare with masks."""
+        if self.maps.ndim == 3:
+            upsampled = _upsample(self.maps, size)
+        else:
+            upsampled = np.stack([_upsample(self.maps[..., k], size) for k in range(self.maps.shape[-1])], axis=-1)
+        return upsampled if self.scaling is None else np.clip(upsampled, 0.0, 1.0)
+
+
+def maps(source, images, method: str = "auto", class_names=None, layer: str | None = None,
+         scaling: str | None = MAP_SCALING) -> Maps:
+    """CAM or Grad-CAM of a batch: every class's map (class_names=None), or one class's per image (one name for
+    all, or one per image, e.g. each image's true class: a single backward pass for Grad-CAM).
+
+    `source`: a run (or its folder), with uint8 images (N, H, W) at its size, normalised here as in training; or
+    a Keras model, with its own inputs (classes are then indices). `method`: "cam" (a linear head, last block:
+    Paper B's), "grad-cam" (any head, any live `layer`), or "auto" (CAM where it applies). `scaling`: "relu"
+    (the course's), "minmax" (Paper B's) or None (raw).
+    """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be 'relu', 'minmax' or None; found {scaling!r}")
+    if isinstance(source, keras.Model):
+        model, classes, inputs = source, tuple(range(source.output.shape[-1])), images
+    else:
+        run = as_run(source)
+        model, classes = run.model, tuple(run.classes)
+        inputs = inputs_for(model, np.asarray(images)[..., np.newaxis], run.normalisation)
+    method = _choose_method(model, method, layer)
+    names = None if class_names is None else _per_image(classes, class_names, len(inputs))
+    index = None if names is None else np.array([classes.index(name) for name in names])
+    if method == "cam":
+        raw, probabilities = _cam(model, inputs)
+        raw = raw if index is None else raw[np.arange(len(index)), ..., index]
+    elif index is None:
+        raw, probabilities = _grad_cam_all_classes(model, inputs, layer)
+    else:
+        raw, probabilities = _grad_cam(model, inputs, index, layer)
+    head_input = model.get_layer(HEAD_INPUT).input
+    layer = layer or next(each.name for each in model.layers if each.output is head_input)
+    return Maps(_normalise(raw, scaling), probabilities, classes, names, method, layer, scaling)
+
+
+def _per_image(classes: tuple, class_names, n: int) -> tuple:
+    names = tuple([class_names] * n if np.ndim(class_names) == 0 else list(class_names))
+    if len(names) != n:
+        raise ValueError(f"class_names: expected one class, or one per image ({n}); found {len(names)}")
+    unknown = sorted({str(name) for name in names if name not in classes})
+    if unknown:
+        raise ValueError(f"class_names: {unknown} are not among the model's classes {list(classes)}")
+    return names
+
+
+def _normalise(maps, method: str | None):
+    """Scale each map (over its rows and columns) to [0, 1]: "relu" (negative evidence dropped, then / max; the
+    course's scaling) or "minmax" (Paper B's); None leaves it raw."""
+    if method is None:
+        return maps
     maps = np.asarray(maps, dtype=np.float64)
     axes = (1, 2)
     if method == "relu":
         maps = np.maximum(maps, 0.0)
         low = np.zeros_like(maps.min(axis=axes, keepdims=True))
-    elif method == "minmax":
+    else:  # "minmax", as `maps` checked
         low = maps.min(axis=axes, keepdims=True)
-    else:
-        raise ValueError(f"method must be 'relu' or 'minmax'; found {method!r}")
     span = maps.max(axis=axes, keepdims=True) - low
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)
 
 
-def linear_head_weights(model):
+def _linear_head_weights(model):
     """The logits layer's kernel (channels × classes), after checking that the head is linear."""
     path = [layer.name for layer in model.layers[model.layers.index(model.get_layer(HEAD_INPUT)):]]
     if any(name not in (HEAD_INPUT, "dropout", LOGITS, "probabilities") for name in path):
         raise ValueError("CAM needs a linear head (GAP → [Dropout] → Dense logits), as build_model(head='linear') "
-                         "makes; for Paper A's head use grad_cam")
+                         "makes; for Paper A's head use method='grad-cam'")
     return model.get_layer(LOGITS).get_weights()[0]
 
 
-def class_activation_maps(model, images, normalise_method: str | None = MAP_SCALING):
-    """CAM for every class of every image: (B, h, w, K), from one forward pass over the batch."""
-    maps, _ = _cam(model, images, normalise_method)
-    return maps
+def _cam(model, images):
+    """Raw CAM of every class (B, h, w, K) and the probabilities (B, K), from one forward pass."""
+    features, logits = _feature_model(model)(images, training=False)
+    maps = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), _linear_head_weights(model))
+    return maps, tf.nn.softmax(logits).numpy()
 
 
-def _cam(model, images, normalise_method):
-    """CAM of every class (B, h, w, K) and the probabilities (B, K), from one forward pass."""
-    features, logits = feature_model(model)(images, training=False)
-    maps = np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float64), linear_head_weights(model))
-    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(logits).numpy()
-
-
-def _normalise_each_class(maps, method):
-    if method is None:
-        return maps
-    return np.stack([normalise(maps[..., k], method) for k in range(maps.shape[-1])], axis=-1)
-
-
-def grad_cam(model, images, class_index=None, layer: str | None = None,
-             normalise_method: str | None = MAP_SCALING):
-    """Grad-CAM of one class per image (default: the predicted class): (B, h, w), batched.
+def _grad_cam(model, images, class_index, layer):
+    """Raw Grad-CAM maps (B, h, w) of one class per image, and the probabilities (B, K).
 
     The gradient of each image's own class logit is taken in one pass: images do not interact
     (BatchNorm runs in inference mode), so the gradient of the sum is the per-image gradient.
     """
-    maps, _ = _grad_cam(model, images, class_index, layer)
-    return maps if normalise_method is None else normalise(maps, normalise_method)
-
-
-def _grad_cam(model, images, class_index, layer):
-    """Raw Grad-CAM maps (B, h, w) of one class per image, and the probabilities (B, K)."""
-    check_live(model, layer)
-    probe = feature_model(model, layer)
+    _check_live(model, layer)
+    probe = _feature_model(model, layer)
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         features, logits = probe(images, training=False)
         tape.watch(features)
-        if class_index is None:
-            class_index = tf.argmax(logits, axis=-1)
         index = tf.cast(tf.reshape(tf.convert_to_tensor(class_index), [-1]), tf.int32)
-        if index.shape[0] == 1 and logits.shape[0] != 1:
-            index = tf.repeat(index, tf.shape(logits)[0])
         target = tf.reduce_sum(tf.gather(logits, index, axis=1, batch_dims=1))
     maps = _weighted_by_gradients(features, tape.gradient(target, features))
     return maps, tf.nn.softmax(logits).numpy()
@@ -165,45 +220,37 @@ def _weighted_by_gradients(features, gradients):
     return tf.reduce_sum(weights * features, axis=-1).numpy()
 
 
-def grad_cam_all_classes(model, images, layer: str | None = None, normalise_method: str | None = MAP_SCALING):
-    """Grad-CAM of every class: (B, h, w, K) and the probabilities (B, K), from one forward pass
+def _grad_cam_all_classes(model, images, layer: str | None = None):
+    """Raw Grad-CAM of every class: (B, h, w, K) and the probabilities (B, K), from one forward pass
     and one backward pass per class."""
-    check_live(model, layer)
-    probe = feature_model(model, layer)
+    _check_live(model, layer)
+    probe = _feature_model(model, layer)
     with tf.GradientTape(persistent=True) as tape:
         features, logits = probe(tf.convert_to_tensor(images), training=False)
         tape.watch(features)
         targets = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
     maps = np.stack([_weighted_by_gradients(features, tape.gradient(t, features)) for t in targets], axis=-1)
     del tape
-    return _normalise_each_class(maps, normalise_method), tf.nn.softmax(logits).numpy()
+    return maps, tf.nn.softmax(logits).numpy()
 
 
-def choose_method(model, method: str = "auto", layer: str | None = None) -> str:
+def _choose_method(model, method: str = "auto", layer: str | None = None) -> str:
     """"auto": CAM (Paper B's method) where the head is linear and no other layer is asked for, else Grad-CAM."""
-    if method not in ("auto", "cam", "gradcam"):
-        raise ValueError(f"method must be 'auto', 'cam' or 'gradcam'; found {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; found {method!r}")
     if method == "cam" and layer:
-        raise ValueError("CAM is defined on the last convolutional block only; use method='gradcam' for layer="
+        raise ValueError("CAM is defined on the last convolutional block only; use method='grad-cam' for layer="
                          f"{layer!r}")
     if method != "auto":
         return method
     try:
-        linear_head_weights(model)
+        _linear_head_weights(model)
     except ValueError:
-        return "gradcam"
-    return "gradcam" if layer else "cam"
+        return "grad-cam"
+    return "grad-cam" if layer else "cam"
 
 
-def explain(model, inputs, method: str = "auto", layer: str | None = None):
-    """Maps of every class (B, h, w, K) in [0, 1] (scaled by `MAP_SCALING`) and the probabilities (B, K) for a
-    batch of model inputs."""
-    if choose_method(model, method, layer) == "cam":
-        return _cam(model, inputs, MAP_SCALING)
-    return grad_cam_all_classes(model, inputs, layer)
-
-
-def upsample(maps, size: int):
+def _upsample(maps, size: int):
     """Maps (B, h, w) → (B, size, size), bilinear, to lay over the image or compare with masks."""
     return tf.image.resize(np.asarray(maps, np.float32)[..., np.newaxis], (size, size), "bilinear").numpy()[..., 0]
 
@@ -248,26 +295,6 @@ def energy_inside(maps, masks) -> np.ndarray:
 # --------------------------------------------------------------------------- a trained run
 
 
-def map_images(run, pixels, method: str = "auto", layer: str | None = None):
-    """Maps of every class upsampled to the images' size (N, H, W, K) and the probabilities (N, K),
-    for uint8 images (N, H, W) at the run's input size. Meant for a handful of images: it keeps every map."""
-    run = as_run(run)
-    inputs = inputs_for(run.model, np.asarray(pixels)[..., np.newaxis], run.normalisation)
-    maps, probabilities = explain(run.model, inputs, method, layer)
-    size = np.asarray(pixels).shape[-1]
-    upsampled = np.stack([upsample(maps[..., k], size) for k in range(maps.shape[-1])], axis=-1)
-    return np.clip(upsampled, 0.0, 1.0), probabilities
-
-
-def maps_of(run, pixels, class_names, method: str = "auto", layer: str | None = None):
-    """The map of one named class per image (e.g. each image's true class), upsampled: (N, H, W)."""
-    run = as_run(run)
-    if isinstance(class_names, str):
-        class_names = [class_names] * len(pixels)
-    maps, _ = map_images(run, pixels, method, layer)
-    return maps[np.arange(len(pixels)), ..., [run.classes.index(c) for c in class_names]]
-
-
 def read_masks(paths, size: int) -> np.ndarray | None:
     """Masks at `size` as booleans (N, size, size); all False where an image has none; None if none has one."""
     if paths is None or pd.Series(list(paths), dtype=object).isna().all():
@@ -276,9 +303,34 @@ def read_masks(paths, size: int) -> np.ndarray | None:
     return np.stack([empty if pd.isna(p) else load_grayscale(p, size) > 127 for p in paths])
 
 
-def localisation_table(run, rows: pd.DataFrame, method: str = "auto", layer: str | None = None,
-                       regions: dict | None = None, batch_size: int = 32) -> pd.DataFrame:
-    """Per image: the prediction, and where the map of its *true* class puts its energy.
+@dataclasses.dataclass(frozen=True)
+class Localisation:
+    """What `localise` measured: per image (`table`), and per class and overall (`summary`, its "all" row
+    `overall`), each measure beside the chance level of its own question (`chance(measure)`)."""
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+
+    @property
+    def overall(self) -> pd.Series:
+        return self.summary.loc["all"]
+
+    def chance(self, measure: str, row: str = "all") -> float:
+        """The chance level of a summary measure ("pointing game", "energy in lungs", "energy in <region>",
+        "lesion's part of lungs' energy"): what a map that locates nothing would score."""
+        chances = _chance_columns(self.summary.columns)
+        if measure not in chances:
+            raise ValueError(f"no chance level for {measure!r}; the measures with one are {sorted(chances)}")
+        return self.summary.loc[row, chances[measure]]
+
+    def describe(self, name: str = "The maps") -> str:
+        """The overall row in plain sentences, and a verdict on lesion finding (see `_describe`)."""
+        return _describe(self.summary, name)
+
+
+def localise(run, rows: pd.DataFrame, method: str = "auto", layer: str | None = None,
+             regions: dict | None = None, batch_size: int = 32) -> Localisation:
+    """Per image: the prediction, and where the map of its *true* class puts its energy; then per class.
 
     `rows` needs path and label, and uses mask_path (lungs) and lesion_mask_path (phantoms) where
     present. Measures: the pointing game and energy share inside the lesion (NaN without a lesion),
@@ -297,26 +349,19 @@ def localisation_table(run, rows: pd.DataFrame, method: str = "auto", layer: str
                for start in (tqdm(starts, desc="scoring maps", unit="batch") if len(starts) > 3 else starts)]
     table = rows[[c for c in ("relpath", "path", "label") if c in rows]].join(pd.concat(records))
     table["correct"] = table["predicted"] == table["label"]
-    return table
+    return Localisation(table, _summary(table))
 
 
 def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.DataFrame:
     size = run.image_size
-    pixels, errors = read_images(chunk["path"], size)
-    bad = [(p, e) for p, e in zip(chunk["path"], errors) if e]
+    images = read_images(chunk["path"], size)
+    bad = [(p, e) for p, e in zip(chunk["path"], images.errors) if e]
     if bad:
         raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0][0]}: {bad[0][1]}")
-    target = np.array([run.classes.index(label) for label in chunk["label"]])
-    inputs = inputs_for(run.model, pixels[..., np.newaxis], run.normalisation)
-    if choose_method(run.model, method, layer) == "cam":
-        maps, probabilities = explain(run.model, inputs, "cam")
-        maps = maps[np.arange(len(chunk)), ..., target]
-    else:  # only the true class's map: one backward pass
-        maps, probabilities = _grad_cam(run.model, inputs, target, layer)
-        maps = normalise(maps, MAP_SCALING)
-    grid_maps, chosen = maps, np.clip(upsample(maps, size), 0.0, 1.0)
+    true_class = maps(run, images.pixels, method, list(chunk["label"]), layer)  # one backward pass for Grad-CAM
+    grid_maps, chosen, probabilities = true_class.maps, true_class.upsampled(size), true_class.probabilities
     empty = ~(chosen > 0).any(axis=(1, 2))
-    measured = {"predicted": [run.classes[i] for i in probabilities.argmax(axis=1)],
+    measured = {"predicted": true_class.predicted,
                 "confidence": probabilities.max(axis=1), "empty_map": empty}
     masks = {name: (read_masks(chunk[column], size), chunk[column].notna().to_numpy())
              for name, column in (("lungs", "mask_path"), ("lesion", "lesion_mask_path")) if column in chunk}
@@ -345,18 +390,25 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
     return pd.DataFrame(measured, index=chunk.index)
 
 
-POINTING_CHANCE = "chance: a random lung cell"
-LESION_CHANCE = "chance: lesion's share of lungs"
-LESION_OF_LUNGS = "lesion's part of lungs' energy"
+_POINTING_CHANCE = "chance: a random lung cell"
+_LESION_CHANCE = "chance: lesion's share of lungs"
+_LESION_OF_LUNGS = "lesion's part of lungs' energy"
 
 
-def region_chance(region: str) -> str:
+def _chance_columns(columns) -> dict:
+    """Each summary measure → the summary column of its chance level."""
+    pairs = {"pointing game": _POINTING_CHANCE, _LESION_OF_LUNGS: _LESION_CHANCE}
+    pairs.update({c: _region_chance(c[len("energy in "):]) for c in columns if c.startswith("energy in ")})
+    return {measure: chance for measure, chance in pairs.items() if measure in columns and chance in columns}
+
+
+def _region_chance(region: str) -> str:
     """The summary's column of a region's chance level: its share of the image."""
     possessive = "'" if region.endswith("s") else "'s"
     return f"chance: {region}{possessive} share of image"
 
 
-def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per class and overall: accuracy, each localisation measure beside the chance level of its own question,
     and how many maps had no positive evidence at all.
 
@@ -370,13 +422,13 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         if name == "lesion":
             chance = "lesion_share_of_lungs" if "lesion_share_of_lungs" in table else "lesion_area"
-            columns.update({"pointing_game": "pointing game", "pointing_chance": POINTING_CHANCE,
+            columns.update({"pointing_game": "pointing game", "pointing_chance": _POINTING_CHANCE,
                             "lesion_energy": "energy in lesion"})
             if "lesion_energy_of_lungs" in table:
-                columns["lesion_energy_of_lungs"] = LESION_OF_LUNGS
-            columns[chance] = LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
+                columns["lesion_energy_of_lungs"] = _LESION_OF_LUNGS
+            columns[chance] = _LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
         else:
-            columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": region_chance(name)})
+            columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": _region_chance(name)})
     numbers = table[["label", *columns]].assign(correct=table["correct"].astype(float))
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         scored = numbers[f"{name}_energy"].notna()
@@ -401,20 +453,20 @@ def write_overlays(run, paths, out_dir, method: str = "auto", layer: str | None 
     """
     run, out_dir = as_run(run), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pixels, errors = read_images(paths, run.image_size)
-    maps, probabilities = [], []
+    images = read_images(paths, run.image_size)
+    pixels, drawn, probabilities = images.pixels, [], []
     for start in range(0, len(pixels), 32):  # batched, and never every map of a long list at once
-        chunk_maps, chunk_probabilities = map_images(run, pixels[start:start + 32], method, layer)
-        maps.append(chunk_maps.astype(np.float32))
-        probabilities.append(chunk_probabilities)
-    maps, probabilities = (np.concatenate(maps), np.concatenate(probabilities)) if maps else ([], [])
+        chunk = maps(run, pixels[start:start + 32], method, layer=layer)
+        drawn.append(chunk.upsampled(run.image_size).astype(np.float32))
+        probabilities.append(chunk.probabilities)
+    drawn, probabilities = (np.concatenate(drawn), np.concatenate(probabilities)) if drawn else ([], [])
     rows, used, readable = [], set(), iter(range(len(pixels)))
-    for path, error in zip(paths, errors):
+    for path, error in zip(paths, images.errors):
         row = {"image": str(path), "overlay": None, "predicted": None, "error": error}
         if error is None:
             i = next(readable)
             target = _free_name(out_dir, Path(path).stem, used)
-            fig = plots.cam_overlays(pixels[i:i + 1], maps[i:i + 1], run.classes, probabilities[i:i + 1],
+            fig = plots.cam_overlays(pixels[i:i + 1], drawn[i:i + 1], run.classes, probabilities[i:i + 1],
                                      titles=[Path(path).name], alpha=alpha,
                                      caption=plots.caption(None, run))  # the images are the user's
             with files.atomic_path(target) as tmp:
@@ -435,7 +487,7 @@ def _free_name(out_dir: Path, stem: str, used: set) -> Path:
     return target
 
 
-def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
+def _describe(summary: pd.DataFrame, name: str) -> str:
     """The summary's "all" row in plain sentences, each measure beside the chance level of its question, and a
     verdict on lesion finding: the pointing game's 95% interval (Wilson) against a random lung cell."""
     row = summary.loc["all"]
@@ -445,21 +497,21 @@ def describe_localisation(summary: pd.DataFrame, name: str = "The maps") -> str:
                      "for the true class anywhere: they point at nothing and score 0 below.")
     verdict = None
     if "pointing game" in row and not np.isnan(row["pointing game"]):
-        hit, chance, n = row["pointing game"], row[POINTING_CHANCE], int(row["images with a lesion"])
+        hit, chance, n = row["pointing game"], row[_POINTING_CHANCE], int(row["images with a lesion"])
         interval = binomtest(int(round(hit * n)), n).proportion_ci(method="wilson")
         lines.append(f"Does the map find the lesion? Its hottest cell lay on the lesion in {hit:.0%} of the {n} images "
                      f"that have one (95% interval {interval.low:.0%}–{interval.high:.0%}); a random cell of the lungs "
                      f"would be on it {chance:.0%} of the time.")
         verdict = ("below" if interval.high < chance else "chance" if interval.low <= chance else
                    "most" if hit >= 0.5 else "some")
-    if LESION_OF_LUNGS in row and not np.isnan(row[LESION_OF_LUNGS]):
-        part, share = row[LESION_OF_LUNGS], row[LESION_CHANCE]
+    if _LESION_OF_LUNGS in row and not np.isnan(row[_LESION_OF_LUNGS]):
+        part, share = row[_LESION_OF_LUNGS], row[_LESION_CHANCE]
         lines.append(f"Of the map's energy inside the lungs, {part:.1%} lies in the lesion, which covers {share:.1%} "
                      f"of them ({part / share:.1f}× what a map spread evenly over the lungs would put there).")
     for region in [c[len("energy in "):] for c in summary.columns if c.startswith("energy in ")]:
         if region == "lesion":
             continue
-        energy, area = row[f"energy in {region}"], row[region_chance(region)]
+        energy, area = row[f"energy in {region}"], row[_region_chance(region)]
         lines.append(f"Does it look at the {region}? {energy:.0%} of the energy lies inside, which take up "
                      f"{area:.1%} of the image ({energy / area:.1f}× chance)." if area > 0 else "")
     lines.append({

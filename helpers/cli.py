@@ -28,7 +28,7 @@ import sys
 import tensorflow as tf
 
 from helpers import config, datasets, distribute, sharing
-from helpers.cam import FINER_LAYERS, write_overlays
+from helpers.cam import FINER_LAYERS, METHODS, write_overlays
 from helpers.classes import CLASSES, TASK_CLASSES, task_classes
 from helpers.data import format_report, scan_cached, scan_dataset
 from helpers.datasets import DatasetError, download_dataset, find_dataset
@@ -374,7 +374,7 @@ def _add_run_commands(commands) -> None:
     predict.add_argument("--run", required=True, help="run folder made by `train`")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--cam", metavar="OUT_DIR", help="also write one overlay PNG per image: every class's map")
-    predict.add_argument("--cam-method", choices=("auto", "cam", "gradcam"), default="auto",
+    predict.add_argument("--cam-method", choices=METHODS, default="auto",
                          help="auto: CAM for a linear head (Paper B), else Grad-CAM")
     predict.add_argument("--cam-layer", default=None,
                          help=f"Grad-CAM at this layer for finer maps: {' (2× finer) or '.join(FINER_LAYERS)} (4×). "

@@ -1,7 +1,6 @@
 """Honest evaluation of a trained run on its own test split: per-class metrics with confidence
-intervals, calibration, the most confident mistakes, paired comparison of two runs, controls
-that edit the images (lungs hidden, a marker added) to see what the predictions really depend on,
-and Paper A's own confusion matrix read with numbers.
+intervals, calibration, the most confident mistakes, paired comparison of two runs, and Paper A's
+own confusion matrix read with numbers (the controls that edit the images are in `controls`).
 
 scikit-learn and SciPy compute every metric and test they have; what they lack (NPV, ECE, temperature
 scaling) is written here in a few lines each. The percentile bootstrap is one loop: `scipy.stats.bootstrap`
@@ -13,13 +12,11 @@ a resample lacks a class, which this loop leaves out of that class's interval.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.ndimage import distance_transform_edt
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, chi2_contingency
 from sklearn.metrics import (
@@ -34,11 +31,9 @@ from sklearn.metrics import (
 )
 
 from helpers import files, plots, run_folder
-from helpers.image_files import load_grayscale
 from helpers.pipeline import unreadable_files
-from helpers.run_folder import as_run, predict_pixels, read_images
+from helpers.run_folder import as_run
 from helpers.runs import run_labels
-from helpers.synthetic import add_marker as draw_marker
 
 
 def _ratio(numerator, denominator):
@@ -350,150 +345,6 @@ def mcnemar(correct_a, correct_b) -> dict:
     only_a, only_b = int(np.sum(correct_a & ~correct_b)), int(np.sum(~correct_a & correct_b))
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": float(p)}
-
-
-# --------------------------------------------------------------------------- controls that edit the images
-
-
-def _lung_masks(pixels, rows: pd.DataFrame, control: str) -> np.ndarray:
-    if "mask_path" not in rows or rows["mask_path"].isna().any():
-        missing = len(rows) if "mask_path" not in rows else int(rows["mask_path"].isna().sum())
-        raise ValueError(f"{control} needs a lung mask for every image; {missing} of {len(rows)} have none")
-    size = pixels.shape[-1]
-    return np.stack([load_grayscale(path, size) > 127 for path in rows["mask_path"]])
-
-
-def lung_fill_value(pixels, lungs) -> int:
-    """One grey level for every image: the mean brightness inside the lungs over all the images given.
-
-    One value, not each image's own mean: an image's own mean keeps what lies in its lungs (a bright lesion
-    raises it), so the hidden lungs would still carry the evidence the control claims to remove.
-    """
-    return int(round(float(np.asarray(pixels)[lungs].mean()))) if lungs.any() else 0
-
-
-def hide_lungs(pixels, rows: pd.DataFrame, value: int | None = None) -> np.ndarray:
-    """The lung-blackout control: everything inside the lung masks set to one grey level (`value`; default
-    `lung_fill_value`, the same for every image). The lungs' outline stays: see `hide_outside_lungs`."""
-    lungs = _lung_masks(pixels, rows, "hiding the lungs")
-    value = lung_fill_value(pixels, lungs) if value is None else value
-    return np.where(lungs, value, pixels).astype(np.uint8)
-
-
-def hide_outside_lungs(pixels, rows: pd.DataFrame, value: int | None = None) -> np.ndarray:
-    """The matching control: as many pixels as each image's lungs cover, hidden *outside* them, with the same
-    grey level as `hide_lungs`: the pixels farthest from the lungs first (the image's edges and corners, where
-    text markers sit).
-
-    An edit this large can upset a model wherever it falls. If hiding the lungs removes a class's evidence and
-    hiding an equal area outside does not, the evidence is in the lungs; if both remove it, the pair cannot say.
-    """
-    lungs = _lung_masks(pixels, rows, "hiding an area outside the lungs")
-    value = lung_fill_value(pixels, lungs) if value is None else value
-    hidden = np.zeros_like(lungs)
-    for i, mask in enumerate(lungs):
-        distance = distance_transform_edt(~mask).ravel()  # 0 inside the lungs
-        farthest = np.argsort(-distance, kind="stable")[:min(int(mask.sum()), int((~mask).sum()))]
-        flat = np.zeros(mask.size, bool)
-        flat[farthest] = True
-        hidden[i] = flat.reshape(mask.shape)
-    return np.where(hidden, value, pixels).astype(np.uint8)
-
-
-LUNG_CONTROLS = {"lungs hidden": hide_lungs, "equal area outside hidden": hide_outside_lungs}
-
-
-def lung_control_verdicts(table: pd.DataFrame, told_apart: float = 0.5, gone: float = 0.2) -> pd.DataFrame:
-    """Per class, what the pair of lung controls in `table` (from `accuracy_under_edits(run, rows,
-    LUNG_CONTROLS)`) supports, and nothing more: informedness as is, with the lungs hidden and with an equal area
-    outside them hidden, and a verdict.
-
-    A class is told apart at informedness ≥ `told_apart` as is; an edit "keeps" it if at least half that is left
-    (and more than `gone`), and "loses" it at ≤ `gone` (0 = guessing). Anything else leaves the pair unsettled.
-    """
-    informedness = table.xs("informedness", axis=1, level=1)[["as is", *LUNG_CONTROLS]].drop(index="all")
-    verdicts = [_lung_verdict(row, told_apart, gone) for row in informedness.itertuples(index=False)]
-    return informedness.assign(verdict=verdicts)
-
-
-def _lung_verdict(row, told_apart: float, gone: float) -> str:
-    as_is, *edited = row
-    if as_is < told_apart:
-        return "not told apart even as is: nothing to locate"
-    lungs, outside = ("kept" if v >= max(as_is / 2, gone + 1e-9) else "lost" if v <= gone else "partly kept"
-                      for v in edited)
-    return {
-        ("lost", "kept"): "lost with the lungs hidden, kept with an equal area outside hidden: the evidence is in "
-                          "the lungs",
-        ("kept", "lost"): "kept with the lungs hidden, lost with an equal area outside hidden: the evidence is "
-                          "outside the lungs, in the area the second control hides",
-        ("kept", "kept"): "kept under both edits: no one hidden area holds all of it (it may lie in both, elsewhere, "
-                          "or in the lungs' outline, which the fill keeps)",
-        ("lost", "lost"): "lost under both edits: the edit itself upsets the model, the pair cannot say where the "
-                          "evidence is",
-    }.get((lungs, outside), f"{lungs} with the lungs hidden, {outside} with an equal area outside hidden: the pair "
-                            "does not settle where the evidence is")
-
-
-def add_marker(pixels, rows=None) -> np.ndarray:
-    """The images with the phantoms' shortcut marker drawn in (see `synthetic.add_marker`)."""
-    return draw_marker(pixels)
-
-
-black_lungs = functools.partial(hide_lungs, value=0)
-
-
-def accuracy_under_edits(run, rows: pd.DataFrame, edits: dict, watch_class: str | None = None) -> pd.DataFrame:
-    """Accuracy per true class (and overall) on the images as they are and after each edit
-    (name → function(pixels, rows) → pixels); with `watch_class`, also the share predicted as that class.
-
-    A model that still scores far above the majority baseline with the lungs hidden has learned something
-    outside the lungs; one that calls Normal images COVID once a marker is added has learned the marker.
-    """
-    run = as_run(run)
-    classes = run.classes
-    pixels, errors = read_images(rows["path"], run.image_size)
-    if any(errors):
-        bad = next(i for i, e in enumerate(errors) if e)
-        raise ValueError(f"{sum(map(bool, errors))} image(s) could not be read, e.g. {rows['path'].iloc[bad]}: "
-                         f"{errors[bad]}")
-    labels = rows["label"].to_numpy()
-    present = [c for c in classes if c in set(labels)]
-    columns = {}
-    for name, edit in {"as is": None, **edits}.items():
-        edited = edit(pixels, rows) if edit else pixels
-        predicted = np.array(classes)[predict_pixels(run.model, edited, run.normalisation).argmax(axis=1)]
-        recall = pd.Series({c: np.mean(predicted[labels == c] == c) for c in present})
-        false_alarms = pd.Series({c: np.mean(predicted[labels != c] == c) if (labels != c).any() else 0.0
-                                  for c in present})
-        informedness = recall - false_alarms
-        columns[(name, "accuracy")] = pd.concat([recall, pd.Series({"all": np.mean(predicted == labels)})])
-        columns[(name, "informedness")] = pd.concat([informedness, pd.Series({"all": informedness.mean()})])
-        if watch_class:
-            shares = {c: np.mean(predicted[labels == c] == watch_class) for c in present}
-            shares["all"] = np.mean(predicted == watch_class)
-            columns[(name, f"predicted {watch_class}")] = pd.Series(shares)
-    table = pd.DataFrame(columns)
-    table.attrs["majority_baseline"] = float(pd.Series(labels).value_counts(normalize=True).iloc[0])
-    return table
-
-
-def describe_edits(table: pd.DataFrame, threshold: float = 0.5) -> str:
-    """What `accuracy_under_edits` means, in sentences: per edit, accuracy and informedness against the
-    unedited images, and the classes the model still tells apart (informedness ≥ threshold)."""
-    as_is = table["as is"]
-    lines = [f"As is: accuracy {as_is.loc['all', 'accuracy']:.0%} (always answering the largest class: "
-             f"{table.attrs['majority_baseline']:.0%}); informedness {as_is.loc['all', 'informedness']:.2f} "
-             "(recall minus false alarms, averaged over classes; 0 = guessing, 1 = perfect)."]
-    for edit in [e for e in table.columns.get_level_values(0).unique() if e != "as is"]:
-        scores = table[edit]
-        kept = scores["informedness"].drop("all")
-        kept = kept[kept >= threshold]
-        lines.append(f"{edit}: accuracy {scores.loc['all', 'accuracy']:.0%}, informedness "
-                     f"{scores.loc['all', 'informedness']:.2f}. " +
-                     ("Still told apart: " + ", ".join(f"{c} ({v:.2f})" for c, v in kept.items()) + "."
-                      if len(kept) else "No class is told apart any more."))
-    return "\n".join(lines)
 
 
 def most_confident_mistakes(predictions: pd.DataFrame, k: int = 8) -> pd.DataFrame:

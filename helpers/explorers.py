@@ -228,30 +228,26 @@ class MapView:
 
 def map_view(run, pixels, class_name: str, method: str = "cam", layer: str | None = None,
              lungs=None) -> MapView:
-    """The map `predict --cam` draws (`cam.map_images`) of one class for one uint8 image (H, W) at the run's size."""
+    """The map `predict --cam` draws (`cam.maps`) of one class for one uint8 image (H, W) at the run's size."""
     run = as_run(run)
-    maps, probabilities = cam.map_images(run, np.asarray(pixels)[np.newaxis], method, layer)
-    one = maps[0, ..., run.classes.index(class_name)]
+    computed = cam.maps(run, np.asarray(pixels)[np.newaxis], method, class_name, layer)
+    one = computed.upsampled(run.image_size)[0]
     inside = None if lungs is None else float(cam.energy_inside(one[np.newaxis], np.asarray(lungs)[np.newaxis])[0])
-    return MapView(one, pd.Series(probabilities[0], index=run.classes), inside)
-
-
-# Grad-CAM's finer live layers of ResNet50 (notebook 05 measures why these and not the blocks after them).
-FINER_LAYERS = ("conv4_block5_out", "conv3_block3_out")
+    return MapView(one, pd.Series(computed.probabilities[0], index=run.classes), inside)
 
 
 class MapExplorer(Explorer):
     """A test image (or an upload), a class, CAM or Grad-CAM, a live layer and the overlay's opacity; the
     probabilities beside the map. `rows`: a run's part with `path` (and `mask_path` for the lungs' share)."""
 
-    def __init__(self, run, rows: pd.DataFrame, layers=FINER_LAYERS, opacity: float = 0.45):
+    def __init__(self, run, rows: pd.DataFrame, layers=cam.FINER_LAYERS, opacity: float = 0.45):
         self.run = as_run(run)
         self.rows = rows.reset_index(drop=True)
         options = [(f"{row.label}: {Path(row.path).name}", i) for i, row in self.rows.iterrows()]
         self.image = widgets.Dropdown(options=options, description="image")
         self.upload = widgets.FileUpload(accept=".png,.jpg,.jpeg", multiple=False, description="or yours")
         self.class_name = widgets.Dropdown(options=self.run.classes, description="class")
-        self.method = widgets.ToggleButtons(options=[("CAM", "cam"), ("Grad-CAM", "gradcam")], description="method")
+        self.method = widgets.ToggleButtons(options=[("CAM", "cam"), ("Grad-CAM", "grad-cam")], description="method")
         self.layer = widgets.Dropdown(options=[("last block", None), *[(n, n) for n in layers]], description="layer")
         self.opacity = widgets.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="opacity",
                                            continuous_update=False)
@@ -284,7 +280,8 @@ class MapExplorer(Explorer):
         shown = self.run.classes.index(self.class_name.value)
         self.figure.value = png(plots.cam_overlays(
             pixels[np.newaxis], self.state.map[np.newaxis, ..., np.newaxis], [self.class_name.value],
-            self.state.probabilities.to_numpy()[np.newaxis, [shown]], titles=[name], alpha=self.opacity.value))
+            self.state.probabilities.to_numpy()[np.newaxis, [shown]], titles=[name], alpha=self.opacity.value,
+            caption=plots.caption(None, self.run)))  # the test images' kind is the run's; an upload is the user's
         self.summary.value = map_view_html(self.state, self.class_name.value)
 
     def _uploaded(self, change) -> None:

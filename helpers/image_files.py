@@ -6,6 +6,7 @@ The same decoder serves the scan, the input pipeline, the figures and the contro
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 from pathlib import Path
@@ -154,3 +155,24 @@ def list_image_files(folder: Path) -> tuple[list[Path], int]:
         else:
             found.append(entry)
     return found, ignored
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """What `read_images` read: the readable images (N, size, size) uint8, and per path its error or None."""
+
+    pixels: np.ndarray
+    errors: list
+
+
+def read_images(paths, size: int) -> Images:
+    """The readable images as one uint8 array, and per path its error or None, so one bad file is reported
+    instead of stopping the rest."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append(load_grayscale(path, size))
+            errors.append(None)
+        except BadImageError as exc:
+            errors.append(str(exc))
+    return Images(np.stack(images) if images else np.zeros((0, size, size), np.uint8), errors)

@@ -14,8 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from helpers.config import first_line
 from helpers.pipeline import to_model_input
@@ -349,3 +351,14 @@ def float32_copy(model):
     copy = keras.models.clone_model(model, clone_function=in_float32)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64, progress: bool | None = None):
+    """Class probabilities for uint8 grayscale images (N, H, W), a chunk at a time so that no float copy of a
+    large set is ever held; with a progress bar for more than a few chunks."""
+    starts = range(0, len(pixels), batch_size)
+    if progress if progress is not None else len(starts) > 4:
+        starts = tqdm(starts, desc="predicting", unit="batch")
+    chunks = [np.asarray(model(inputs_for(model, pixels[i:i + batch_size, ..., np.newaxis], normalisation),
+                               training=False), dtype=np.float64) for i in starts]
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.output.shape[-1]))

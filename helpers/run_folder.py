@@ -25,13 +25,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from helpers import config, files
 from helpers.curves import accuracy_interval, effective_images, one_off_seconds
 from helpers.data import ScanResult
-from helpers.image_files import BadImageError, load_grayscale
-from helpers.models import fed_normalisation, inputs_for
+from helpers.image_files import read_images
+from helpers.models import fed_normalisation, predict_pixels
 from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
 from helpers.splits import load_split, save_split
@@ -509,8 +508,9 @@ class Run:
     def predict(self, paths) -> pd.DataFrame:
         """One row per image file: the probability of every class, the predicted class, and an error if the image
         could not be read (the other images are still predicted)."""
-        pixels, errors = read_images(paths, self.image_size)
-        table = pd.DataFrame({"image": [str(p) for p in paths], "error": errors})
+        read = read_images(paths, self.image_size)
+        pixels = read.pixels
+        table = pd.DataFrame({"image": [str(p) for p in paths], "error": read.errors})
         for cls in self.classes:
             table[cls] = np.nan
         table["predicted"] = None
@@ -525,30 +525,3 @@ class Run:
 def as_run(run) -> Run:
     """A Run from a Run or a folder path."""
     return run if isinstance(run, Run) else Run(run)
-
-
-# --------------------------------------------------------------------------- images in, probabilities out
-
-
-def read_images(paths, size: int) -> tuple[np.ndarray, list]:
-    """The readable images as one uint8 array (N, size, size), and per path its error or None,
-    so one bad file is reported instead of stopping the rest."""
-    images, errors = [], []
-    for path in paths:
-        try:
-            images.append(load_grayscale(path, size))
-            errors.append(None)
-        except BadImageError as exc:
-            errors.append(str(exc))
-    return (np.stack(images) if images else np.zeros((0, size, size), np.uint8)), errors
-
-
-def predict_pixels(model, pixels, normalisation: str, batch_size: int = 64, progress: bool | None = None):
-    """Class probabilities for uint8 grayscale images (N, H, W), a chunk at a time so that no float copy of a
-    large set is ever held; with a progress bar for more than a few chunks."""
-    starts = range(0, len(pixels), batch_size)
-    if progress if progress is not None else len(starts) > 4:
-        starts = tqdm(starts, desc="predicting", unit="batch")
-    chunks = [np.asarray(model(inputs_for(model, pixels[i:i + batch_size, ..., np.newaxis], normalisation),
-                               training=False), dtype=np.float64) for i in starts]
-    return np.concatenate(chunks) if chunks else np.zeros((0, model.output.shape[-1]))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cam, config, data, datasets, evaluation, explorers, recipes, run_folder, runs, splits
+from helpers import cam, config, data, datasets, evaluation, explorers, image_files, recipes, runs, splits
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_04, NOTEBOOK_05 = "04_evaluation.ipynb", "05_class_activation_maps.ipynb"
@@ -206,14 +206,14 @@ def a_finer_map_than_the_first() -> tuple[str, str]:
     run = runs.train_or_load(layout, recipes.IMPROVED, splits.saved_split(scan, mode="paper_a", task=4),
                              log=lambda *_: None)
     first = run.part("test", scan).iloc[:1]
-    pixels, _ = run_folder.read_images(first["path"], run.image_size)
+    pixels = image_files.read_images(first["path"], run.image_size).pixels
     lungs = cam.read_masks(first["mask_path"], run.image_size)[0]
 
     def shown(method, layer):  # as the explorer prints it
         html = explorers.map_view_html(explorers.map_view(run, pixels[0], run.classes[0], method, layer, lungs), "")
         return re.search(r'class="cxr-lungs">([^<]*)<', html).group(1)
 
-    return shown("cam", None), shown("gradcam", "conv4_block5_out")
+    return shown("cam", None), shown("grad-cam", "conv4_block5_out")
 
 
 @pytest.mark.last

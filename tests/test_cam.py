@@ -27,10 +27,16 @@ IMAGES = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
 
 def test_cam_equals_grad_cam_for_a_linear_head():
     model = tiny_model()
-    raw = cam.class_activation_maps(model, IMAGES, normalise_method=None)
+    raw = cam.maps(model, IMAGES, "cam", scaling=None)
+    assert raw.maps.shape == (4, 16, 16, 3) and raw.classes == (0, 1, 2) and raw.class_names is None
+    chosen = [0, 2, 1, 2]  # one class per image: that class's map of the every-class maps
+    np.testing.assert_array_equal(cam.maps(model, IMAGES, "cam", chosen, scaling=None).maps,
+                                  raw.maps[np.arange(4), ..., chosen])
     for k in range(3):
-        expected = cam.normalise(raw[..., k], "relu")
-        np.testing.assert_allclose(cam.grad_cam(model, IMAGES, class_index=[k] * 4), expected, atol=1e-5)
+        expected = np.maximum(raw.maps[..., k], 0) / np.maximum(raw.maps[..., k], 0).max(axis=(1, 2), keepdims=True)
+        grad = cam.maps(model, IMAGES, "grad-cam", class_names=k)
+        assert grad.maps.shape == (4, 16, 16) and grad.class_names == (k,) * 4 and grad.method == "grad-cam"
+        np.testing.assert_allclose(grad.maps, expected, atol=1e-5)
 
 
 def test_maps_peak_where_the_pattern_is():
@@ -44,31 +50,52 @@ def test_maps_peak_where_the_pattern_is():
     model.get_layer("logits").set_weights([np.array([[-1.0, 1.0]]), np.zeros(2)])
     image = np.zeros((1, 16, 16, 1), np.float32)
     image[0, 3:6, 10:13] = 1.0
-    maps = cam.class_activation_maps(model, image)
+    found = cam.maps(model, image)
+    assert found.method == "cam" and found.layer == "features" and found.predicted == [1]
+    maps = found.maps
     assert np.unravel_index(maps[0, ..., 1].argmax(), (16, 16))[0] in range(3, 6)
     assert maps[0, 4, 11, 1] == 1.0 and maps[0, 12, 2, 1] == 0.0
-    gc = cam.grad_cam(model, image, class_index=[1])
+    gc = cam.maps(model, image, "grad-cam", class_names=[1]).maps
     assert gc[0, 4, 11] == 1.0 and gc[0, 12, 2] == 0.0
 
 
 def test_batched_grad_cam_equals_one_image_at_a_time():
     model = tiny_model("paper_a")
-    batched = cam.grad_cam(model, IMAGES)
-    single = np.concatenate([cam.grad_cam(model, IMAGES[i:i + 1]) for i in range(4)])
+    true_class = [0, 2, 1, 2]
+    batched = cam.maps(model, IMAGES, "grad-cam", true_class).maps
+    single = np.concatenate([cam.maps(model, IMAGES[i:i + 1], "grad-cam", true_class[i]).maps for i in range(4)])
     np.testing.assert_allclose(batched, single, atol=1e-6)
+    for i, k in enumerate(true_class):  # each image's map is its own class's
+        np.testing.assert_allclose(batched[i], cam.maps(model, IMAGES[i:i + 1], "grad-cam", k).maps[0], atol=1e-6)
 
 
 def test_shapes_and_ranges_on_the_course_models():
     model = build_model("linear", n_classes=3, image_size=64, weights="none").model
     images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
-    maps = cam.class_activation_maps(model, images)
-    assert maps.shape == (2, 2, 2, 3) and maps.min() >= 0 and maps.max() <= 1
+    found = cam.maps(model, images)
+    assert found.maps.shape == (2, 2, 2, 3) and found.maps.min() >= 0 and found.maps.max() <= 1
+    assert found.layer == "conv5_block3_out" and found.probabilities.shape == (2, 3)
+    assert found.upsampled(64).shape == (2, 64, 64, 3)
     paper_a = build_model("paper_a", n_classes=4, image_size=64, weights="none").model
     with pytest.raises(ValueError, match="CAM needs a linear head"):
-        cam.class_activation_maps(paper_a, images)
-    finer = cam.grad_cam(paper_a, images, layer="conv4_block5_out")
-    assert finer.shape == (2, 4, 4) and 0 <= finer.min() and finer.max() <= 1
-    assert cam.upsample(finer, 64).shape == (2, 64, 64)
+        cam.maps(paper_a, images, "cam")
+    finer = cam.maps(paper_a, images, layer="conv4_block5_out", class_names=3)
+    assert finer.method == "grad-cam" and finer.layer == "conv4_block5_out"
+    assert finer.maps.shape == (2, 4, 4) and 0 <= finer.maps.min() and finer.maps.max() <= 1
+    assert finer.upsampled(64).shape == (2, 64, 64)
+
+
+def test_maps_scale_as_asked_and_refuse_what_they_cannot_do():
+    model = tiny_model()
+    raw = cam.maps(model, IMAGES, "cam", scaling=None).maps
+    low, high = raw.min(axis=(1, 2), keepdims=True), raw.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(cam.maps(model, IMAGES, "cam", scaling="minmax").maps, (raw - low) / (high - low))
+    with pytest.raises(ValueError, match="scaling must be 'relu', 'minmax' or None; found 'max'"):
+        cam.maps(model, IMAGES, scaling="max")
+    with pytest.raises(ValueError, match=r"one per image \(4\); found 2"):
+        cam.maps(model, IMAGES, class_names=[0, 1])
+    with pytest.raises(ValueError, match=r"\['7'\] are not among the model's classes \[0, 1, 2\]"):
+        cam.maps(model, IMAGES, class_names=7)
 
 
 def test_pointing_game_and_energy_inside_masks():
@@ -105,24 +132,23 @@ def test_the_pointing_game_is_scored_on_the_maps_own_grid():
 
 def test_grad_cam_of_every_class_equals_one_class_at_a_time():
     model = tiny_model("paper_a")
-    maps, probabilities = cam.grad_cam_all_classes(model, IMAGES)
-    assert maps.shape == (4, 16, 16, 3) and probabilities.shape == (4, 3)
-    np.testing.assert_allclose(probabilities, model.predict(IMAGES, verbose=0), atol=1e-5)
+    every = cam.maps(model, IMAGES, "grad-cam")
+    assert every.maps.shape == (4, 16, 16, 3) and every.probabilities.shape == (4, 3)
+    np.testing.assert_allclose(every.probabilities, model.predict(IMAGES, verbose=0), atol=1e-5)
     for k in range(3):
-        np.testing.assert_allclose(maps[..., k], cam.grad_cam(model, IMAGES, class_index=[k] * 4), atol=1e-5)
+        np.testing.assert_allclose(every.maps[..., k], cam.maps(model, IMAGES, "grad-cam", k).maps, atol=1e-5)
 
 
 def test_auto_method_uses_cam_only_where_it_is_defined():
     linear, paper_a = tiny_model("linear"), tiny_model("paper_a")
-    assert cam.choose_method(linear) == "cam"
-    assert cam.choose_method(paper_a) == "gradcam"
-    assert cam.choose_method(linear, layer="features") == "gradcam"
+    assert cam.maps(linear, IMAGES).method == "cam"
+    assert cam.maps(paper_a, IMAGES).method == "grad-cam"
+    assert cam.maps(linear, IMAGES, layer="features").method == "grad-cam"
     with pytest.raises(ValueError, match="last convolutional block only"):
-        cam.choose_method(linear, "cam", layer="features")
-    with pytest.raises(ValueError, match="method must be"):
-        cam.choose_method(linear, "saliency")
-    maps, _ = cam.explain(linear, IMAGES)
-    np.testing.assert_allclose(maps, cam.class_activation_maps(linear, IMAGES), atol=1e-6)
+        cam.maps(linear, IMAGES, "cam", layer="features")
+    with pytest.raises(ValueError, match="method must be one of 'auto', 'cam', 'grad-cam'; found 'gradcam'"):
+        cam.maps(linear, IMAGES, "gradcam")
+    np.testing.assert_allclose(cam.maps(linear, IMAGES).maps, cam.maps(linear, IMAGES, "cam").maps, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- a (fabricated) run on known images
@@ -166,7 +192,8 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     run, rows = known_run
     marker = np.zeros((SIZE, SIZE), bool)
     marker[0, -2:] = True
-    table = cam.localisation_table(run, rows, regions={"corner": marker}, batch_size=2)
+    found = cam.localise(run, rows, regions={"corner": marker}, batch_size=2)
+    table, summary = found.table, found.summary
     assert list(table["predicted"]) == ["COVID", "COVID", "Normal"]
     np.testing.assert_array_equal(table["pointing_game"].iloc[:2], [1.0, 1.0])
     assert np.isnan(table["pointing_game"].iloc[2]) and np.isnan(table["lesion_energy"].iloc[2])
@@ -176,23 +203,30 @@ def test_localisation_scores_a_map_against_known_lesions_and_lungs(known_run):
     np.testing.assert_allclose(table["lesion_energy_of_lungs"].iloc[:2], 1.0, atol=0.02)
     np.testing.assert_allclose(table["lungs_area"], 12 / 16)
     assert table["lungs_energy"].iloc[0] == pytest.approx(1.0, abs=0.02)
-    summary = cam.localisation_summary(table)
     assert summary.loc["all", "images"] == 3 and summary.loc["all", "accuracy"] == 1.0
     # "does it find the lesion" is judged against the lesion's share of the lungs, where lesions lie
-    assert summary.loc["all", cam.LESION_CHANCE] == pytest.approx(16 / 192)  # Normal has no lesion: not counted
+    # Normal has no lesion: not counted
+    assert found.chance("lesion's part of lungs' energy") == pytest.approx(16 / 192)
+    assert found.chance("energy in corner") == pytest.approx(2 / 256) and found.overall["accuracy"] == 1.0
+    assert found.chance("energy in lungs", row="COVID") == pytest.approx(12 / 16)
+    assert found.chance("pointing game") == pytest.approx(summary.loc["all", "chance: a random lung cell"])
+    with pytest.raises(ValueError, match="no chance level for 'accuracy'; the measures with one are"):
+        found.chance("accuracy")
     assert summary.loc["all", "images with a lesion"] == 2
     assert {"energy in corner", "chance: corner's share of image", "energy in lungs",
             "chance: lungs' share of image"} <= set(summary.columns)
-    described = cam.describe_localisation(summary)
+    described = found.describe()
     assert "hottest cell lay on the lesion in 100% of the 2 images" in described
     assert "on the lesion in most images, above a random lung cell" in described
     assert "Of the map's energy inside the lungs, 100.0% lies in the lesion" in described
     summary.loc["all", ["images with a lesion", "pointing game"]] = 100, 0.25  # 95% interval 17%–34%, chance 8%
-    assert "rough region" in cam.describe_localisation(summary)
+    assert "rough region" in found.describe()
     summary.loc["all", "pointing game"] = 0.12  # 5.8× the image-wide level (2%), but the interval 7%–20% holds 8%
-    assert "does NOT find the lesion more often than a random lung cell" in cam.describe_localisation(summary)
-    summary.loc["all", cam.POINTING_CHANCE] = 0.5
-    assert "LESS often than a random lung cell" in cam.describe_localisation(summary)
+    assert "does NOT find the lesion more often than a random lung cell" in found.describe()
+    summary.loc["all", "chance: a random lung cell"] = 0.5
+    assert found.chance("pointing game") == 0.5
+    assert "LESS often than a random lung cell" in found.describe("These maps")
+    assert found.describe("These maps").startswith("These maps: accuracy 100% on 3 images.")
 
 
 def test_a_map_with_no_evidence_is_counted_and_scores_zero_over_the_same_images(known_run, tmp_path):
@@ -201,22 +235,22 @@ def test_a_map_with_no_evidence_is_counted_and_scores_zero_over_the_same_images(
     run, rows = known_run
     rows = pd.concat([rows, rows.iloc[[2]].assign(label="COVID", lesion_mask_path=rows["lesion_mask_path"][0])],
                      ignore_index=True)
-    table = cam.localisation_table(run, rows)
+    found = cam.localise(run, rows)
+    table, summary = found.table, found.summary
     assert list(table["empty_map"]) == [False, False, True, True]
     assert table["pointing_game"].iloc[3] == 0 and table["lesion_energy"].iloc[3] == 0
     assert table["lesion_energy_of_lungs"].iloc[3] == 0
     assert table["lungs_energy"].iloc[2] == 0  # a Normal image with an empty map: no energy in the lungs either
-    summary = cam.localisation_summary(table)
     assert summary.loc["all", "maps with no evidence"] == 2 and summary.loc["COVID", "maps with no evidence"] == 1
     assert summary.loc["all", "pointing game"] == pytest.approx(2 / 3)  # over the 3 images with a lesion
-    assert summary.loc["all", cam.LESION_CHANCE] == pytest.approx(16 / 192)  # over the same 3
-    assert "2 of 4 maps have no positive evidence" in cam.describe_localisation(summary)
+    assert found.chance("lesion's part of lungs' energy") == pytest.approx(16 / 192)  # over the same 3
+    assert "2 of 4 maps have no positive evidence" in found.describe()
 
 
 def test_localisation_refuses_labels_the_run_does_not_know(known_run):
     run, rows = known_run
     with pytest.raises(ValueError, match="was not trained on"):
-        cam.localisation_table(run, rows.assign(label="Viral Pneumonia"))
+        cam.localise(run, rows.assign(label="Viral Pneumonia"))
 
 
 def test_overlays_are_written_per_image_and_bad_files_reported(known_run, tmp_path):
@@ -244,13 +278,13 @@ def test_the_last_block_of_a_stage_is_three_quarters_blind_and_refused():
     images = np.zeros((1, 128, 128, 3), np.float32)
     with pytest.raises(ValueError, match="only 16 of its 64 cells .* use a layer whose every cell is live, e.g. "
                                          "conv4_block5_out"):
-        cam.grad_cam(model, images, layer="conv4_block6_out")
+        cam.maps(model, images, "grad-cam", layer="conv4_block6_out")
 
 
 def test_cam_and_grad_cam_are_scaled_alike_so_they_agree_as_shown_and_scored():
     model = tiny_model()
-    cam_maps, _ = cam.explain(model, IMAGES, "cam")
-    grad_maps, _ = cam.explain(model, IMAGES, "gradcam")
+    cam_maps = cam.maps(model, IMAGES, "cam").maps
+    grad_maps = cam.maps(model, IMAGES, "grad-cam").maps
     np.testing.assert_allclose(cam_maps, grad_maps, atol=1e-5)
     assert cam_maps.min() == 0.0 and cam_maps.max() == 1.0
 
@@ -269,5 +303,5 @@ def test_a_model_saved_under_mixed_precision_gives_the_maps_of_its_float32_twin(
     twin.set_weights(loaded.get_weights())
     assert loaded.get_layer("features").compute_dtype == "float16"
     for k in range(3):
-        np.testing.assert_allclose(cam.grad_cam(loaded, IMAGES, class_index=[k] * 4),
-                                   cam.grad_cam(twin, IMAGES, class_index=[k] * 4), atol=1e-5)
+        np.testing.assert_allclose(cam.maps(loaded, IMAGES, "grad-cam", k).maps,
+                                   cam.maps(twin, IMAGES, "grad-cam", k).maps, atol=1e-5)

@@ -26,8 +26,9 @@ import tensorflow as tf
 from helpers import cam, cli, config, models, pipeline
 from helpers.classes import CLASSES
 from helpers.cli import main
+from helpers.image_files import read_images
 from helpers.resume import RunSettingsError
-from helpers.run_folder import Run, read_images
+from helpers.run_folder import Run
 from helpers.splits import fingerprint, load_split
 from helpers.synthetic import generate_phantoms
 from helpers.training import evaluate
@@ -226,16 +227,16 @@ def test_a_mixed_precision_xla_run_saves_a_model_that_evaluates_predicts_and_map
     assert all(layer.compute_dtype == "float32" for layer in twin.layers)
 
     test = Run(run).predict_part("test", verbose=0)
-    pixels, _ = read_images(test["path"], settings["image_size"])
+    pixels = read_images(test["path"], settings["image_size"]).pixels
     images = models.inputs_for(mixed, pixels[..., np.newaxis], "resnet50").numpy()
     np.testing.assert_allclose(test[settings["classes"]].to_numpy(), twin.predict(images, verbose=0), atol=0.01)
     val = validation_images(Run(run))
     assert evaluate(mixed, val)["accuracy"] == evaluate(twin, val)["accuracy"]
     assert abs(evaluate(mixed, val)["loss"] - evaluate(twin, val)["loss"]) < 0.01
     assert abs(settings["scores"]["val"]["loss"] - evaluate(twin, val)["loss"]) < 0.01
-    for method in ("cam", "gradcam"):
-        maps_mixed, _ = cam.explain(mixed, images, method)
-        maps_twin, _ = cam.explain(twin, images, method)
+    for method in ("cam", "grad-cam"):
+        maps_mixed = cam.maps(mixed, images, method).maps
+        maps_twin = cam.maps(twin, images, method).maps
         np.testing.assert_allclose(maps_mixed, maps_twin, atol=0.05)
 
 

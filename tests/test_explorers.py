@@ -157,10 +157,11 @@ def test_a_map_view_is_the_map_predict_cam_draws_with_the_lungs_share(toy_run, i
 
     pixels = image_files.load_grayscale(images["ramp"], 32)
     lungs = image_files.load_grayscale(images["lungs"], 32) > 127
-    view = explorers.map_view(toy_run, pixels, "Normal", "gradcam", "toy1_out", lungs)
-    maps, probabilities = cam.map_images(toy_run, pixels[np.newaxis], "gradcam", "toy1_out")
-    np.testing.assert_allclose(view.map, maps[0, ..., 1])
-    np.testing.assert_allclose(view.probabilities.to_numpy(), probabilities[0])
+    view = explorers.map_view(toy_run, pixels, "Normal", "grad-cam", "toy1_out", lungs)
+    every_class = cam.maps(toy_run, pixels[np.newaxis], "grad-cam", layer="toy1_out")
+    maps = every_class.upsampled(32)
+    np.testing.assert_allclose(view.map, maps[0, ..., 1], atol=1e-6)
+    np.testing.assert_allclose(view.probabilities.to_numpy(), every_class.probabilities[0])
     assert view.energy_in_lungs == pytest.approx(cam.energy_inside(maps[:1, ..., 1], lungs[np.newaxis])[0])
     assert explorers.map_view(toy_run, pixels, "Normal").energy_in_lungs is None, "no mask, no share"
 
@@ -177,8 +178,8 @@ def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, 
     assert explorer.layer.disabled, "CAM has one layer: the last block"
     assert explorer.summary.value == explorers.map_view_html(first, "COVID")
     figures = [bytes(explorer.figure.value)]
-    explorer.method.value, explorer.layer.value, explorer.class_name.value = "gradcam", "toy1_out", "Normal"
-    wanted = explorers.map_view(toy_run, pixels, "Normal", "gradcam", "toy1_out", lungs)
+    explorer.method.value, explorer.layer.value, explorer.class_name.value = "grad-cam", "toy1_out", "Normal"
+    wanted = explorers.map_view(toy_run, pixels, "Normal", "grad-cam", "toy1_out", lungs)
     assert not explorer.layer.disabled
     np.testing.assert_allclose(explorer.state.map, wanted.map)
     assert f'<span class="cxr-lungs">{wanted.energy_in_lungs:.3f}</span>' in explorer.summary.value

@@ -159,9 +159,9 @@ def test_a_model_that_takes_uint8_pixels_predicts_and_maps_as_the_one_fed_normal
     expected = fed(images, training=False).numpy()
     for model in (own, reloaded):
         np.testing.assert_allclose(model(pixels, training=False).numpy(), expected, rtol=1e-6, atol=1e-7)
-        for method in ("cam", "gradcam"):
-            maps, _ = cam.explain(model, models.inputs_for(model, pixels, normalisation), method)
-            np.testing.assert_allclose(maps, cam.explain(fed, images, method)[0], atol=1e-6)
+        for method in ("cam", "grad-cam"):
+            maps = cam.maps(model, models.inputs_for(model, pixels, normalisation), method).maps
+            np.testing.assert_allclose(maps, cam.maps(fed, images, method).maps, atol=1e-6)
     # a dataset follows the model it feeds: uint8 batches (None) for the one that normalises itself
     assert models.fed_normalisation(own, normalisation) is None
     assert models.fed_normalisation(fed, normalisation) == normalisation

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from helpers import config, curves, run_folder, runs
+from helpers import config, curves, image_files, runs
 from helpers.cli import main
 from helpers.curves import time_to_accuracy
 from helpers.models import load_backbone
@@ -283,10 +283,9 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
         np.testing.assert_allclose(a, b, atol=1e-5)
     test = own.part("test")
     pd.testing.assert_frame_equal(own.predict_part("test", verbose=0), fed.predict_part("test", verbose=0), atol=1e-5)
-    pixels, _ = run_folder.read_images(test["path"], own.image_size)
-    for method in ("cam", "gradcam"):
-        np.testing.assert_allclose(cam.map_images(own, pixels, method)[0], cam.map_images(fed, pixels, method)[0],
-                                   atol=1e-4)
+    pixels = image_files.read_images(test["path"], own.image_size).pixels
+    for method in ("cam", "grad-cam"):
+        np.testing.assert_allclose(cam.maps(own, pixels, method).maps, cam.maps(fed, pixels, method).maps, atol=1e-4)
 
     monkeypatch.setenv("CXR_UINT8_INPUTS", "1")
     with pytest.raises(Interrupted):
