@@ -232,20 +232,15 @@ def download_dataset(dest=None) -> Path:
     return find_dataset(path).root
 
 
-def phantom_dataset(profile: config.Profile | None = None) -> DatasetLayout:
-    """The profile's phantom set (generated once), whether or not the real dataset is present."""
+def phantom_dataset(profile: config.Profile | None = None, shortcut_class: str | None = None,
+                    shortcut_rate: float = 1.0) -> DatasetLayout:
+    """The profile's phantom set (generated once), whether or not the real dataset is present. With
+    `shortcut_class`, a copy with a corner marker on that class's images (all of them, or the share
+    `shortcut_rate`): a planted shortcut, to see whether a model (and its maps) take the marker."""
     profile = profile or config.active_profile()
-    folder = config.PHANTOM_DIR / f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
-    return find_dataset(ensure_phantoms(folder, per_class=profile.phantom_per_class, size=profile.phantom_size))
-
-
-def shortcut_dataset(profile: config.Profile | None = None, shortcut_class: str = "COVID",
-                     shortcut_rate: float = 1.0) -> DatasetLayout:
-    """The profile's phantom set again, but with a corner marker on `shortcut_class` images (all of them, or
-    the share `shortcut_rate`): a planted shortcut, to see whether a model (and its maps) take the marker."""
-    profile = profile or config.active_profile()
-    name = f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class-shortcut-{shortcut_class}"
-    name += "" if shortcut_rate == 1.0 else f"-{shortcut_rate:g}"
+    name = f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
+    if shortcut_class is not None:
+        name += f"-shortcut-{shortcut_class}" + ("" if shortcut_rate == 1.0 else f"-{shortcut_rate:g}")
     root = ensure_phantoms(config.PHANTOM_DIR / name.replace(" ", "_"), per_class=profile.phantom_per_class,
                            size=profile.phantom_size, shortcut_class=shortcut_class, shortcut_rate=shortcut_rate)
     return find_dataset(root)

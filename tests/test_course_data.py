@@ -215,9 +215,9 @@ def test_download_without_network_or_credentials_explains_the_manual_route(monke
 
 
 def test_shortcut_set_is_the_phantom_set_with_a_marker_on_one_class(workspace):
-    clean, shortcut = datasets.phantom_dataset(FAST), datasets.shortcut_dataset(FAST, "COVID")
+    clean, shortcut = datasets.phantom_dataset(FAST), datasets.phantom_dataset(FAST, shortcut_class="COVID")
     assert clean.root != shortcut.root and datasets.dataset_tag(shortcut).endswith("-shortcut-COVID")
     markers = pd.read_csv(shortcut.root / METADATA_NAME).groupby("label")["marker"].mean()
     assert markers["COVID"] == 1.0 and markers.drop("COVID").sum() == 0
-    half = datasets.shortcut_dataset(FAST, "COVID", shortcut_rate=0.5)
+    half = datasets.phantom_dataset(FAST, shortcut_class="COVID", shortcut_rate=0.5)
     assert datasets.dataset_tag(half).endswith("-shortcut-COVID-0.5")
