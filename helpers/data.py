@@ -221,9 +221,13 @@ def sample_per_class(index: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame
     return chosen.sort_values(["label", "relpath"]).reset_index(drop=True)
 
 
-def class_folders(rows: pd.DataFrame, folder) -> Path:
+def class_folders(rows: pd.DataFrame, folder=None) -> Path:
     """`folder`/<class>/<n>.png links to exactly these images: the layout `keras.utils.image_dataset_from_directory`
-    reads (the Kaggle layout also holds masks/, which it would otherwise read as images). Returns `folder`."""
+    reads (the Kaggle layout also holds masks/, which it would otherwise read as images). Returns `folder`: by default
+    one under the outputs named after these images, so that other rows never share it."""
+    if folder is None:
+        key = hashlib.blake2b("\n".join(map(str, rows["path"])).encode(), digest_size=6).hexdigest()
+        folder = config.OUTPUT_DIR / "class-folders" / key
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)  # links of an earlier call, to other images
     for i, row in enumerate(rows.itertuples()):
