@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import distance_transform_edt
 
-from helpers.data import load_grayscale
-from helpers.image_files import read_images
+from helpers.image_files import load_grayscale, read_images
 from helpers.models import predict_pixels
 from helpers.run_folder import as_run
 from helpers.synthetic import add_marker as draw_marker
