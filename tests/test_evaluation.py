@@ -255,23 +255,8 @@ def test_the_corrected_resampled_t_interval_refuses_bad_input(scores, n_train, n
 def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_recorded(tmp_path, capsys):
     import os
 
-    import keras
-
-    from helpers.splits import SPLIT_COLUMNS
-    from tests.conftest import fake_run, gray, write_png
-
-    inputs = keras.Input((8, 8, 3))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
-        keras.layers.GlobalAveragePooling2D()(inputs)))
-    run = fake_run(tmp_path / "run", model, ["COVID", "Normal"], image_size=8)
-    settings = json.loads((run.folder / "settings.json").read_text())
-    (run.folder / "settings.json").write_text(json.dumps({**settings, "weights_used": "none"}))
-    names = [f"{c}/images/{c}-{i}.png" for c in ("COVID", "Normal") for i in range(4)]
-    for i, name in enumerate(names):
-        write_png(run.folder / name, gray(seed=i, size=8))
-    pd.DataFrame({"relpath": names, "label": [n.split("/")[0] for n in names], "split": "test", "repeat": 0,
-                  "content_hash": ""})[SPLIT_COLUMNS].to_csv(run.folder / "split.csv", index=False)
-    bad = run.folder / names[5]
+    run = _tiny_evaluable_run(tmp_path / "run")
+    bad = run.folder / "Normal/images/Normal-1.png"
     stat = bad.stat()
     bad.write_bytes(bad.read_bytes()[:40])  # cut short, its time put back: nothing but reading it tells
     os.utime(bad, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -17,6 +17,7 @@ from helpers import cli, config, datasets
 from helpers.classes import CLASSES
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
+from helpers.run_folder import Run
 from helpers.training import train
 from tests.conftest import TOY_PAPER_A, gray, write_png
 
@@ -86,7 +87,7 @@ def cpu_command_line(tmp_path, monkeypatch):
 
     def keep_the_split(run_dir, split, *args, **options):
         given.update(split=split, profile=config.active_profile())
-        return {"finished": False}
+        return Run(run_dir, {"finished": False})  # as a worker other than the chief returns it: nothing to report
 
     monkeypatch.setattr(cli, "train", keep_the_split)
     yield given
