@@ -32,9 +32,9 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from helpers.classes import CLASSES
     from helpers.models import build_model
     from helpers.run_folder import save_weights
+    from helpers.tasks import CLASSES
 
     keras.utils.set_random_seed(0)
     model = build_model("paper_a", len(CLASSES), size, weights="none").model

@@ -22,8 +22,8 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     per_class, epochs, size, batch = (100, 3, 224, 32) if args.quick else (500, 4, 224, 32)
 
-    from helpers.classes import CLASSES
     from helpers.pipeline import build_dataset
+    from helpers.tasks import CLASSES
     from helpers.timing import compare_input_pipelines, epoch_rates
 
     index = phantom_index(per_class, folder=args.data)

@@ -23,15 +23,15 @@ def main() -> None:
     import keras
     import pandas as pd
 
-    from helpers import classes, config, data, datasets, models, pipeline, splits, synthetic
+    from helpers import config, data, datasets, models, pipeline, splits, synthetic, tasks
 
     root = synthetic.ensure_phantoms(config.PHANTOM_DIR / f"299px-{per_class}-per-class", per_class=per_class, size=299)
     scan = data.scan_cached(datasets.find_dataset(root))
     split = splits.make_split(scan.index, mode="paper_a", task=4, seed=0)
     split["path"] = [str(scan.layout.root / p) for p in split["relpath"]]
-    parts = pipeline.datasets_from_split(split, classes.CLASSES, size, 32, flip=True, normalisation="resnet50")
+    parts = pipeline.datasets_from_split(split, tasks.CLASSES, size, 32, flip=True, normalisation="resnet50")
     train_rows = split[split["split"] == "train"]
-    reference = pipeline.build_dataset(train_rows["path"], train_rows["label"].map(classes.CLASSES.index), 4, size, 32)
+    reference = pipeline.build_dataset(train_rows["path"], train_rows["label"].map(tasks.CLASSES.index), 4, size, 32)
     rows = []
     for momentum in (0.99, 0.9):
         keras.utils.set_random_seed(0)

@@ -5,7 +5,7 @@ One module per concern, each importing only those above it:
   config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
   files       atomic writes: a file is whole or absent
   recipes     training recipes (Paper A, improved, Paper B) as data
-  classes     the four classes, their folder names in every release, each task's classes
+  tasks       the four classes, their folder names in every release, each task's classes
   image_files reading one image file: 8-bit grayscale from any mode, why it cannot be read, whether it looks like
               a radiograph
   synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts

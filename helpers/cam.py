@@ -111,6 +111,7 @@ class Maps:
 
     @property
     def predicted(self) -> list:
+        """Each image's most probable class."""
         return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
 
     def upsampled(self, size: int) -> np.ndarray:

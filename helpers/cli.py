@@ -29,7 +29,6 @@ import tensorflow as tf
 
 from helpers import config, datasets, distribute, sharing
 from helpers.cam import FINER_LAYERS, METHODS, write_overlays
-from helpers.classes import CLASSES, TASK_CLASSES, task_classes
 from helpers.data import format_report, scan_cached, scan_dataset
 from helpers.datasets import DatasetError, download_dataset, find_dataset
 from helpers.evaluation import evaluate_run
@@ -42,6 +41,7 @@ from helpers.run_folder import Run, RunNotFoundError
 from helpers.runs import format_predictions
 from helpers.splits import make_split, sample_distinct, save_split, saved_split, split_plan, split_summary
 from helpers.synthetic import generate_phantoms
+from helpers.tasks import CLASSES, TASK_CLASSES, task_classes
 from helpers.training import TrainingInterrupted, train
 
 # What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.

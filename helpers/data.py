@@ -19,9 +19,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import config, files
-from helpers.classes import CLASSES
 from helpers.datasets import DatasetError, DatasetLayout
 from helpers.image_files import BadImageError, inspect_image, list_image_files
+from helpers.tasks import CLASSES
 
 INDEX_COLUMNS = [
     "path", "relpath", "label", "mask_path", "lesion_mask_path",

@@ -15,10 +15,10 @@ from pathlib import Path
 import kagglehub
 
 from helpers import config
-from helpers.classes import CLASSES, canonical_class
 from helpers.image_files import list_image_files
 from helpers.recipes import PAPER_B
 from helpers.synthetic import MANIFEST_NAME, ensure_phantoms
+from helpers.tasks import CLASSES, canonical_class
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 _SEARCH_DEPTH = 6

@@ -159,7 +159,8 @@ def list_image_files(folder: Path) -> tuple[list[Path], int]:
 
 @dataclasses.dataclass(frozen=True)
 class Images:
-    """What `read_images` read: the readable images (N, size, size) uint8, and per path its error or None."""
+    """What `read_images` read: the readable images (N, size, size) uint8, N counting readable files only (so an
+    index into `pixels` skips every unreadable path), and per path its error or None."""
 
     pixels: np.ndarray
     errors: list

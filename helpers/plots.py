@@ -20,8 +20,8 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from helpers import config, files
-from helpers.classes import CLASSES
 from helpers.image_files import load_grayscale
+from helpers.tasks import CLASSES
 
 CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
 _FIGURES: dict = {}  # name → figure function, for `Figures`
@@ -461,3 +461,7 @@ def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, c
             _overlay(ax, pixels[i], model_maps[i], alpha=alpha, cmap=cmap)
             ax.set_title(name, fontsize=8)
     return _finish(fig, save_as, caption)
+
+
+Figures.__doc__ += ("\n\n    Its figures, this module's functions with `caption` filled in: "
+                    + ", ".join(sorted(_FIGURES)) + ".")

@@ -378,11 +378,6 @@ class Run:
         return self.settings["weights_used"]
 
     @property
-    def backbone(self) -> str:
-        """The backbone's starting weights in words, as a table shows them."""
-        return self.weights_used + ("" if self.pretrained else " (random init)")
-
-    @property
     def warmup_epochs(self) -> int:
         return self.settings.get("warmup_epochs", 0)
 

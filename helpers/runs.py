@@ -14,13 +14,13 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from helpers import config, sharing
-from helpers.classes import CLASSES, canonical_class
 from helpers.curves import NOT_REACHED, time_to_accuracy
 from helpers.data import scan_cached
 from helpers.datasets import DatasetLayout, dataset_tag
 from helpers.recipes import Recipe
 from helpers.run_folder import Run, as_run
 from helpers.splits import fingerprint
+from helpers.tasks import CLASSES, canonical_class
 from helpers.training import train
 
 
@@ -119,7 +119,7 @@ class CrossValidation:
     """Paper B's sub-sample cross-validation: one run per repeat, one row per repeat (`table`), and the images each
     repeat trained and was tested on (the first repeat's: every repeat draws as many)."""
 
-    runs: list
+    runs: list[Run]
     table: pd.DataFrame
     n_train: int
     n_test: int
@@ -136,10 +136,10 @@ def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, t
 
     Returns its runs and one row per repeat, read from one curve (`Run.held_out_curve`): the balanced accuracy at the
     last epoch, the training seconds until it first reached `threshold` (`NOT_REACHED` if it never did) next to the
-    resolution of the repeat's test part (its images and the correct answers `threshold` needs: `resolution`), and
-    the training seconds in all, one-off tracing left out (and shown); for random-init backbones also the accuracy
-    after BatchNorm re-estimation (the saved model's, printed when the run finished), which the curve does not
-    include.
+    resolution of the repeat's test part (its images and the correct answers `threshold` needs:
+    `curves.resolution`), and the training seconds in all, one-off tracing left out (and shown); for random-init
+    backbones also the accuracy after BatchNorm re-estimation (the saved model's, printed when the run finished),
+    which the curve does not include.
     """
     found, rows = [], []
     for repeat in sorted(split["repeat"].unique()):

@@ -24,8 +24,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from helpers import config, files
-from helpers.classes import task_classes
 from helpers.data import ScanResult
+from helpers.tasks import task_classes
 
 SPLIT_COLUMNS = ["relpath", "label", "split", "repeat", "content_hash"]
 MODES = ("paper_a", "paper_b")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers.classes import CLASSES
+from helpers.tasks import CLASSES
 
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
 # A generated phantom set is a dataset folder holding this manifest (helpers.datasets tells phantoms by it).

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from helpers import config
-from helpers.classes import CLASSES, task_classes
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.models import load_backbone
@@ -23,6 +22,7 @@ from helpers.recipes import IMPROVED, PAPER_A
 from helpers.run_folder import Run
 from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
+from helpers.tasks import CLASSES, task_classes
 from helpers.training import forget_kept_model, train
 
 

@@ -29,10 +29,10 @@ import keras
 import numpy as np
 
 from helpers import config, distribute, run_folder
-from helpers.classes import task_classes
 from helpers.datasets import find_dataset
 from helpers.recipes import RECIPES
 from helpers.run_folder import Run
+from helpers.tasks import task_classes
 from helpers.training import train
 from tests.conftest import TOY_IMPROVED, TOY_PAPER_A, phantom_split
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from helpers import config, data, datasets, main_job, splits
-from helpers.classes import CLASSES
 from helpers.cli import main
 from helpers.data import scan_cached
 from helpers.synthetic import METADATA_NAME
+from helpers.tasks import CLASSES
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import pytest
 
 from helpers import config
-from helpers.classes import CLASSES, canonical_class
 from helpers.datasets import DatasetError, find_dataset, find_real_dataset
+from helpers.tasks import CLASSES, canonical_class
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,13 @@ import pytest
 import tensorflow as tf
 
 from helpers import cam, cli, config, models, pipeline
-from helpers.classes import CLASSES
 from helpers.cli import main
 from helpers.image_files import read_images
 from helpers.resume import RunSettingsError
 from helpers.run_folder import Run
 from helpers.splits import fingerprint, load_split
 from helpers.synthetic import generate_phantoms
+from helpers.tasks import CLASSES
 from helpers.training import evaluate
 from tests.conftest import (
     TOY_IMPROVED,

@@ -10,10 +10,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import classes, config, data, datasets, pipeline, plots, timing  # noqa: E402
-from helpers.classes import CLASSES
+from helpers import config, data, datasets, pipeline, plots, tasks, timing  # noqa: E402
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset  # noqa: E402
+from helpers.tasks import CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_class_balance_and_majority_baseline():
     table = data.class_balance(index)
     assert table["images"].to_dict() == {"COVID": 3, "Lung_Opacity": 0, "Normal": 6, "Viral Pneumonia": 1}
     assert table.attrs["majority_baseline"] == pytest.approx(0.6)
-    three = data.class_balance(index, classes.TASK_CLASSES[3])
+    three = data.class_balance(index, tasks.TASK_CLASSES[3])
     assert list(three.index) == ["COVID", "Normal", "Viral Pneumonia"]
     assert three["share"].sum() == pytest.approx(1.0)
 

@@ -40,7 +40,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import keras
     from helpers import files
-    from helpers.classes import CLASSES
+    from helpers.tasks import CLASSES
     from helpers.data import scan_dataset
     from helpers.datasets import find_dataset
     from helpers.recipes import PAPER_A

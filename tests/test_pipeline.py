@@ -6,11 +6,11 @@ import tensorflow as tf
 from keras.applications.resnet50 import preprocess_input
 
 from helpers import pipeline
-from helpers.classes import CLASSES
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.pipeline import build_dataset, datasets_from_split, random_horizontal_flip, to_model_input
 from helpers.splits import paper_a_split
+from helpers.tasks import CLASSES
 from tests.conftest import write_png
 
 

@@ -14,10 +14,10 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from helpers import cli, config, datasets
-from helpers.classes import CLASSES
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.run_folder import Run
+from helpers.tasks import CLASSES
 from helpers.training import train
 from tests.conftest import TOY_PAPER_A, gray, write_png
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.classes import CLASSES
 from helpers.cli import main
 from helpers.data import format_report, scan_dataset
 from helpers.datasets import find_dataset
 from helpers.image_files import load_grayscale
+from helpers.tasks import CLASSES
 from tests.conftest import gray, write_png
 
 

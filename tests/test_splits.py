@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from helpers import config, splits
-from helpers.classes import CLASSES
 from helpers.cli import main
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.splits import load_split, make_split, paper_a_split, paper_b_split, sample_distinct, save_split
 from helpers.synthetic import generate_phantoms
+from helpers.tasks import CLASSES
 
 
 def fake_index(per_class=(100, 60, 200, 40), duplicate_every=7) -> pd.DataFrame:

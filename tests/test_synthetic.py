@@ -8,11 +8,11 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from helpers.classes import CLASSES
 from helpers.cli import main
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.synthetic import MANIFEST_NAME, METADATA_NAME, ensure_phantoms, generate_phantoms, render_phantom
+from helpers.tasks import CLASSES
 
 
 def _digests(root):
