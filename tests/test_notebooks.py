@@ -233,3 +233,19 @@ def test_setup_cell_that_cannot_install_says_why_in_one_line(tmp_path, fake_cola
 def test_setup_cell_does_nothing_outside_colab_and_kaggle(tmp_path):
     done = run_setup_cell(tmp_path, "", {"CXR_PACKAGE": str(tmp_path / "never-used")})
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_the_names_a_learner_meets_are_counted_as_issue_25_counted_them(tmp_path):
+    """tools/notebook_names.py: module.name uses, and figures drawn through a Figures object as plots.<figure>;
+    shell lines skipped, methods of results not counted."""
+    spec = importlib.util.spec_from_file_location("notebook_names", REPO / "tools" / "notebook_names.py")
+    names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(names)
+    figures = names.figure_names((REPO / "helpers" / "plots.py").read_text())
+    assert {"sample_grid", "cam_overlays", "training_curves"} <= figures and "caption" not in figures
+    cells = ["!pip install something", "from helpers import cam, plots as p\nfrom helpers.tasks import CLASSES",
+             "figures = p.Figures(None)\nfigures.sample_grid(index)\nfound = cam.maps(run, x)\nfound.upsampled(8)"]
+    notebook = tmp_path / "01_probe.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "source": c} for c in cells]}))
+    assert names.count([notebook], figures) == {name: {"01_probe"} for name in (
+        "plots.Figures", "plots.sample_grid", "cam.maps", "tasks.CLASSES")}
