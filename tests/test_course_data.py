@@ -41,13 +41,12 @@ def test_phantoms_stand_in_until_the_real_dataset_is_placed(workspace, phantom_r
 
 def test_the_active_dataset_says_which_images_it_is_unless_quiet(workspace, phantom_root, capsys):
     """Issue 25: a notebook's first cell both chooses the dataset and says which: one call, not two."""
-    demo = config.choose_profile({}, has_gpu=False)
-    layout = datasets.active_dataset(demo, download=False)
-    assert capsys.readouterr().out == datasets.data_statement(layout, demo) + "\n"
-    datasets.active_dataset(demo, download=False, paper_b=True)
-    assert capsys.readouterr().out == datasets.data_statement(layout, demo, paper_b=True) + "\n"
-    assert "shrinks Paper B" in datasets.data_statement(layout, demo, paper_b=True)
-    datasets.active_dataset(demo, download=False, quiet=True)
+    layout = datasets.active_dataset(FAST, download=False)  # the fast profile's phantoms: generated in a second
+    assert capsys.readouterr().out == datasets.data_statement(layout, FAST) + "\n"
+    datasets.active_dataset(FAST, download=False, paper_b=True)
+    assert capsys.readouterr().out == datasets.data_statement(layout, FAST, paper_b=True) + "\n"
+    assert "shrinks Paper B" in datasets.data_statement(layout, FAST, paper_b=True)
+    datasets.active_dataset(FAST, download=False, quiet=True)
     assert capsys.readouterr().out == ""
 
 
