@@ -87,6 +87,15 @@ class EditScores:
     table: pd.DataFrame
     majority_baseline: float  # the accuracy of always answering the largest class
 
+    def called(self, class_name: str) -> pd.DataFrame:
+        """Per true class (rows) and edit (columns): the share of images called `class_name`, the class `score_edits`
+        watched (`watch_class`)."""
+        measure = f"predicted {class_name}"
+        if measure not in set(self.table.columns.get_level_values(1)):
+            raise ValueError(f"these scores did not watch {class_name!r}: pass watch_class={class_name!r} to "
+                             "score_edits")
+        return self.table.xs(measure, axis=1, level=1)
+
     @property
     def verdicts(self) -> pd.DataFrame | None:
         """Per class: informedness as is, with the lungs hidden and with an equal area outside them hidden, and a

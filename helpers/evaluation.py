@@ -414,8 +414,8 @@ class Evaluation:
     @property
     def calibration(self) -> pd.Series:
         """Temperature and ECE before and after scaling by it: one column of a side-by-side table."""
-        return pd.Series({"temperature": self.temperature, "ece_before": self.ece,
-                          "ece_after_temperature_scaling": self.ece_after_scaling})
+        return pd.Series({"temperature": self.temperature, "ece": self.ece,
+                          "ece_after_scaling": self.ece_after_scaling})  # as the fields are named
 
     def __str__(self) -> str:
         return _report(self.saved)

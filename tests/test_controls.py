@@ -82,6 +82,11 @@ def test_scores_under_edits_show_what_the_predictions_depend_on(tmp_path):
     assert table.loc["all", ("as is", "accuracy")] == 1.0
     assert table.loc["COVID", ("darkened", "accuracy")] == 0.0 and table.loc["Normal", ("darkened", "accuracy")] == 1
     assert table.loc["all", ("as is", "predicted COVID")] == pytest.approx(2 / 3)
+    called = scores.called("COVID")
+    assert list(called.columns) == ["as is", "darkened"] and called.loc["Normal", "as is"] == 0.0
+    assert called.loc["COVID", "darkened"] == 0.0 and called.loc["COVID", "as is"] == 1.0, "darkened: all Normal"
+    with pytest.raises(ValueError, match="did not watch 'Normal': pass watch_class='Normal'"):
+        scores.called("Normal")
     assert scores.majority_baseline == pytest.approx(2 / 3)
     assert table.loc["all", ("as is", "informedness")] == 1.0
     assert table.loc["all", ("darkened", "informedness")] == 0.0  # everything called Normal: nothing told apart

@@ -317,7 +317,9 @@ def test_an_evaluation_saved_before_issue_25_loads_as_the_notebook_shows_it():
     assert e.intervals.loc["accuracy"].tolist() == [0.3, 0.9] and e.intervals.loc["macro-F1"].tolist() == [0.2, 0.45]
     assert e.intervals.loc["sensitivity Normal"].isna().all()
     assert e.confusion_matrix.loc["Normal", "COVID"] == 4 and e.confusion_matrix.index.name == "true"
-    assert e.calibration.to_dict() == SAVED_BEFORE_ISSUE_25["calibration"]
+    saved = SAVED_BEFORE_ISSUE_25["calibration"]
+    assert e.calibration.to_dict() == {"temperature": saved["temperature"], "ece": saved["ece_before"],
+                                       "ece_after_scaling": saved["ece_after_temperature_scaling"]}
     report = str(e).splitlines()
     assert report[:3] == ["Run outputs/runs/x (paper_a), 10 test images",
                           "!! backbone was RANDOMLY INITIALISED (not pretrained): not transfer learning",
