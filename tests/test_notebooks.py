@@ -249,3 +249,24 @@ def test_the_names_a_learner_meets_are_counted_as_issue_25_counted_them(tmp_path
     notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "source": c} for c in cells]}))
     assert names.count([notebook], figures) == {name: {"01_probe"} for name in (
         "plots.Figures", "plots.sample_grid", "cam.maps", "tasks.CLASSES")}
+
+
+def test_executed_notebooks_are_compared_by_what_they_print_not_by_their_timings(tmp_path):
+    """tools/compare_outputs.py, how issue 25 checked that a refactor kept every number of `make run`."""
+    spec = importlib.util.spec_from_file_location("compare_outputs", REPO / "tools" / "compare_outputs.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def executed(path, accuracy, seconds):
+        outputs = [{"output_type": "stream", "name": "stdout",
+                    "text": [f"accuracy {accuracy}\n", f"trained in {seconds} s\n", "\r\x1b[1m3/3\x1b[0m ━━━\n"]},
+                   {"output_type": "execute_result", "data": {"text/plain": ["<Figure at 0x7f00aa>"]}}]
+        cells = [{"cell_type": "code", "id": "c1", "source": "", "outputs": outputs},
+                 {"cell_type": "markdown", "id": "m1", "source": "prose"}]
+        path.write_text(json.dumps({"cells": cells}))
+        return path
+
+    before = executed(tmp_path / "before.ipynb", 0.75, 12.5)
+    assert compare.differences(before, executed(tmp_path / "same.ipynb", 0.75, 99.1)) == {}, "timings are noise"
+    changed = compare.differences(before, executed(tmp_path / "changed.ipynb", 0.5, 12.5))
+    assert list(changed) == ["c1"] and changed["c1"] == ["@@ -1 +1 @@", "-accuracy 0.75", "+accuracy 0.5"]
