@@ -29,6 +29,7 @@ import pandas as pd
 from helpers import config, files
 from helpers.curves import accuracy_interval, effective_images, one_off_seconds
 from helpers.data import ScanResult
+from helpers.datasets import DatasetLayout, dataset_tag
 from helpers.image_files import read_images
 from helpers.models import fed_normalisation, predict_pixels
 from helpers.pipeline import build_dataset, left_out_line, unreadable_files
@@ -77,6 +78,12 @@ def _read_object(path: Path, run_dir: Path, remedy: str | None = None):
 
 
 # --------------------------------------------------------------------------- settings, split, history
+
+
+def course_runs(layout: DatasetLayout, profile_name: str) -> Path:
+    """Where the course keeps its runs of one dataset and profile: the notebooks look there, `run import` puts a
+    teacher's runs there."""
+    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile_name
 
 
 def read_settings(run_dir, remedy: str | None = None) -> dict | None:

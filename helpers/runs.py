@@ -16,9 +16,9 @@ from scipy.stats import t as student_t
 from helpers import config, sharing
 from helpers.curves import NOT_REACHED, time_to_accuracy
 from helpers.data import scan_cached
-from helpers.datasets import DatasetLayout, dataset_tag
+from helpers.datasets import DatasetLayout
 from helpers.recipes import Recipe
-from helpers.run_folder import Run, as_run
+from helpers.run_folder import Run, as_run, course_runs
 from helpers.splits import fingerprint
 from helpers.tasks import CLASSES, canonical_class
 from helpers.training import train
@@ -85,7 +85,7 @@ def course_run_folder(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame
                           digest_size=4).hexdigest()
     task = len(classes_of(split))
     name = f"{recipe.name}_task{task}" + (f"_repeat{repeat}" if split["repeat"].nunique() > 1 else "") + f"-{key}"
-    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile.name / name
+    return course_runs(layout, profile.name) / name
 
 
 def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, repeat: int = 0, log=print,

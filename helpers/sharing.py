@@ -199,8 +199,7 @@ def _destination(run: dict, layout: DatasetLayout, out: Path | None, many: bool)
     name = PurePosixPath(run["folder"]).name
     if out is not None:
         return out / name if many else out
-    profile = run["profile"] or config.active_profile().name
-    return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile / name
+    return run_folder.course_runs(layout, run["profile"] or config.active_profile().name) / name
 
 
 def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
