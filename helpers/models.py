@@ -232,8 +232,12 @@ def fed_normalisation(model, normalisation: str) -> str | None:
 
 
 def inputs_for(model, pixels, normalisation: str):
-    """uint8 grayscale images (N, H, W, 1) as `model` takes them: as they are, or normalised (`to_model_input`)."""
-    return tf.convert_to_tensor(pixels, tf.uint8) if takes_pixels(model) else to_model_input(pixels, normalisation)
+    """Grayscale images (N, H, W, 1), 0–255, as `model` takes them: uint8 pixels (a model trained on a GPU), or
+    normalised (`to_model_input`). Float pixels (a resizing loader's) are rounded to uint8 for the first."""
+    if not takes_pixels(model):
+        return to_model_input(pixels, normalisation)
+    pixels = tf.convert_to_tensor(pixels)
+    return pixels if pixels.dtype == tf.uint8 else tf.saturate_cast(tf.round(pixels), tf.uint8)
 
 
 def backbone_layers(model) -> list:

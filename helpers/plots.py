@@ -298,7 +298,8 @@ def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int =
 
 @_figure
 def confusion_matrices(matrix, classes, save_as=None, caption: str = ""):
-    """Counts and row-normalised (each true class sums to 1), laid out as Paper A's Figure 2."""
+    """Counts and row-normalised (each true class sums to 1), true classes as rows: the transpose of Paper A's
+    Figure 2, whose rows are the predictions."""
     matrix = np.asarray(matrix)
     with np.errstate(invalid="ignore"):
         normalised = matrix / matrix.sum(axis=1, keepdims=True)
