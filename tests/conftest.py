@@ -32,6 +32,22 @@ def phantom_root(tmp_path_factory) -> Path:
     return generate_phantoms(tmp_path_factory.mktemp("phantoms"), per_class=10, size=64, seed=0)
 
 
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def execute_notebook(name: str, timeout: int = 600) -> str:
+    """Runs a course notebook top to bottom in a fresh kernel (this process's environment, the notebooks' folder as
+    its working directory) and returns what its code cells printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
+    return "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for output in cell.get("outputs", []))
+
+
 def gray(value: int = 128, size: int = 16, seed: int | None = None) -> np.ndarray:
     """A small grayscale picture: flat, or random when a seed is given (distinct content)."""
     if seed is None:

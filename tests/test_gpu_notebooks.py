@@ -4,14 +4,10 @@ on the CPU they take normalised RGB. A learner meets either: a run trained on Co
 laptop. nbval runs the notebooks in the CPU's form; this test runs 03-05 in the GPU's (04's reshuffled evaluation
 fed such a model /255 RGB images and stopped there)."""
 
-from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
-
+from helpers.models import takes_pixels
 from helpers.run_folder import Run
+from tests.conftest import execute_notebook
 
-REPO = Path(__file__).resolve().parent.parent
 FEEDING_A_MODEL = ["03_transfer_learning_resnet50.ipynb", "04_evaluation.ipynb", "05_class_activation_maps.ipynb"]
 
 
@@ -21,12 +17,8 @@ def test_the_notebooks_run_on_models_that_take_uint8_pixels_as_a_gpus_do(tmp_pat
                         "CXR_OUTPUT_DIR": str(outputs)}.items():
         monkeypatch.setenv(name, value)  # the kernels inherit them
     for name in FEEDING_A_MODEL:  # in order, in one output folder: 04 and 05 use the runs 03 trained
-        notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
-        NotebookClient(notebook, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-        printed = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                            for output in cell.get("outputs", []))
+        printed = execute_notebook(name, timeout=900)
         assert "uint8 inputs, normalised in the model" in printed, f"{name} did not run under the GPU's input form"
     trained = [Run(settings.parent) for settings in sorted(outputs.glob("runs/**/settings.json"))]
-    assert trained and all(run.model.inputs[0].shape[-1] == 1 for run in trained), \
+    assert trained and all(takes_pixels(run.model) for run in trained), \
         "every run the notebooks trained takes uint8 pixels"

@@ -5,12 +5,9 @@ a tree by hand: see the closing notes), and say what they skip."""
 import json
 import os
 import shutil
-from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 from PIL import Image
 
 from helpers import cli, config, datasets
@@ -19,9 +16,7 @@ from helpers.datasets import find_dataset
 from helpers.run_folder import Run
 from helpers.tasks import CLASSES
 from helpers.training import train
-from tests.conftest import TOY_PAPER_A, gray, write_png
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import TOY_PAPER_A, execute_notebook, gray, write_png
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +44,7 @@ def test_notebook_runs_on_it_and_says_what_it_skips(maskless_tree, tmp_path, mon
     monkeypatch.setenv("CXR_FAST", "1")
     monkeypatch.setenv("CXR_DATA_DIR", str(maskless_tree))
     monkeypatch.setenv("CXR_OUTPUT_DIR", str(tmp_path / "outputs"))
-    notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    printed = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                        for output in cell.get("outputs", []))
+    printed = execute_notebook(name)
     assert "This run uses the real COVID-19 Radiography Database" in printed
     assert "This copy has no lung masks" in printed
     if name.startswith("01"):
