@@ -37,7 +37,26 @@ class Explorer:
         still = self.summary.value
         if self.figure.value:
             still += f'<img src="data:image/png;base64,{base64.b64encode(bytes(self.figure.value)).decode()}"/>'
-        return {**self.widget._repr_mimebundle_(include=include, exclude=exclude), "text/html": still}
+        return {**widget_view(self.widget), "text/html": still}
+
+
+def widget_view(widget: widgets.Widget) -> dict:
+    """The widget's view as a display bundle, on ipywidgets 8 and on 7 (Colab ships 7.7.1): 7's widgets display
+    themselves (`_ipython_display_`) and have no `_repr_mimebundle_`, so the same bundle is made here."""
+    if hasattr(widget, "_repr_mimebundle_"):
+        return widget._repr_mimebundle_()
+    widget._handle_displayed()  # what 7's own display does after showing the view
+    return {"text/plain": repr(widget)[:110],
+            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                         "model_id": widget.model_id}}
+
+
+def uploaded_files(value) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each file in a FileUpload's value: ipywidgets 8 holds a tuple of dicts with "name" and
+    "content", ipywidgets 7 (Colab's) a dict of file name → {"metadata", "content"}."""
+    if isinstance(value, dict):
+        return [(str(name), bytes(upload["content"])) for name, upload in value.items()]
+    return [(str(upload["name"]), bytes(upload["content"])) for upload in value]
 
 
 class OperatingPointExplorer(Explorer):
@@ -189,15 +208,16 @@ class RadiographExplorer(Explorer):
         return self.state
 
     def _uploaded(self, change) -> None:
-        for upload in change["new"]:  # one at a time (multiple=False)
-            self.show(saved_upload(self._folder.name, upload))
+        for name, content in uploaded_files(change["new"]):  # one at a time (multiple=False)
+            self.show(saved_upload(self._folder.name, name, content))
 
 
 
-def saved_upload(folder, upload: dict) -> Path:
-    """A FileUpload's file written to `folder` under its own name (no path parts), for the functions taking paths."""
-    target = Path(folder) / Path(upload["name"]).name
-    target.write_bytes(bytes(upload["content"]))
+def saved_upload(folder, name: str, content: bytes) -> Path:
+    """An uploaded file written to `folder` under its own name (no path parts), for the functions taking paths."""
+    own_name = Path(name.replace("\\", "/")).name
+    target = Path(folder) / (own_name if own_name not in ("", ".", "..") else "upload")
+    target.write_bytes(content)
     return target
 
 
@@ -285,8 +305,8 @@ class MapExplorer(Explorer):
         self.summary.value = map_view_html(self.state, self.class_name.value)
 
     def _uploaded(self, change) -> None:
-        for upload in change["new"]:
-            target = saved_upload(self._folder.name, upload)
+        for name, content in uploaded_files(change["new"]):
+            target = saved_upload(self._folder.name, name, content)
             self.image.options = [*[o for o in self.image.options if o[1] != str(target)],
                                   (f"yours: {target.name}", str(target))]
             self.image.value = str(target)  # redraws

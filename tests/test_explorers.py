@@ -3,6 +3,7 @@
 import datetime
 from pathlib import Path
 
+import ipywidgets
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,11 +95,34 @@ def images(tmp_path_factory):
 
 
 def upload_of(path) -> tuple:
-    """What ipywidgets' FileUpload holds after a learner picks this file."""
+    """What ipywidgets 8's FileUpload holds after a learner picks this file."""
     content = Path(path).read_bytes()
     return ({"name": Path(path).name, "type": "image/png", "size": len(content),
              "last_modified": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc),
              "content": memoryview(content)},)
+
+
+def upload(widget, path) -> None:
+    """Do to `widget` what the front end does when a learner picks this file, on the installed ipywidgets: 8 sets
+    the value; 7 (Colab's) syncs the files' metadata and bytes, then a counter that makes the value a dict."""
+    if int(ipywidgets.__version__.split(".")[0]) >= 8:
+        widget.value = upload_of(path)
+        return
+    content = Path(path).read_bytes()
+    widget.metadata = [{"name": Path(path).name, "type": "image/png", "size": len(content),
+                        "lastModified": 1764633600000}]
+    widget.data = [content]
+    widget._counter += 1
+
+
+def test_uploaded_files_reads_both_ipywidgets_forms_and_keeps_no_path_part(tmp_path):
+    seven = {"x.png": {"metadata": {"name": "x.png", "type": "image/png", "size": 3}, "content": b"abc"}}
+    eight = ({"name": "x.png", "type": "image/png", "size": 3, "content": memoryview(b"abc")},)
+    assert explorers.uploaded_files(seven) == explorers.uploaded_files(eight) == [("x.png", b"abc")]
+    assert explorers.uploaded_files({}) == explorers.uploaded_files(()) == []
+    for name, kept in (("../../evil.png", "evil.png"), ("..", "upload"), ("C:\\Users\\me\\x.png", "x.png")):
+        assert explorers.saved_upload(tmp_path, name, b"abc") == tmp_path / kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.png", "upload", "x.png"]
 
 
 def test_model_input_is_the_pipelines_for_one_file_flipped_when_asked(images):
@@ -145,10 +169,10 @@ def test_the_radiograph_explorer_judges_an_uploaded_file(toy_run, images):
     explorer = explorers.RadiographExplorer(toy_run, images["ramp"])
     assert explorer.state.probabilities.equals(explorers.judge(toy_run, images["ramp"]).probabilities)
     assert "cxr-warning" not in explorer.summary.value and bytes(explorer.figure.value).startswith(b"\x89PNG")
-    explorer.upload.value = upload_of(images["flat"])
+    upload(explorer.upload, images["flat"])
     assert Path(explorer.state.image).name == "flat.png" and explorer.state.warning.startswith("is almost uniform")
     assert 'class="cxr-warning"' in explorer.summary.value and "flat.png" in explorer.summary.value
-    explorer.upload.value = upload_of(images["broken"])
+    upload(explorer.upload, images["broken"])
     assert explorer.state.error and 'class="cxr-error"' in explorer.summary.value
 
 
@@ -185,7 +209,7 @@ def test_the_map_explorer_follows_image_class_method_layer_and_opacity(toy_run, 
     assert f'<span class="cxr-lungs">{wanted.energy_in_lungs:.3f}</span>' in explorer.summary.value
     explorer.opacity.value = 0.9
     figures.append(bytes(explorer.figure.value))
-    explorer.upload.value = upload_of(images["flat"])
+    upload(explorer.upload, images["flat"])
     assert explorer.image.label == "yours: flat.png" and "no lung mask" in explorer.summary.value
     assert len(set(figures + [bytes(explorer.figure.value)])) == 3, "each change redrawn"
 
@@ -196,3 +220,28 @@ def test_an_explorer_shows_its_widget_where_widgets_run_and_its_state_as_a_still
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
     still = bundle["text/html"]
     assert '<td class="cxr-sensitivity">0.667</td>' in still and '<img src="data:image/png;base64,iVBOR' in still
+
+
+def test_every_explorer_displays_a_widget_view_in_a_kernel_on_the_installed_ipywidgets(toy_run, images):
+    """As a notebook cell shows them: in a kernel, each explorer's output is a widget view and its still, no error
+    (ipywidgets 7's widgets have no `_repr_mimebundle_`; `make test-colab` runs this on Colab's 7.7.1)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    made = {
+        "operating point": f"explorers.OperatingPointExplorer(pd.read_json(io.StringIO({PREDICTIONS.to_json()!r})))",
+        "preprocessing": f"explorers.PreprocessingExplorer([{str(images['ramp'])!r}], sizes=(64,), size=64)",
+        "radiograph": f"explorers.RadiographExplorer({str(toy_run.folder)!r}, {str(images['ramp'])!r})",
+        "maps": f"explorers.MapExplorer({str(toy_run.folder)!r}, pd.DataFrame({{'path': [{str(images['ramp'])!r}], "
+                f"'label': ['Normal']}}), layers=('toy1_out',))",
+    }
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import io\nimport pandas as pd\nfrom helpers import explorers"),
+        *(nbformat.v4.new_code_cell(code) for code in made.values())])
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    for name, cell in zip(made, notebook.cells[1:]):
+        [output] = cell.outputs
+        assert output.output_type == "execute_result", f"the {name} explorer: {output}"
+        view = output.data["application/vnd.jupyter.widget-view+json"]
+        assert view["version_major"] == 2 and view["model_id"], name
+        assert 'class="cxr-' in output.data["text/html"], f"the {name} explorer's still"
