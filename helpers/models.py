@@ -240,6 +240,52 @@ def inputs_for(model, pixels, normalisation: str):
     return pixels if pixels.dtype == tf.uint8 else tf.saturate_cast(tf.round(pixels), tf.uint8)
 
 
+# --------------------------------------------------------------------------- a model any Keras 3 can rebuild
+
+
+def architecture(model, head: str, backbone: str, dropout: float | None, normalisation: str) -> dict:
+    """What `rebuild` needs to make `model` again with the course's own code: a saved .keras file holds the
+    exporter's Keras' configuration (one Keras may not read another's), while this and the weights travel."""
+    return {"head": head, "backbone": backbone, "dropout": dropout, "n_classes": int(model.output.shape[-1]),
+            "image_size": int(model.inputs[0].shape[1]),
+            "pixel_inputs": normalisation if takes_pixels(model) else None}
+
+
+def keras_error_line(exc: BaseException, limit: int = 240) -> str:
+    """A Keras loading error as one line: its innermost cause (Keras nests each layer's failure in the model's,
+    each after "Exception encountered:", the model's config in between)."""
+    innermost = str(exc).rsplit("Exception encountered:", 1)[-1].strip().splitlines()
+    return innermost[0][:limit] if innermost else first_line(exc, limit)
+
+
+def weights_by_path(model) -> dict[str, np.ndarray]:
+    """Every weight of `model` under its path ("conv1_conv/kernel"): layer names that the course's code gives,
+    the same in every Keras 3."""
+    return {variable.path: np.asarray(variable) for variable in model.weights}
+
+
+def rebuild(architecture: dict, weights: dict[str, np.ndarray]):
+    """The model `architecture` describes, built here (no download: every weight comes from `weights`), with
+    `weights` put in by path. A weight missing, left over or of another shape is named: the model is not the one
+    described."""
+    model = build_model(architecture["head"], architecture["n_classes"], architecture["image_size"], "none",
+                        architecture["dropout"], backbone=architecture["backbone"],
+                        pixel_inputs=architecture["pixel_inputs"]).model
+    wanted = {variable.path: variable for variable in model.weights}
+    missing, extra = sorted(wanted.keys() - weights.keys()), sorted(weights.keys() - wanted.keys())
+    wrong = [f"{path} {tuple(weights[path].shape)} instead of {tuple(wanted[path].shape)}"
+             for path in sorted(wanted.keys() & weights.keys())
+             if tuple(weights[path].shape) != tuple(wanted[path].shape)]
+    if missing or extra or wrong:
+        said = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                f"{len(extra)} unknown (e.g. {extra[0]})" if extra else "", f"{wrong[0]}" if wrong else ""]
+        raise ValueError(f"the weights do not fit a {architecture['backbone']} {architecture['head']} model: "
+                         + "; ".join(s for s in said if s))
+    for path, variable in wanted.items():
+        variable.assign(weights[path])
+    return model
+
+
 def backbone_layers(model) -> list:
     return [layer for layer in model.layers
             if layer.name not in HEAD_LAYERS and not isinstance(layer, keras.layers.InputLayer)]

@@ -15,6 +15,8 @@ finished ones: a renamed file is renamed everywhere, and a damaged one is named 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import shutil
 import sys
@@ -31,11 +33,12 @@ from helpers.curves import accuracy_interval, effective_images, one_off_seconds
 from helpers.data import ScanResult
 from helpers.datasets import DatasetLayout, dataset_tag
 from helpers.image_files import read_images
-from helpers.models import fed_normalisation, predict_pixels
+from helpers.models import architecture, fed_normalisation, keras_error_line, predict_pixels, rebuild, weights_by_path
 from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
-from helpers.splits import load_split, save_split
+from helpers.splits import fingerprint, load_split, save_split
 from helpers.synthetic import MANIFEST_NAME
+from helpers.tasks import CLASSES
 
 SETTINGS = "settings.json"
 SPLIT = "split.csv"
@@ -45,7 +48,9 @@ CHECKPOINTS = "checkpoints"
 STATE = "state.json"  # in CHECKPOINTS
 METRICS = "metrics.json"
 TEST_PREDICTIONS = "test_predictions.csv"
-SHARED = (SETTINGS, SPLIT, HISTORY, MODEL)  # what a finished run is, for another machine: never its checkpoints
+PORTABLE_WEIGHTS = "model.weights.npz"  # in a run archive: every weight by path, the model rebuilt on import
+SHARED = (SETTINGS, SPLIT, HISTORY, PORTABLE_WEIGHTS)  # what a finished run is, for another machine (`sharing`)
+SHARED_BEFORE_ISSUE_34 = (SETTINGS, SPLIT, HISTORY, MODEL)  # archives that carried the exporter's .keras file
 EPOCH_WEIGHTS = "epoch-{:03d}.weights.npz"  # in CHECKPOINTS: the weights alone, no optimizer (`save_weights`)
 OLD_BEST_WEIGHTS = "best-epoch-{:03d}.weights.h5"  # runs before issue 21: weights with the optimizer's slots
 EPOCH_MODEL = "epoch-{:03d}.keras"  # in CHECKPOINTS: an epoch's full model, optimizer included
@@ -84,6 +89,24 @@ def course_runs(layout: DatasetLayout, profile_name: str) -> Path:
     """Where the course keeps its runs of one dataset and profile: the notebooks look there, `run import` puts a
     teacher's runs there."""
     return config.OUTPUT_DIR / "runs" / dataset_tag(layout) / profile_name
+
+
+def classes_of(split: pd.DataFrame) -> tuple[str, ...]:
+    """The task's classes, in the canonical label order, from the labels a split holds."""
+    return tuple(c for c in CLASSES if c in set(split["label"]))
+
+
+def course_run_folder(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, repeat: int = 0,
+                      profile_name: str | None = None) -> Path:
+    """Where the course keeps a run: one per dataset, profile, recipe (contents, not only its name), split and
+    repeat, so that a changed recipe or a changed split never lands in an old run's folder. The notebooks look for
+    their runs there, and `run import` puts a teacher's there, whatever folder they were trained in."""
+    own = split[split["repeat"] == repeat]  # other repeats of a sub-sample split do not change this run
+    key = hashlib.blake2b(json.dumps([recipe.to_dict(), fingerprint(own)], sort_keys=True).encode(),
+                          digest_size=4).hexdigest()
+    task = len(classes_of(split))
+    name = f"{recipe.name}_task{task}" + (f"_repeat{repeat}" if split["repeat"].nunique() > 1 else "") + f"-{key}"
+    return course_runs(layout, profile_name or config.active_profile().name) / name
 
 
 def read_settings(run_dir, remedy: str | None = None) -> dict | None:
@@ -181,7 +204,50 @@ def load_model(run_dir):
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - a whole zip with damaged insides: Keras' error names no run
-        raise damaged(path, Path(run_dir), f"its contents do not load: {config.first_line(exc)}", remedy) from exc
+        why, saved_by = f"its contents do not load: {keras_error_line(exc)}", saved_with_keras(run_dir)
+        if saved_by and saved_by != keras.__version__:  # one Keras may not read another's configuration
+            why = f"it was saved by Keras {saved_by} and does not load on this Keras {keras.__version__} ({why})"
+            remedy = (f"install keras=={saved_by}, or export the run where it was trained (`python -m helpers run "
+                      "export`: its archives load on any Keras 3) and import that")
+        raise damaged(path, Path(run_dir), why, remedy) from exc
+
+
+def saved_with_keras(run_dir) -> str | None:
+    """The Keras version that trained the run (settings.json records it), or None if unknown."""
+    with contextlib.suppress(ValueError, OSError):
+        versions = (read_settings(run_dir) or {}).get("versions")
+        return versions.get("keras") if isinstance(versions, dict) else None
+    return None
+
+
+def shared_files(run_dir) -> tuple[dict[str, bytes], dict]:
+    """A finished run as another machine takes it, whatever its Keras: ({name: bytes} of `SHARED`, architecture).
+    Its settings, split and history as they are, and its model as weights by path plus the architecture that
+    `models.rebuild` makes again there; never its checkpoints. Rebuilt here first, so that a run the course's code
+    cannot make again is refused before a class receives it."""
+    run_dir = Path(run_dir)
+    model, recipe = load_model(run_dir), Recipe.from_dict(read_settings(run_dir)["recipe"])
+    built = architecture(model, recipe.head, recipe.backbone, recipe.dropout, recipe.normalisation)
+    weights = weights_by_path(model)
+    rebuild(built, weights)
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    found = {name: (run_dir / name).read_bytes() for name in SHARED if name != PORTABLE_WEIGHTS}
+    return {**found, PORTABLE_WEIGHTS: buffer.getvalue()}, built
+
+
+def write_shared_files(run_dir, shared: dict[str, bytes], built: dict | None) -> None:
+    """A run folder from `shared_files`' output (or an older archive's, with the exporter's model.keras and no
+    architecture): the model is rebuilt by this machine's Keras and saved as its own model.keras."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in shared.items():
+        if name != PORTABLE_WEIGHTS:
+            (run_dir / name).write_bytes(data)
+    if PORTABLE_WEIGHTS in shared:
+        with np.load(io.BytesIO(shared[PORTABLE_WEIGHTS]), allow_pickle=False) as saved:
+            weights = {name: saved[name] for name in saved.files}
+        save_model(rebuild(built, weights), run_dir)
 
 
 # --------------------------------------------------------------------------- checkpoints, for resuming

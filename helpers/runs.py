@@ -5,22 +5,19 @@ read side by side. A single run folder is a `Run` (helpers.run_folder).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from helpers import config, sharing
+from helpers import sharing
 from helpers.curves import NOT_REACHED, time_to_accuracy
 from helpers.data import scan_cached
 from helpers.datasets import DatasetLayout
 from helpers.recipes import Recipe
-from helpers.run_folder import Run, as_run, course_runs
-from helpers.splits import fingerprint
-from helpers.tasks import CLASSES, canonical_class
+from helpers.run_folder import Run, as_run, classes_of, course_run_folder
+from helpers.tasks import canonical_class
 from helpers.training import train
 
 
@@ -68,24 +65,6 @@ def compare_runs(runs) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the course's runs
-
-
-def classes_of(split: pd.DataFrame) -> tuple[str, ...]:
-    """The task's classes, in the canonical label order, from the labels a split holds."""
-    return tuple(c for c in CLASSES if c in set(split["label"]))
-
-
-def course_run_folder(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, repeat: int = 0,
-                      profile: config.Profile | None = None) -> Path:
-    """Where the course keeps a run: one per dataset, profile, recipe (contents, not only its name), split and
-    repeat, so that a changed recipe or a changed split never lands in an old run's folder."""
-    profile = profile or config.active_profile()
-    own = split[split["repeat"] == repeat]  # other repeats of a sub-sample split do not change this run
-    key = hashlib.blake2b(json.dumps([recipe.to_dict(), fingerprint(own)], sort_keys=True).encode(),
-                          digest_size=4).hexdigest()
-    task = len(classes_of(split))
-    name = f"{recipe.name}_task{task}" + (f"_repeat{repeat}" if split["repeat"].nunique() > 1 else "") + f"-{key}"
-    return course_runs(layout, profile.name) / name
 
 
 def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, repeat: int = 0, log=print,

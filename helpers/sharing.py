@@ -2,11 +2,15 @@
 notebooks reuse them instead of training (`python -m helpers run export` / `run import`).
 
 An archive is a zip: `manifest.json` (every file's SHA-256 and what each run is: classes, profile, split
-fingerprint, weights used) and `runs/<run folder name>/…`. An import checks everything before it writes anything
-where the notebooks look, and refuses in one line: a file that does not match its hash, an entry that would land
-outside its folder, a run whose split is not made of the learner's images, a model that needs unsafe
-deserialisation. The learner's copy of a run points at the learner's dataset (`data_root`) and records where it came
-from (`imported.json`), so the notebooks say "using the run imported from …".
+fingerprint, weights used, the model's architecture and the exporter's Keras) and `runs/<run folder name>/…`. A run
+travels as its settings, split, history and weights; the learner's own code and Keras rebuild the model, so an
+archive loads on any Keras 3 (a saved .keras file holds its Keras' configuration, which another Keras may refuse).
+An import checks everything before it writes anything where the notebooks look, and refuses in one line: a file that
+does not match its hash, an entry that would land outside its folder, a run whose split is not made of the learner's
+images, a model that cannot be rebuilt (or, in an older archive, loaded). Each run lands where the notebooks look
+for it (its recipe, split and profile name the folder), and the import says which runs the notebooks will not use.
+The learner's copy of a run points at the learner's dataset (`data_root`) and records where it came from
+(`imported.json`), so the notebooks say "using the run imported from …".
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -28,11 +33,13 @@ import pandas as pd
 from helpers import config, files, models, run_folder  # noqa: F401 - models: registers the course's layers for safe loading
 from helpers.data import scan_cached
 from helpers.datasets import DatasetLayout, dataset_tag
+from helpers.recipes import RECIPES, Recipe
+from helpers.splits import NOTEBOOK_SPLITS, fingerprint, saved_split
 
-FORMAT = "cxr-course-runs/1"
+FORMAT = "cxr-course-runs/2"  # weights and architecture: any Keras 3
+FORMAT_BEFORE_ISSUE_34 = "cxr-course-runs/1"  # the exporter's model.keras: its Keras (or a close one) only
 MANIFEST = "manifest.json"
 IMPORTED = "imported.json"  # in an imported run's folder: where it came from, and the teacher's data_root
-SHARED_FILES = run_folder.SHARED
 
 
 class ArchiveRefused(ValueError):
@@ -64,19 +71,34 @@ def export_runs(source, archive) -> dict:
             if not settings.get("finished"):
                 raise ArchiveRefused(f"{folder} has not finished training: finish it (run the same command again) "
                                      "before exporting it")
-            hashes, where = {}, (folder.relative_to(source) if folder != source else Path(folder.name)).as_posix()
-            for name in SHARED_FILES:
-                data = (folder / name).read_bytes()
-                hashes[name] = sha256(data)
-                packed.writestr(f"runs/{where}/{name}", data)  # stored: a .keras file is a zip already
+            try:
+                shared, architecture = run_folder.shared_files(folder)
+            except ValueError as exc:  # a damaged model, or one the course's code cannot rebuild
+                raise ArchiveRefused(f"run {folder} cannot be exported: {config.first_line(exc, 300)}") from None
+            where = (folder.relative_to(source) if folder != source else Path(folder.name)).as_posix()
+            for name, data in shared.items():
+                packed.writestr(f"runs/{where}/{name}", data)  # stored: weights barely compress
             runs.append({"folder": where, "profile": settings.get("profile"), "classes": settings["classes"],
                          "split_fingerprint": settings["split_fingerprint"], "repeat": settings["repeat"],
                          "weights_used": settings.get("weights_used"), "pretrained": settings.get("pretrained"),
-                         "files": hashes})
+                         "architecture": architecture, "keras": keras.__version__,
+                         "files": {name: sha256(data) for name, data in shared.items()}})
         manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "runs": runs}
         packed.writestr(MANIFEST, json.dumps(manifest, indent=2))
     return manifest
+
+
+_DRIVE_FILE = re.compile(r"https://drive\.google\.com/(?:file/d/([\w-]+)|(?:open|uc)\?(?:.*&)?id=([\w-]+))")
+
+
+def download_url(url: str) -> str:
+    """The URL that downloads the file itself: a Google Drive share link ("…/file/d/ID/view") names a web page."""
+    drive = _DRIVE_FILE.match(url)
+    if drive:
+        return f"https://drive.usercontent.google.com/download?id={drive.group(1) or drive.group(2)}&export=download" \
+               "&confirm=t"
+    return url
 
 
 def _fetch(archive_or_url: str, keep_in: Path) -> Path:
@@ -86,12 +108,19 @@ def _fetch(archive_or_url: str, keep_in: Path) -> Path:
         if not path.is_file():
             raise ArchiveRefused(f"no archive at {path}")
         return path
-    target = keep_in / (Path(urllib.parse.urlparse(archive_or_url).path).name or "runs.zip")
+    target = keep_in / "downloaded.zip"
     try:
-        with urllib.request.urlopen(archive_or_url, timeout=60) as response, open(target, "wb") as out:  # noqa: S310
+        with urllib.request.urlopen(download_url(archive_or_url), timeout=60) as response, \
+                open(target, "wb") as out:  # noqa: S310
             shutil.copyfileobj(response, out)
     except (OSError, ValueError) as exc:
         raise ArchiveRefused(f"could not download {archive_or_url}: {config.first_line(exc)}") from None
+    with open(target, "rb") as downloaded:
+        start = downloaded.read(512).lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")) or b"<html" in start:
+        raise ArchiveRefused(f"{archive_or_url} gave a web page, not a zip archive: on Google Drive, share the file "
+                             "with 'Anyone with the link' (Share → General access) and paste that link; elsewhere, "
+                             "a link that downloads the file itself")
     return target
 
 
@@ -110,8 +139,26 @@ def _checked_manifest(packed: zipfile.ZipFile) -> dict:
         manifest = json.loads(packed.read(MANIFEST))
     except KeyError:
         raise ArchiveRefused(f"the archive has no {MANIFEST}: it was not made by `run export`") from None
-    if manifest.get("format") != FORMAT:
-        raise ArchiveRefused(f"the archive's format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    except ValueError as exc:
+        raise ArchiveRefused(f"the archive's {MANIFEST} is not JSON ({config.first_line(exc)})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_BEFORE_ISSUE_34):
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArchiveRefused(f"the archive's format is {found!r}, expected {FORMAT!r}")
+    runs = manifest.get("runs")
+    if not runs or not isinstance(runs, list) or not all(
+            isinstance(run, dict) and isinstance(run.get("folder"), str) and isinstance(run.get("files"), dict)
+            and isinstance(run.get("classes"), list) for run in runs):
+        raise ArchiveRefused(f"the archive's {MANIFEST} lists no runs, or runs without their folder, classes and "
+                             "files: it was not made by `run export`")
+    expected = run_folder.SHARED if manifest["format"] == FORMAT else run_folder.SHARED_BEFORE_ISSUE_34
+    for run in manifest["runs"]:
+        folder = PurePosixPath(run["folder"])
+        if folder.is_absolute() or ".." in folder.parts or "//" in run["folder"] or not folder.parts:
+            raise ArchiveRefused(f"the manifest names the run folder {run['folder']!r}, which would be written "
+                                 "outside its folder: refused")
+        if sorted(run["files"]) != sorted(expected):
+            raise ArchiveRefused(f"run {run['folder']} lists the files {sorted(run['files'])}; a run archive holds "
+                                 f"{sorted(expected)}")
     listed = {f"runs/{run['folder']}/{name}": digest for run in manifest["runs"] for name, digest in
               run["files"].items()}
     present = {info.filename for info in packed.infolist() if not info.is_dir()} - {MANIFEST}
@@ -157,8 +204,9 @@ def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> l
                 run, problem = other_data[0]
                 raise ArchiveRefused(f"run {run['folder']} was not trained on your data: {problem}; import it where "
                                      f"the dataset it was trained on is (yours: {layout.root})")
-            placed = [_put_in_place(scratch / run["folder"], _destination(run, layout, out, len(staged) > 1), run,
-                                    log) for run, _ in staged]
+            placed = [_put_in_place(scratch / run["folder"], _destination(scratch / run["folder"], run, layout, out,
+                                                                          len(staged) > 1), run, layout, log)
+                      for run, _ in staged]
     for run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
         log(f"Not imported: {run['folder']}, trained on other data ({problem}); a notebook that needs it trains it.")
     return placed
@@ -166,12 +214,15 @@ def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> l
 
 def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index: pd.DataFrame, scratch: Path,
                 source: str) -> str | None:
-    """Unpack the run in the scratch folder, pointed at the learner's data and checked to load in safe mode; or say
-    why its split is not made of the learner's images."""
+    """Unpack the run in the scratch folder, pointed at the learner's data, its model rebuilt (or, from an older
+    archive, checked to load in safe mode); or say why its split is not made of the learner's images."""
     folder = scratch / run["folder"]
-    folder.mkdir(parents=True)
-    for name in run["files"]:
-        (folder / name).write_bytes(packed.read(f"runs/{run['folder']}/{name}"))
+    shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}
+    try:
+        run_folder.write_shared_files(folder, shared, run.get("architecture"))
+    except Exception as exc:  # noqa: BLE001 - whatever this Keras says of another's model: one line, both versions
+        raise ArchiveRefused(_not_usable_here(run["folder"], run.get("keras"), exc)) from None
+    teacher_keras = run.get("keras") or run_folder.saved_with_keras(folder)
     problem = split_mismatch(run_folder.read_split(folder, layout.root), index)
     if problem:
         return problem
@@ -179,30 +230,66 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     teacher_root, settings["data_root"] = settings["data_root"], str(layout.root)
     run_folder.write_settings(folder, settings)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
+                                         "keras": teacher_keras,
                                          "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    _check_loads_safely(run_folder.model_path(folder), run["folder"])
+    if "architecture" not in run:  # an archive from before issue 34: the exporter's own model.keras
+        _check_loads_safely(run_folder.model_path(folder), run["folder"], teacher_keras)
     return None
 
 
-def _check_loads_safely(path: Path, name: str) -> None:
+def _not_usable_here(name: str, teacher_keras: str | None, exc: BaseException) -> str:
+    return (f"run {name}, exported with Keras {teacher_keras or '(unknown)'}, cannot be used with this Keras "
+            f"{keras.__version__}: {models.keras_error_line(exc)}; ask your teacher to export it again with this "
+            "course's `python -m helpers run export` (its archives load on any Keras 3)"
+            + (f", or install keras=={teacher_keras}" if teacher_keras else ""))
+
+
+def _check_loads_safely(path: Path, name: str, teacher_keras: str | None) -> None:
     try:  # the course's own layers (helpers.models) are registered for safe loading
         keras.models.load_model(path, safe_mode=True, compile=False)
-    except ValueError as exc:
-        if "unsafe" in str(exc) or "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+    except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, …: another Keras' config, or unsafe code
+        text = str(exc)
+        if "unsafe" in text or "safe_mode" in text or "lambda" in text.lower():
             raise ArchiveRefused(f"run {name}'s model needs unsafe deserialisation (Python code inside the file, "
                                  "such as a Lambda layer): refused") from None
-        raise ArchiveRefused(f"run {name}'s model does not load: {config.first_line(exc)}") from None
+        raise ArchiveRefused(_not_usable_here(name, teacher_keras, exc)) from None
 
 
-def _destination(run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> Path:
-    """Where the notebooks look for it: under the learner's dataset (runs are keyed by dataset, profile and name)."""
-    name = PurePosixPath(run["folder"]).name
+def _destination(folder: Path, run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> Path:
+    """Where the notebooks look for it: the course's folder for its dataset, profile, recipe, split and repeat
+    (`run_folder.course_run_folder`), whatever folder the teacher trained it in; or where `out` says."""
     if out is not None:
-        return out / name if many else out
-    return run_folder.course_runs(layout, run["profile"] or config.active_profile().name) / name
+        return out / PurePosixPath(run["folder"]).name if many else out
+    settings = run_folder.read_settings(folder)
+    return run_folder.course_run_folder(layout, Recipe.from_dict(settings["recipe"]),
+                                        run_folder.read_split(folder, layout.root), settings["repeat"],
+                                        run["profile"] or config.active_profile().name)
 
 
-def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
+def unused_by_notebooks(run_dir, layout: DatasetLayout) -> str | None:
+    """Why the notebooks will not use this run where it is, or None if one of them will: a notebook trains (or
+    finds) one recipe on one of the course's splits (`splits.NOTEBOOK_SPLITS`) of the profile's data."""
+    run = run_folder.Run(run_dir)
+    profile = run.settings.get("profile") or config.active_profile().name
+    if run.folder.parent != run_folder.course_runs(layout, profile):
+        return f"it is not in {run_folder.course_runs(layout, profile)}, where they look (import it without --out)"
+    known = RECIPES.get(run.name)
+    if known is not None and known.to_dict() != run.recipe.to_dict():
+        changed = sorted(k for k, v in run.recipe.to_dict().items() if known.to_dict().get(k) != v)
+        return f"its recipe {run.name} differs from this course's ({', '.join(changed)})"
+    scan, in_profile = scan_cached(layout), config.choose_profile({**os.environ, "CXR_PROFILE": profile})
+    course = {name: saved_split(scan, mode, task, profile=in_profile) for (mode, task), name in NOTEBOOK_SPLITS.items()}
+    if not any(_same_images(run.split(), split, run.repeat) for split in course.values()):
+        return (f"its split is none of the notebooks' in the {profile} profile ({'; '.join(course)}): it was "
+                "made another way (e.g. `train --per-class`, or a split file of its own)")
+    return None
+
+
+def _same_images(split: pd.DataFrame, other: pd.DataFrame, repeat: int) -> bool:
+    return fingerprint(split[split["repeat"] == repeat]) == fingerprint(other[other["repeat"] == repeat])
+
+
+def _put_in_place(staged: Path, target: Path, run: dict, layout: DatasetLayout, log) -> Path:
     """Move a checked run to `target` whole: copied next to it under a temporary name, then renamed."""
     if target.exists() and any(target.iterdir()):
         imported = files.read_json(target / IMPORTED) if (target / IMPORTED).exists() else None
@@ -210,6 +297,7 @@ def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
             log(f"{target} already holds this run: left as it is.")
             return target
         raise ArchiveRefused(f"{target} already holds something else: delete it, or import with --out elsewhere")
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
     try:
         shutil.copytree(staged, partial)
@@ -223,6 +311,10 @@ def _put_in_place(staged: Path, target: Path, run: dict, log) -> Path:
     if run["profile"] and run["profile"] != profile:
         log(f"  It was trained in the {run['profile']} profile; this machine's notebooks use {profile}: set "
             f"CXR_PROFILE={run['profile']} to use it.")
+    unused = unused_by_notebooks(target, layout)
+    if unused:
+        log(f"  The notebooks will not use it: {unused}. The command line can: python -m helpers evaluate --run "
+            f"{target}")
     return target
 
 
@@ -236,11 +328,21 @@ def import_from_environment(layout: DatasetLayout, log=print) -> list[Path]:
     done = files.read_json(record) if record.exists() else {}
     if url in done.get(dataset_tag(layout), []):
         return []
+    if url in _FAILED_URLS:  # said once already in this process
+        return []
     log(f"Importing the runs your teacher shared (CXR_RUNS_URL={url}) …")
-    placed = import_runs(url, layout, log=log)
+    try:
+        placed = import_runs(url, layout, log=log)
+    except (ValueError, OSError) as exc:  # one line (ArchiveRefused, a full disk), and the notebook trains instead
+        _FAILED_URLS.add(url)
+        log(f"Could not use the runs your teacher shared: {exc}. This notebook trains its own instead.")
+        return []
     done.setdefault(dataset_tag(layout), []).append(url)
     files.write_json(record, done)
     return placed
+
+
+_FAILED_URLS: set[str] = set()
 
 
 def imported_from(run_dir) -> str | None:

@@ -259,6 +259,13 @@ def split_key(index: pd.DataFrame, mode: str, task: int, seed: int, plan: dict) 
     return digest.hexdigest()
 
 
+# The splits the notebooks train their runs on, (mode, task) → what uses it: an imported run on another split is
+# used by none of them (`sharing` says so). Each is `saved_split(scan, mode, task)` in the active profile.
+NOTEBOOK_SPLITS = {("paper_a", 4): "Paper A's 4-class split (notebooks 03, 04, 05)",
+                   ("paper_a", 3): "Paper A's 3-class split (06)", ("paper_b", 3): "Paper B's 3-class sub-samples (06)",
+                   ("paper_b", 2): "Paper B's 2-class sub-samples (06)"}
+
+
 def saved_split_path(scan: ScanResult, mode: str = "paper_a", task: int = 4, seed: int = 0,
                      profile: config.Profile | None = None, **sizes) -> Path:
     """Where `saved_split` keeps this split: outputs/splits/<mode>_task<k>_seed<s>[_sizes]-<key>.csv."""
