@@ -403,6 +403,9 @@ def describe_error(exc: BaseException) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if config.outputs_unavailable():
+        print(f"error: {config.outputs_unavailable()}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:

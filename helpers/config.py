@@ -30,6 +30,13 @@ KAGGLE_WORKING = Path(os.environ.get("CXR_KAGGLE_WORKING", "/kaggle/working"))
 
 
 def in_colab() -> bool:
+    """A Colab runtime: its notebook's kernel (google.colab imported), or a command a cell runs (`!python -m helpers
+    …`), which inherits the runtime's COLAB_RELEASE_TAG."""
+    return "google.colab" in sys.modules or bool(os.environ.get("COLAB_RELEASE_TAG"))
+
+
+def in_colab_kernel() -> bool:
+    """Colab's notebook kernel itself, which alone can mount Drive or read the notebook's secrets."""
     return "google.colab" in sys.modules
 
 
@@ -62,6 +69,8 @@ def keep_outputs_on_drive() -> bool:
         return False
     if os.environ.get("CXR_KEEP_OUTPUTS_ON_DRIVE"):
         return os.environ["CXR_KEEP_OUTPUTS_ON_DRIVE"] == "1"
+    if not in_colab_kernel():  # a command run from a cell: what the notebook's `import helpers` chose
+        return os.environ.get(_KERNEL_CHOSE_DRIVE) == "1"
     try:
         from google.colab import userdata
 
@@ -76,11 +85,25 @@ def _output_dir() -> Path:
     if os.environ.get("CXR_OUTPUT_DIR"):
         return Path(os.environ["CXR_OUTPUT_DIR"]).expanduser()
     if keep_outputs_on_drive():
-        from google.colab import drive
+        if in_colab_kernel():
+            from google.colab import drive
 
-        drive.mount(str(DRIVE_OUTPUTS.parents[2]))
+            drive.mount(str(DRIVE_OUTPUTS.parents[2]))
+            os.environ[_KERNEL_CHOSE_DRIVE] = "1"  # for the commands its cells run (a Colab secret they cannot read)
         return DRIVE_OUTPUTS
     return REPO_ROOT / "outputs"
+
+
+_KERNEL_CHOSE_DRIVE = "CXR_KERNEL_KEEPS_OUTPUTS_ON_DRIVE"
+
+
+def outputs_unavailable() -> str | None:
+    """Why this process cannot write where the notebooks look, or None: a command run from a Colab cell, with outputs
+    kept on Drive, before the notebook mounted it (only the notebook can)."""
+    if OUTPUT_DIR == DRIVE_OUTPUTS and not in_colab_kernel() and not DRIVE_OUTPUTS.parents[1].is_dir():
+        return (f"the outputs are kept on Google Drive ({DRIVE_OUTPUTS}), which is not mounted yet: run the "
+                "notebook's first cells (`import helpers` mounts it), then this command again")
+    return None
 
 
 def outputs_not_as_asked() -> str | None:

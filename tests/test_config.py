@@ -144,3 +144,36 @@ def test_keep_outputs_on_drive_is_chosen_once_in_the_setup_cell_and_a_late_chang
     assert config._output_dir() == config.DRIVE_OUTPUTS and len(mounted) == 2
     secrets.clear()  # no such secret (userdata raises): not asked
     assert config._output_dir() == config.REPO_ROOT / "outputs" and len(mounted) == 2
+
+
+def test_a_command_run_from_a_colab_cell_writes_where_the_notebook_looks_or_says_why_it_cannot(monkeypatch, capsys):
+    """`!python -m helpers run import …` on Colab: a child of the kernel, without google.colab imported, yet on Colab
+    (COLAB_RELEASE_TAG); it keeps outputs on Drive when the notebook does, even when a Colab secret chose it (which only
+    the kernel can read), and refuses in one line while Drive is not mounted (only the notebook can mount it)."""
+    import sys
+    import types
+
+    from helpers.cli import main
+
+    monkeypatch.delenv("CXR_OUTPUT_DIR", raising=False)
+    monkeypatch.delenv(config._KERNEL_CHOSE_DRIVE, raising=False)
+    monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-20261201")
+    assert config.in_colab() and not config.in_colab_kernel()
+    assert config._output_dir() == config.REPO_ROOT / "outputs", "the notebook chose nothing: local, as it is"
+
+    mounted = []  # the kernel: a secret chose Drive; it mounts Drive and tells the commands its cells run
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    colab.userdata = types.SimpleNamespace(get={"CXR_KEEP_OUTPUTS_ON_DRIVE": "1"}.__getitem__)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert config._output_dir() == config.DRIVE_OUTPUTS and mounted == ["/content/drive"]
+    monkeypatch.delitem(sys.modules, "google.colab")  # now the command, which inherits the kernel's environment
+    assert config._output_dir() == config.DRIVE_OUTPUTS and len(mounted) == 1, "no mount outside the kernel"
+
+    monkeypatch.setattr(config, "OUTPUT_DIR", config.DRIVE_OUTPUTS)
+    unavailable = config.outputs_unavailable()  # /content/drive/MyDrive does not exist on this machine
+    assert unavailable.startswith(f"the outputs are kept on Google Drive ({config.DRIVE_OUTPUTS}), which is not "
+                                  "mounted yet") and "\n" not in unavailable
+    assert main(["profile"]) == 2 and capsys.readouterr().err == f"error: {unavailable}\n"
