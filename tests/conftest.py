@@ -24,6 +24,7 @@ from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
 from helpers.tasks import CLASSES, task_classes
 from helpers.training import forget_kept_model, train
+from tests.find_browser import say_what_was_not_run
 
 
 @pytest.fixture(scope="session")
@@ -194,3 +195,8 @@ def pytest_xdist_make_scheduler(config, log):
             return super()._split_scope(nodeid)
 
     return NotebooksTogether(config, log)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The browser tests skipped for want of a browser (tests/find_browser.py), named in one line at the end."""
+    say_what_was_not_run(terminalreporter)

@@ -1,9 +1,11 @@
 """What a learner sees (issue 23): JupyterLab in headless Chromium, notebook 04 run in it and its threshold slider
 moved; notebook 05 run down to its map explorer, and the explorer switched to Grad-CAM at a finer layer.
 
-JupyterLab serves a copy of the notebook on 127.0.0.1 with a token; Playwright drives Debian's Chromium (the test
-command installs both). The kernel uses the test run's outputs folder, so it reuses the runs the notebooks trained
-(in the notebooks' worker, after them: tests/conftest.py); the screenshot goes to that folder, never to outputs/.
+JupyterLab serves a copy of the notebook on 127.0.0.1 with a token; Playwright drives the Chrome or Chromium that
+tests/find_browser.py finds (CXR_CHROMIUM, Debian's /usr/bin/chromium, the PATH, macOS's applications): with none,
+these tests are skipped and named in one line at the end of the run, failed in CI (CI=true). The kernel uses the
+test run's outputs folder, so it reuses the runs the notebooks trained (in the notebooks' worker, after them:
+tests/conftest.py); the screenshot goes to that folder, never to outputs/.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import numpy as np
 import pytest
 
 from helpers import cam, config, data, datasets, evaluation, explorers, image_files, recipes, runs, splits
+from tests.find_browser import browser_or_skip, find_browser
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_04, NOTEBOOK_05 = "04_evaluation.ipynb", "05_class_activation_maps.ipynb"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling Google's hosts, which this closed network refuses.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -43,8 +45,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     """(base URL with its token, the folder it serves): JupyterLab started for this test, stopped after it."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium chromium-driver)")
+    browser_or_skip()  # before JupyterLab is started for nothing
     root, home = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-home")
     for name in (NOTEBOOK_04, NOTEBOOK_05):
         shutil.copy(REPO / "notebooks" / name, root)
@@ -87,11 +88,12 @@ def jupyterlab(tmp_path_factory):
 @contextlib.contextmanager
 def chromium_page(notebook: str):
     """(a page in headless Chromium, the screenshots' folder); on failure, what the page showed is saved first."""
+    chromium = browser_or_skip()
     playwright = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (dev extra)")
     shots = config.OUTPUT_DIR / "browser"
     shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             yield page, shots
@@ -243,3 +245,135 @@ def drive_the_map_explorer(page, shots: Path, wanted: str) -> tuple[str, str]:
                            arg=[".cxr-lungs", wanted], timeout=60_000)
     page.locator(".widget-vbox", has=shown).first.screenshot(path=str(shots / "05_map_explorer.png"))
     return before, shown.text_content()
+
+
+# Which browser: tests/find_browser.py, with fake executables; and the Makefile's rule that installs one.
+
+def fake_executable(path: Path, executable: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755 if executable else 0o644)
+    return path
+
+
+def test_the_browser_is_the_one_asked_for_then_debians_then_one_on_the_path_then_a_macos_application(tmp_path):
+    first, second = tmp_path / "bin1", tmp_path / "bin2"
+    fake_executable(first / "google-chrome")
+    fake_executable(first / "chromium", executable=False)  # not a browser: it cannot be run
+    fake_executable(second / "chromium-browser")
+    application = fake_executable(tmp_path / "Applications" / "Google Chrome.app" / "Contents" / "MacOS" / "Chrome")
+    debian, missing = tmp_path / "usr" / "bin" / "chromium", tmp_path / "nowhere" / "chromium"
+    fake_executable(debian)
+    path = f"{first}{os.pathsep}{second}"
+
+    def found(environ, debian=missing, applications=(str(application),)):
+        return find_browser(environ, debian=str(debian), applications=applications)[0]
+
+    asked = fake_executable(tmp_path / "my chrome" / "chrome")
+    assert found({"PATH": path, "CXR_CHROMIUM": str(asked)}, debian=debian) == str(asked)
+    assert found({"PATH": path, "CXR_CHROMIUM": "google-chrome"}) == str(first / "google-chrome")  # a name: PATH's
+    assert found({"PATH": path}, debian=debian) == str(debian)
+    assert found({"PATH": path}) == str(second / "chromium-browser")  # the names in order, each over the whole PATH
+    assert found({"PATH": str(first)}) == str(first / "google-chrome")
+    assert found({"PATH": ""}) == str(application)
+    assert found({"PATH": ""}, applications=()) is None
+    # macOS's places, system-wide and the user's own
+    home = tmp_path / "home"
+    mine = fake_executable(home / "Applications" / "Chromium.app" / "Contents" / "MacOS" / "Chromium")
+    assert find_browser({"PATH": "", "HOME": str(home)}, debian=str(missing))[0] == str(mine)
+
+
+def test_a_browser_asked_for_that_is_not_there_is_named_not_replaced_by_another(tmp_path):
+    fake_executable(tmp_path / "bin" / "chromium")
+    path, why = find_browser({"PATH": str(tmp_path / "bin"), "CXR_CHROMIUM": "/opt/chrome/missing"},
+                             debian=str(tmp_path / "none"), applications=())
+    assert path is None and why == "CXR_CHROMIUM=/opt/chrome/missing is not an executable file"
+
+
+def test_without_a_browser_the_test_is_skipped_saying_in_one_line_how_to_enable_it(tmp_path):
+    nothing = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
+    for ci in ({}, {"CI": "false"}):
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            browser_or_skip({**nothing, **ci}, debian=str(tmp_path / "chromium"), applications=())
+        reason = str(skipped.value)
+        assert "\n" not in reason and reason.startswith("browser test not run: no Chrome or Chromium found"), reason
+        assert "install Chromium or Google Chrome, or set CXR_CHROMIUM=/path/to/chrome" in reason, reason
+
+
+def test_in_ci_a_missing_browser_fails_the_test(tmp_path):
+    for ci in ("true", "True", "1"):
+        with pytest.raises(pytest.fail.Exception, match=f"CI={ci} and no Chrome or Chromium found .*: CI runs the"):
+            browser_or_skip({"PATH": str(tmp_path), "CI": ci}, debian=str(tmp_path / "chromium"), applications=())
+    browser = fake_executable(tmp_path / "chromium")
+    assert browser_or_skip({"PATH": str(tmp_path), "CI": "true"}, debian=str(browser)) == str(browser)
+
+
+def run_pytest_without_a_browser(tmp_path: Path, **environ) -> subprocess.CompletedProcess:
+    """pytest with two workers, as `make test` runs it, on two tests that need a browser and one that does not, on a
+    machine without any browser; the end-of-run line comes from tests/conftest.py's hook, copied here."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(
+        "from tests import find_browser\n"
+        "find_browser.DEBIAN, find_browser.MACOS = '/nonexistent/chromium', ()\n\n"
+        "def pytest_terminal_summary(terminalreporter):\n"
+        "    find_browser.say_what_was_not_run(terminalreporter)\n")
+    (project / "test_pages.py").write_text(
+        "from tests.find_browser import browser_or_skip\n\n"
+        "def test_a_page():\n    browser_or_skip()\n\n"
+        "def test_another_page():\n    browser_or_skip()\n\n"
+        "def test_no_page():\n    pass\n")
+    (tmp_path / "bin").mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "CXR_CHROMIUM", "PYTEST_ADDOPTS")}
+    env.update(PATH=str(tmp_path / "bin"), HOME=str(tmp_path), PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+               **environ)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "xdist.plugin", "-n", "2", "-p", "no:cacheprovider",
+                           "-q", str(project)], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_test_run_names_the_browser_tests_it_could_not_run_in_one_line_at_its_end(tmp_path):
+    done = run_pytest_without_a_browser(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in done.stdout.splitlines() if "not run" in line]
+    assert len(said) == 1, done.stdout
+    assert said[0].startswith("Browser tests not run: test_pages.py (2 tests): no Chrome or Chromium found"), said
+    assert said[0].endswith("to run them, install Chromium or Google Chrome, or set CXR_CHROMIUM=/path/to/chrome.")
+    assert "1 passed, 2 skipped" in done.stdout, done.stdout
+
+
+def test_in_ci_the_test_run_fails_without_a_browser(tmp_path):
+    done = run_pytest_without_a_browser(tmp_path, CI="true")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 failed, 1 passed" in done.stdout and "Browser tests not run" not in done.stdout, done.stdout
+
+
+def make_the_browser(tmp_path: Path, uid: int, apt_get: bool, browser: bool) -> tuple[int, str]:
+    """The Makefile's rule for the browser, on a machine without Debian's Chromium (CHROMIUM pointed elsewhere): as
+    user `uid`, with or without apt-get (a fake that says what it was asked), with a browser or none. (its exit
+    status, what apt-get was asked)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    bin_ = tmp_path / "bin"
+    asked = tmp_path / "apt-get asked"
+    (bin_ / "id").parent.mkdir(parents=True, exist_ok=True)
+    (bin_ / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (bin_ / "id").chmod(0o755)
+    if apt_get:
+        (bin_ / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> '{asked}'\n")
+        (bin_ / "apt-get").chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "MAKEFLAGS", "MFLAGS")}
+    env.update(PATH=str(bin_), CXR_CHROMIUM=str(fake_executable(tmp_path / "chrome") if browser else tmp_path / "none"))
+    target = str(tmp_path / "no-debian-chromium")
+    done = subprocess.run([make, "-s", "-C", str(REPO), "-o", ".venv/.installed", f"CHROMIUM={target}", target],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, asked.read_text() if asked.exists() else ""
+
+
+def test_make_installs_debians_chromium_only_as_root_with_apt_get_and_no_browser_and_goes_on_without_one(tmp_path):
+    assert make_the_browser(tmp_path / "1", uid=0, apt_get=True, browser=False) == (
+        0, "install -y --no-install-recommends chromium chromium-driver\n")
+    assert make_the_browser(tmp_path / "2", uid=0, apt_get=True, browser=True) == (0, "")
+    assert make_the_browser(tmp_path / "3", uid=1000, apt_get=True, browser=False) == (0, "")  # no sudo asked
+    assert make_the_browser(tmp_path / "4", uid=0, apt_get=False, browser=False) == (0, "")
+    assert make_the_browser(tmp_path / "5", uid=1000, apt_get=False, browser=False) == (0, "")
