@@ -227,7 +227,7 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     if problem:
         return problem
     settings = run_folder.read_settings(folder)
-    teacher_root, settings["data_root"] = settings["data_root"], str(layout.root)
+    teacher_root, settings["data_root"] = settings["data_root"], str(Path(layout.root).resolve())  # as training
     run_folder.write_settings(folder, settings)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
                                          "keras": teacher_keras,
