@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 # when it is there; else the Chrome or Chromium tests/find_browser.py finds (CXR_CHROMIUM, the PATH, /Applications).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test site lint bench clean-outputs
+.PHONY: run test test-colab site lint bench clean-outputs
 
 $(INSTALLED): pyproject.toml
 	@test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,27 @@ site: $(INSTALLED)
 # Chromium the browser tests are skipped, named in one line at the end with how to enable them (failed in CI: CI=true).
 test: $(INSTALLED) $(CHROMIUM)
 	CXR_FAST=1 CUDA_VISIBLE_DEVICES= $(VENV_PYTHON) -m pytest -n 2
+
+# The same notebooks and explorers on Google Colab's own package versions (requirements/colab.txt: ipywidgets 7,
+# Colab's TensorFlow and Keras, its Python where this machine has it), in a second environment, .venv-colab/; and a
+# run archive exported here, imported and used there (tests/test_runs_travel.py). CI runs it after `make test`.
+COLAB_VENV := .venv-colab
+COLAB_PYTHON := $(COLAB_VENV)/bin/python
+COLAB_INSTALLED := $(COLAB_VENV)/.installed
+COLAB_OUTPUTS := .test-outputs-colab
+
+$(COLAB_INSTALLED): requirements/colab.txt pyproject.toml
+	@test -x $(COLAB_PYTHON) || { python=$$(tools/colab_python.sh requirements/colab.txt $(PYTHON)) && \
+		$$python -m venv $(COLAB_VENV); }
+	$(COLAB_PYTHON) -m pip install --quiet -r requirements/colab.txt -e .
+	@touch $(COLAB_INSTALLED)
+
+test-colab: $(INSTALLED) $(COLAB_INSTALLED)
+	rm -rf $(COLAB_OUTPUTS)/archive
+	CXR_FAST=1 CUDA_VISIBLE_DEVICES= CXR_OUTPUT_DIR=$(COLAB_OUTPUTS)/teacher \
+		$(VENV_PYTHON) -m tests.travelling_run export $(COLAB_OUTPUTS)/archive
+	CXR_FAST=1 CUDA_VISIBLE_DEVICES= CXR_OUTPUT_DIR=$(COLAB_OUTPUTS) CXR_TRAVELLING_RUN=$(COLAB_OUTPUTS)/archive \
+		$(COLAB_PYTHON) -m pytest -n 2 -p no:cacheprovider notebooks tests/test_explorers.py tests/test_runs_travel.py
 
 # No browser at $(CHROMIUM) and none found elsewhere: as root with apt-get (CI, a container), Debian's is installed;
 # otherwise (macOS, a university account) nothing is, and the test run says which tests it could not run.
