@@ -55,9 +55,10 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     commands = re.findall(r"^make \w+$", readme, flags=re.MULTILINE)
     assert commands[:2] == ["make run", "make test"], "the quick start is two commands"
+    [test_command] = re.findall(r"^The test command \(what CI runs\) is `([^`]+)`\.$", readme, flags=re.MULTILINE)
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
-    assert ci == ["make test"]
+    assert ci == [test_command] == ["make test test-colab"]
 
 
 def test_makefile_test_target_selects_the_fast_profile():

@@ -130,7 +130,6 @@ def test_the_pages_show_no_folder_of_the_machine_that_ran_the_notebooks(tmp_path
 @pytest.mark.parametrize(("written", "shown"), [
     ("{repo}/data/x.png", "data/x.png"),
     ("cd {repo} && make run", "cd . && make run"),
-    ("{repo}2/x", "{repo}2/x"),  # another folder
     ("see https://example.com/home/x", "see https://example.com/home/x"),
     ("{home}/data/x", "<data>/x"),  # CXR_DATA_DIR, in the home folder
     ("{home}/cache/x", "~/cache/x"),
@@ -142,6 +141,12 @@ def test_a_path_of_this_machine_is_written_relative_to_the_repository_or_as_its_
     folders = build_site.machine_folders(environ={"CXR_DATA_DIR": f"{home}/data", "HOME": home})
     hide = build_site.PathHider(folders).hide
     assert hide(written.format(repo=REPO, home=home)) == shown.format(repo=REPO, home=home)
+
+
+def test_a_folder_whose_name_starts_as_the_repositorys_is_not_taken_for_it():
+    """Another folder (it may still be shown as the temporary folder's, or the home's, when the clone is in one)."""
+    hide = build_site.PathHider(build_site.machine_folders(environ={"HOME": "/home/someone"})).hide
+    assert hide(f"{REPO}2/x").endswith(f"{REPO.name}2/x")
 
 
 def test_data_and_outputs_in_the_repository_are_shown_relative_to_it():
