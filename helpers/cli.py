@@ -403,8 +403,9 @@ def describe_error(exc: BaseException) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if config.outputs_unavailable():
-        print(f"error: {config.outputs_unavailable()}", file=sys.stderr)
+    unavailable = config.outputs_unavailable()
+    if unavailable:
+        print(f"error: {unavailable}", file=sys.stderr)
         return 2
     try:
         return args.func(args)

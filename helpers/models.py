@@ -267,7 +267,12 @@ def weights_by_path(model) -> dict[str, np.ndarray]:
 def rebuild(architecture: dict, weights: dict[str, np.ndarray]):
     """The model `architecture` describes, built here (no download: every weight comes from `weights`), with
     `weights` put in by path. A weight missing, left over or of another shape is named: the model is not the one
-    described."""
+    described. The description comes from another machine (a run archive): its sizes are bounded before anything
+    is built."""
+    size, classes = architecture.get("image_size"), architecture.get("n_classes")
+    if not (type(size) is int and 32 <= size <= 1024 and type(classes) is int and 2 <= classes <= 64):
+        raise ValueError(f"a model of {size!r} px and {classes!r} classes is not one the course builds (32-1024 px, "
+                         "2-64 classes)")
     model = build_model(architecture["head"], architecture["n_classes"], architecture["image_size"], "none",
                         architecture["dropout"], backbone=architecture["backbone"],
                         pixel_inputs=architecture["pixel_inputs"]).model

@@ -236,18 +236,27 @@ def shared_files(run_dir) -> tuple[dict[str, bytes], dict]:
     return {**found, PORTABLE_WEIGHTS: buffer.getvalue()}, built
 
 
-def write_shared_files(run_dir, shared: dict[str, bytes], built: dict | None) -> None:
-    """A run folder from `shared_files`' output (or an older archive's, with the exporter's model.keras and no
-    architecture): the model is rebuilt by this machine's Keras and saved as its own model.keras."""
+def write_shared_files(run_dir, shared: dict[str, bytes]) -> None:
+    """A run folder's files from `shared_files`' output (or an older archive's, with the exporter's model.keras), but
+    for the weights: `save_rebuilt_model` makes the model from them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, data in shared.items():
         if name != PORTABLE_WEIGHTS:
             (run_dir / name).write_bytes(data)
-    if PORTABLE_WEIGHTS in shared:
-        with np.load(io.BytesIO(shared[PORTABLE_WEIGHTS]), allow_pickle=False) as saved:
-            weights = {name: saved[name] for name in saved.files}
-        save_model(rebuild(built, weights), run_dir)
+
+
+def save_rebuilt_model(run_dir, shared: dict[str, bytes], built: dict | None) -> bool:
+    """The model of `shared_files`' output, rebuilt by this machine's code and Keras, saved as its own model.keras;
+    False for an older archive's files, which hold the exporter's model.keras instead of weights."""
+    if PORTABLE_WEIGHTS not in shared:
+        return False
+    if not isinstance(built, dict):
+        raise ValueError("the manifest does not describe the model's architecture")
+    with np.load(io.BytesIO(shared[PORTABLE_WEIGHTS]), allow_pickle=False) as saved:
+        weights = {name: saved[name] for name in saved.files}
+    save_model(rebuild(built, weights), run_dir)
+    return True
 
 
 # --------------------------------------------------------------------------- checkpoints, for resuming

@@ -218,21 +218,22 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     archive, checked to load in safe mode); or say why its split is not made of the learner's images."""
     folder = scratch / run["folder"]
     shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}
-    try:
-        run_folder.write_shared_files(folder, shared, run.get("architecture"))
-    except Exception as exc:  # noqa: BLE001 - whatever this Keras says of another's model: one line, both versions
-        raise ArchiveRefused(_not_usable_here(run["folder"], run.get("keras"), exc)) from None
-    teacher_keras = run.get("keras") or run_folder.saved_with_keras(folder)
+    run_folder.write_shared_files(folder, shared)
     problem = split_mismatch(run_folder.read_split(folder, layout.root), index)
-    if problem:
+    if problem:  # another dataset's run: no model is built for it
         return problem
+    teacher_keras = run.get("keras") or run_folder.saved_with_keras(folder)
+    try:
+        rebuilt = run_folder.save_rebuilt_model(folder, shared, run.get("architecture"))
+    except Exception as exc:  # noqa: BLE001 - whatever this Keras says of another's model: one line, both versions
+        raise ArchiveRefused(_not_usable_here(run["folder"], teacher_keras, exc)) from None
     settings = run_folder.read_settings(folder)
     teacher_root, settings["data_root"] = settings["data_root"], str(Path(layout.root).resolve())  # as training
     run_folder.write_settings(folder, settings)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
                                          "keras": teacher_keras,
                                          "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    if "architecture" not in run:  # an archive from before issue 34: the exporter's own model.keras
+    if not rebuilt:  # an archive from before issue 34: the exporter's own model.keras
         _check_loads_safely(run_folder.model_path(folder), run["folder"], teacher_keras)
     return None
 

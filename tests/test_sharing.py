@@ -287,3 +287,14 @@ def test_a_manifest_that_is_not_a_runs_manifest_is_refused_in_one_line(phantom_r
             packed.writestr("manifest.json", manifest)
         error = refusal(capsys, archive, "--data", phantom_root)
         assert ("lists no runs" in error or "is not JSON" in error or "outside its folder" in error), error
+
+
+def test_an_architecture_out_of_bounds_in_the_manifest_is_refused_before_anything_is_built(
+        teacher_run, phantom_root, learner_outputs, tmp_path, capsys):
+    archive = exported(teacher_run, tmp_path / "class.zip", capsys)
+    huge = tmp_path / "huge.zip"
+    rewritten(archive, huge, lambda name, data: data.replace(b'"image_size": 32', b'"image_size": 100000')
+              if name == "manifest.json" else data)
+    error = refusal(capsys, huge, "--data", phantom_root)
+    assert "a model of 100000 px and 4 classes is not one the course builds" in error
+    assert not (learner_outputs / "runs").exists()
