@@ -1,5 +1,5 @@
-"""Controls that edit the images: the lungs hidden with one grey level, an equal area hidden outside them, the pair's
-verdicts, and a run scored under edits."""
+"""Controls that edit the images: the lungs hidden with one grey level, an equal area of the body hidden outside them
+with the same pixel change, the pair's verdicts with bootstrap intervals, and a run scored under edits."""
 
 import numpy as np
 import pandas as pd
@@ -30,38 +30,88 @@ def test_hide_lungs_fills_every_image_with_one_grey_level(tmp_path):
         controls.hide_lungs(pixels, rows.assign(mask_path=[rows["mask_path"][0], None]))
 
 
-def test_the_matching_control_hides_an_equal_area_outside_the_lungs_farthest_first(tmp_path):
-    rows, lungs = _masked_rows(tmp_path)
-    pixels = np.full((2, 8, 8), 100, np.uint8)
-    pixels[:, lungs] = 30
-    hidden = controls.hide_outside_lungs(pixels, rows)
-    changed = hidden != pixels
-    assert not changed[:, lungs].any()  # the lungs untouched
-    assert (changed.sum(axis=(1, 2)) == lungs.sum()).all()  # as many pixels as the lungs cover
-    assert set(np.unique(hidden[changed])) == {30}  # the same grey level as hide_lungs would use
-    assert changed[:, :, -1].all()  # the lungs sit at columns 1-3: the far right edge goes first
-    assert not changed[:, 3:5, 4].any()  # the pixels next to the lungs stay
+def _chest(tmp_path, n=3, size=64):
+    """Images like a radiograph: a black frame, a textured body, two darker lungs with texture; their masks."""
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:size, :size]
+    body = ((yy - 34) / 27) ** 2 + ((xx - 32) / 25) ** 2 < 1
+    lungs = (((yy - 28) / 8) ** 2 + ((xx - 22) / 4) ** 2 < 1) | (((yy - 28) / 8) ** 2 + ((xx - 42) / 4) ** 2 < 1)
+    pixels = np.where(body, 130 + rng.integers(-3, 4, (n, size, size)), 8)
+    pixels = np.where(lungs, 60 + rng.integers(-6, 7, (n, size, size)), pixels).astype(np.uint8)
+    masks = [str(write_png(tmp_path / f"chest{i}.png", lungs.astype(np.uint8) * 255)) for i in range(n)]
+    return pixels, pd.DataFrame({"mask_path": masks}), lungs, body
 
 
-def test_the_pair_of_lung_controls_concludes_only_what_it_supports():
-    informedness = {"in lungs": (0.9, 0.05, 0.85), "outside": (0.6, 0.4, 0.1), "both": (0.9, 0.8, 0.9),
-                    "edit": (0.9, 0.0, 0.1), "unclear": (0.9, 0.3, 0.85), "guessing": (0.1, 0.0, 0.0)}
-    table = pd.DataFrame({(edit, measure): [v[i] for v in informedness.values()] + [0.0]
-                          for i, edit in enumerate(["as is", *controls.LUNG_CONTROLS])
-                          for measure in ("accuracy", "informedness")},
-                         index=[*informedness, "all"])
-    scores = controls.EditScores(table, majority_baseline=0.5)
-    verdicts = scores.verdicts["verdict"]
-    assert verdicts["in lungs"].endswith("the evidence is in the lungs")
-    assert "the evidence is outside the lungs" in verdicts["outside"]  # 0.4 of 0.6 kept: more than half
-    assert verdicts["both"].startswith("kept under both edits")
-    assert "the pair cannot say" in verdicts["edit"]
-    assert verdicts["unclear"].startswith("partly kept with the lungs hidden") and "does not settle" in verdicts[
-        "unclear"]
-    assert verdicts["guessing"].startswith("not told apart even as is")
-    assert list(scores.verdicts.columns) == ["as is", *controls.LUNG_CONTROLS, "verdict"]
-    assert f"  in lungs: {verdicts['in lungs']}" in scores.describe().splitlines()
+def test_the_matching_control_hides_an_equal_area_of_the_body_with_the_lung_edits_pixel_change(tmp_path):
+    from scipy.ndimage import label
+
+    pixels, rows, lungs, body = _chest(tmp_path)
+    edited, hidden = controls.outside_control(pixels, rows)
+    np.testing.assert_array_equal(edited, controls.hide_outside_lungs(pixels, rows))  # seeded
+    assert not hidden[:, lungs].any()  # the lungs untouched
+    assert (hidden.sum(axis=(1, 2)) == lungs.sum()).all()  # as many pixels as the lungs cover
+    assert not hidden[:, ~body].any(), "the black frame is not the body (the old control hid it first)"
+    assert all(label(h)[1] >= 2 for h in hidden), "several regions, not one band"
+    for image, mask, out in zip(pixels, hidden, edited):
+        assert len(np.unique(out[mask])) == 1 and (out[~mask] == image[~mask]).all()  # one grey level, only there
+    lung_change = controls.pixel_change(pixels, controls.hide_lungs(pixels, rows))
+    np.testing.assert_allclose(controls.pixel_change(pixels, edited), lung_change, rtol=0.1)  # as big an edit
+    assert (controls.outside_control(pixels, rows, seed=1)[1] != hidden).any()
+    with pytest.raises(ValueError, match="need regions >= 1"):
+        controls.hide_outside_lungs(pixels, rows, regions=0)
+
+
+def _pair(n=30, outside_size=4.0):
+    """Per-image labels, predictions and changes: each class's evidence where its name says."""
+    lungs, outside = controls.LUNG_CONTROLS
+    names = ["lungs", "outside", "alike", "guess"]
+    labels = np.repeat(names, n)
+    as_is = np.where(labels == "guess", np.resize(["lungs", "outside", "alike"], labels.size), labels)
+    predicted = {"as is": as_is,
+                 lungs: np.where(np.isin(labels, ["lungs", "alike"]), "guess", as_is),
+                 outside: np.where(np.isin(labels, ["outside", "alike"]), "guess", as_is)}
+    changes = {lungs: np.full(labels.size, 4.0), outside: np.full(labels.size, outside_size)}
+    return labels, predicted, changes
+
+
+def test_the_pair_states_where_the_evidence_is_only_when_intervals_and_sizes_support_it():
+    verdicts = controls.pair_verdicts(*_pair())
+    assert verdicts["evidence"].to_dict() == {"lungs": "in the lungs", "outside": "outside the lungs",
+                                              "alike": "cannot tell", "guess": "not told apart"}
+    assert verdicts.loc["lungs", "lungs hidden costs more"] and not verdicts.loc["lungs", "kept with the lungs hidden"]
+    outside = verdicts.loc["outside"]
+    assert outside["kept with the lungs hidden"] and outside["outside hidden costs more"]
+    assert (verdicts["lungs hidden low"] <= verdicts["lungs hidden"]).all()
+    assert "cost it alike within their 95% intervals" in verdicts.loc["alike", "verdict"]
+    assert verdicts.loc["lungs", "verdict"].startswith("the evidence is in the lungs")
+    pd.testing.assert_frame_equal(verdicts, controls.pair_verdicts(*_pair()))  # seeded
+    # a bigger outside edit alone can cost more: then "outside" is not stated; "in the lungs" still is
+    bigger = controls.pair_verdicts(*_pair(outside_size=6.0))
+    assert bigger.loc["outside", "evidence"] == "cannot tell" and "differ in size" in bigger.loc["outside", "verdict"]
+    assert bigger.loc["lungs", "evidence"] == "in the lungs"
+    # few images: the points differ (recall 1.0 outside hidden, 0.67 lungs hidden) but the intervals do not separate
+    labels, predicted, changes = _pair(n=6)
+    predicted["lungs hidden"] = np.where((labels == "lungs") & (np.arange(labels.size) % 6 < 2), "guess",
+                                         predicted["as is"])
+    few = controls.pair_verdicts(labels, predicted, changes).loc["lungs"]
+    assert few["lungs hidden"] < few["equal area outside hidden"] and few["evidence"] == "cannot tell"
+    with pytest.raises(ValueError, match="no image of class 'other'"):
+        controls.pair_verdicts(*_pair(), classes=["lungs", "other"])
+
+
+def test_scores_give_the_pairs_verdicts_and_say_them():
+    labels, predicted, changes = _pair()
+    table = pd.DataFrame({(v, m): [0.5] * 5 for v in predicted for m in ("accuracy", "informedness")},
+                         index=["lungs", "outside", "alike", "guess", "all"])
+    scores = controls.EditScores(table, 0.25, labels, predicted, changes)
+    verdicts = scores.verdicts
+    assert list(verdicts.index) == ["lungs", "outside", "alike", "guess"]
+    assert f"  lungs: {verdicts.loc['lungs', 'verdict']}" in scores.describe().splitlines()
     assert controls.EditScores(table.drop(columns="lungs hidden", level=0), 0.5).verdicts is None
+    with pytest.raises(ValueError, match="score with score_edits"):
+        _ = controls.EditScores(table, 0.25).verdicts
 
 
 def test_scores_under_edits_show_what_the_predictions_depend_on(tmp_path):
@@ -90,9 +140,17 @@ def test_scores_under_edits_show_what_the_predictions_depend_on(tmp_path):
     assert scores.majority_baseline == pytest.approx(2 / 3)
     assert table.loc["all", ("as is", "informedness")] == 1.0
     assert table.loc["all", ("darkened", "informedness")] == 0.0  # everything called Normal: nothing told apart
+    assert table["darkened", "pixel change"].to_dict() == pytest.approx({"COVID": 220.5, "Normal": 9, "all": 150})
     described = scores.describe()
-    assert "darkened: accuracy 33%" in described and "No class is told apart" in described
+    assert "darkened: changes the images by 150.0 grey levels per pixel on average; accuracy 33%" in described
+    assert "No class is told apart" in described
     assert "(always answering the largest class: 67%)" in described
     assert scores.verdicts is None and described.count("\n") == 1, "no lung controls, no verdicts"
     with pytest.raises(ValueError, match="1 image\\(s\\) could not be read"):
         controls.score_edits(run, rows.assign(path=[*rows["path"][:2], str(tmp_path / "missing.png")]))
+    lungs = np.zeros((8, 8), np.uint8)
+    lungs[2:6, 2:4] = 255
+    masked = rows.assign(mask_path=[str(write_png(tmp_path / f"mask{i}.png", lungs)) for i in range(3)])
+    paired = controls.score_edits(run, masked)  # the pair of lung controls, by default
+    assert set(paired.verdicts["evidence"]) <= set(controls.EVIDENCE)
+    assert paired.describe().count("grey levels per pixel") == 2, "each edit's pixel change, said"
