@@ -12,7 +12,9 @@ to 0, then divided by the map's maximum, so 0 means "no evidence for this class 
 Paper B's own [0, 1] scaling (min-max) stays available as `maps(..., scaling="minmax")`.
 
 One entry point computes them, `maps`, for a notebook, the explorer and `predict --cam` alike; `localise` scores the
-maps of each image's true class against lesion and lung masks.
+maps of each image's true class against lesion and lung masks, each score beside three levels a map can reach without
+finding the lesion: a map that finds only the lungs, the same map scored on other lesions of its class (the
+class-keeping null), and one fixed map per class learned from the training lesions (`Localisation.chance`).
 """
 
 from __future__ import annotations
@@ -293,6 +295,58 @@ def energy_inside(maps, masks) -> np.ndarray:
     return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
 
 
+def _other_lesions_of_its_class(labels, lesions, lesion_labels, own) -> np.ndarray:
+    """(N, M) weights: lesion j counts for map i when it has a pixel, is of map i's class and is not its own image."""
+    labels, lesion_labels = np.asarray(labels, dtype=object), np.asarray(lesion_labels, dtype=object)
+    own = np.full(len(labels), -1) if own is None else np.asarray(own)
+    if len(labels) != len(own) or len(lesions) != len(lesion_labels):
+        raise ValueError(f"need one label (and own index) per map and one label per lesion mask; found {len(labels)} "
+                         f"maps, {len(own)} own indices, {len(lesions)} masks and {len(lesion_labels)} mask labels")
+    others = (labels[:, None] == lesion_labels[None, :]) & np.asarray(lesions).reshape(len(lesions), -1).any(axis=1)
+    others[np.arange(len(labels))[own >= 0], own[own >= 0]] = False
+    return others
+
+
+def _weighted_mean(scores, weights) -> np.ndarray:
+    """Per row, the mean of `scores` over the columns `weights` selects; NaN where it selects none."""
+    n = weights.sum(axis=1)
+    return np.where(n > 0, (scores * weights).sum(axis=1) / np.maximum(n, 1), np.nan)
+
+
+def pointing_null(maps, labels, lesions, lesion_labels, own=None) -> np.ndarray:
+    """Per map (N, h, w): its pointing-game hit averaged over the lesion masks (M, H, W) of the *other* images of its
+    class, exactly (every such pair, no random draws); `own[i]` is the index of map i's own mask (-1: none).
+
+    The class-keeping permutation null: a map that only knows where its class's lesions usually are scores as well
+    against another image's lesion as against its own, so only a map that beats this level follows the lesion.
+    """
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)
+    cells = cells_touched(lesions, maps.shape[1:3]).reshape(len(lesions), -1)
+    hits = cells[:, flat.argmax(axis=1)].T & (flat.max(axis=1) > 0)[:, None]  # (N, M): map i's peak on lesion j
+    return _weighted_mean(hits, _other_lesions_of_its_class(labels, lesions, lesion_labels, own))
+
+
+def energy_null(maps, labels, lesions, lesion_labels, own=None) -> np.ndarray:
+    """Per map (N, H, W), at the masks' size: its share of energy inside the lesion masks of the other images of its
+    class, averaged exactly (as `pointing_null`, for `energy_inside`)."""
+    maps = np.maximum(np.asarray(maps, np.float64), 0).reshape(len(maps), -1)
+    inside = maps @ (np.asarray(lesions).reshape(len(lesions), -1) > 0).T  # (N, M)
+    total = maps.sum(axis=1, keepdims=True)
+    shares = np.where(total > 0, inside / np.where(total > 0, total, 1), 0.0)  # an empty map has no energy anywhere
+    return _weighted_mean(shares, _other_lesions_of_its_class(labels, lesions, lesion_labels, own))
+
+
+def fixed_class_maps(lesions, labels, grid: tuple[int, int]) -> dict:
+    """Per class, the share of its (training) lesion masks that touch each cell of an h × w grid: a map that never
+    sees the image. Its hottest cell is the best single guess of where that class's lesions lie, the baseline that
+    position alone reaches."""
+    touched, labels = cells_touched(lesions, grid), np.asarray(labels, dtype=object)
+    has_lesion = touched.reshape(len(touched), -1).any(axis=1)
+    return {label: touched[(labels == label) & has_lesion].mean(axis=0)
+            for label in pd.unique(labels[has_lesion])}
+
+
 # --------------------------------------------------------------------------- a trained run
 
 
@@ -307,7 +361,8 @@ def read_masks(paths, size: int) -> np.ndarray | None:
 @dataclasses.dataclass(frozen=True)
 class Localisation:
     """What `localise` measured: per image (`table`), and per class and overall (`summary`, its "all" row
-    `overall`), each measure beside the chance level of its own question (`chance(measure)`)."""
+    `overall`), each measure beside the levels a map reaches without finding the lesion (`chance(measure, level)`),
+    and per class whether the maps find the lesion (`verdicts`)."""
 
     table: pd.DataFrame
     summary: pd.DataFrame
@@ -316,44 +371,71 @@ class Localisation:
     def overall(self) -> pd.Series:
         return self.summary.loc["all"]
 
-    def chance(self, measure: str, row: str = "all") -> float:
-        """The chance level of a summary measure ("pointing game", "energy in lungs", "energy in <region>",
-        "lesion's part of lungs' energy"): what a map that locates nothing would score."""
-        chances = _chance_columns(self.summary.columns)
+    def chance(self, measure: str, row: str = "all", level: str = "lungs") -> float:
+        """The level a summary measure reaches without finding the lesion, at one of three bars:
+
+        - "lungs": a map that finds only the lungs (or, for "energy in <region>", looks anywhere): its hottest cell a
+          random lung cell, its energy spread evenly over the lungs; for a region, the region's share of the image.
+        - "class": the class-keeping null (pointing game, energy in lesion): the same maps scored against the lesions
+          of the *other* test images of the same class. A map that only knows where its class's lesions usually
+          are reaches it; only one that follows each image's own lesion beats it.
+        - "fixed": one fixed map per class learned from the training lesions (`localise(training=...)`), which never
+          sees the image: what position alone reaches on these test lesions.
+        """
+        chances = _chance_columns(self.summary.columns, level)
         if measure not in chances:
-            raise ValueError(f"no chance level for {measure!r}; the measures with one are {sorted(chances)}")
+            said = "chance" if level == "lungs" else repr(level)
+            raise ValueError(f"no {said} level for {measure!r}; the measures with one are {sorted(chances)}")
         return self.summary.loc[row, chances[measure]]
+
+    @property
+    def verdicts(self) -> pd.DataFrame:
+        """Per class and overall, for the pointing game and the energy in the lesion: the map beside each level, the
+        95% intervals of its differences from them, and a verdict (see `lesion_verdicts`)."""
+        return lesion_verdicts(self.table)
 
     def describe(self, name: str = "The maps") -> str:
         """The overall row in plain sentences, and a verdict on lesion finding (see `_describe`)."""
-        return _describe(self.summary, name)
+        has_null = "pointing_null" in self.table and self.table["pointing_null"].notna().any()
+        return _describe(self.summary, name, self.verdicts if has_null else None)
 
 
 def localise(run, rows: pd.DataFrame, method: str = "auto", layer: str | None = None,
-             regions: dict | None = None, batch_size: int = 32) -> Localisation:
+             regions: dict | None = None, batch_size: int = 32, training: pd.DataFrame | None = None) -> Localisation:
     """Per image: the prediction, and where the map of its *true* class puts its energy; then per class.
 
     `rows` needs path and label, and uses mask_path (lungs) and lesion_mask_path (phantoms) where
     present. Measures: the pointing game and energy share inside the lesion (NaN without a lesion),
     the energy share inside the lungs and inside any extra `regions` (name → boolean mask), and each
-    area's share: the lesion's of the lungs (where a lesion can be: the chance of "does it find the lesion", to
-    compare with the pointing game and with the lesion's part of the energy inside the lungs)
-    and every region's of the image (the chance of "does it look there"). A map with no positive evidence for
-    the true class (`empty_map`) points at nothing: it scores 0, never NaN, so every image stays in the averages.
+    area's share: the lesion's of the lungs (what a map that finds only the lungs scores, to compare with the pointing
+    game and the energy in the lesion) and every region's of the image (the chance of "does it look there").
+    With lesions, each map is also scored against the lesions of the other images of its class in `rows`
+    (`pointing_null`, `energy_null`), and with `training` (rows with lesion_mask_path, e.g. `run.part("train", scan)`)
+    against one fixed map per class learned from their lesions (`fixed_class_maps`): position alone, on the phantoms,
+    reaches far above the lungs' level. A map with no positive evidence for the true class (`empty_map`) points at
+    nothing: it scores 0, never NaN, so every image stays in the averages.
     """
     run = as_run(run)
     unknown = sorted(set(rows["label"]) - set(run.classes))
     if unknown:
         raise ValueError(f"rows have labels {unknown} that {run.folder} was not trained on; expected {run.classes}")
+    if training is not None and "lesion_mask_path" not in training:
+        raise ValueError("training: the fixed maps are learned from lesion masks; these rows have no lesion_mask_path")
+    lesions = {}  # every test lesion once: the null scores each map against the other lesions of its class
+    if "lesion_mask_path" in rows and rows["lesion_mask_path"].notna().any():
+        lesions = {"masks": read_masks(rows["lesion_mask_path"], run.image_size), "labels": rows["label"].to_numpy(),
+                   "training": None if training is None else
+                   (read_masks(training["lesion_mask_path"], run.image_size), training["label"].to_numpy())}
     starts = range(0, len(rows), batch_size)
-    records = [_localise_chunk(run, rows.iloc[start:start + batch_size], method, layer, regions)
+    records = [_localise_chunk(run, rows.iloc[start:start + batch_size], method, layer, regions,
+                               dict(lesions, own=np.arange(start, min(start + batch_size, len(rows)))))
                for start in (tqdm(starts, desc="scoring maps", unit="batch") if len(starts) > 3 else starts)]
     table = rows[[c for c in ("relpath", "path", "label") if c in rows]].join(pd.concat(records))
     table["correct"] = table["predicted"] == table["label"]
     return Localisation(table, _summary(table))
 
 
-def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.DataFrame:
+def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions, lesions: dict) -> pd.DataFrame:
     size = run.image_size
     images = read_images(chunk["path"], size)
     bad = [(p, e) for p, e in zip(chunk["path"], images.errors) if e]
@@ -380,6 +462,7 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
             hit, chance = pointing_game(grid_maps, mask, lungs)
             measured["pointing_game"] = np.where(scored, hit, np.nan)
             measured["pointing_chance"] = np.where(scored, chance, np.nan)
+            measured.update(_position_levels(grid_maps, chosen, chunk["label"].to_numpy(), mask, scored, lesions))
             if lungs is not None:  # a map spread evenly over the lungs puts this share of its energy on the lesion
                 lung_area = lungs.sum(axis=(1, 2))
                 share = (mask & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
@@ -391,15 +474,49 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions) -> pd.Data
     return pd.DataFrame(measured, index=chunk.index)
 
 
+def _position_levels(grid_maps, chosen, labels, lesion, scored, lesions: dict) -> dict:
+    """What position alone scores on these images: each map against the other lesions of its class (the null), and
+    its class's fixed map from the training lesions against this image's lesion."""
+    if not lesions:
+        return {}
+    levels = {"pointing_null": pointing_null(grid_maps, labels, lesions["masks"], lesions["labels"], lesions["own"]),
+              "lesion_energy_null": energy_null(chosen, labels, lesions["masks"], lesions["labels"], lesions["own"])}
+    if lesions["training"] is not None:
+        fixed = fixed_class_maps(*lesions["training"], grid_maps.shape[1:3])
+        cells = cells_touched(lesion, grid_maps.shape[1:3]).reshape(len(lesion), -1)
+        # a class with no training lesion has no fixed map: its images score NaN, never a guess
+        blank = np.full(grid_maps.shape[1:3], np.nan)
+        per_image = np.stack([fixed.get(label, blank) for label in labels])
+        known = ~np.isnan(per_image).any(axis=(1, 2))
+        peak = np.nan_to_num(per_image, nan=0.0).reshape(len(labels), -1).argmax(axis=1)
+        levels["pointing_fixed"] = np.where(known, cells[np.arange(len(labels)), peak], np.nan)
+        drawn = _upsample(np.nan_to_num(per_image, nan=0.0), lesion.shape[1])
+        levels["lesion_energy_fixed"] = np.where(known, np.nan_to_num(energy_inside(drawn, lesion)), np.nan)
+    return {name: np.where(scored, value, np.nan) for name, value in levels.items()}
+
+
 _POINTING_CHANCE = "chance: a random lung cell"
 _LESION_CHANCE = "chance: lesion's share of lungs"
 _LESION_OF_LUNGS = "lesion's part of lungs' energy"
+_POINTING_NULL = "null: other lesions of its class"
+_POINTING_FIXED = "fixed cell of its class (training)"
+_ENERGY_NULL = "energy null: other lesions of its class"
+_ENERGY_FIXED = "energy of its class's fixed map (training)"
+LEVELS = ("lungs", "class", "fixed")
 
 
-def _chance_columns(columns) -> dict:
-    """Each summary measure → the summary column of its chance level."""
-    pairs = {"pointing game": _POINTING_CHANCE, _LESION_OF_LUNGS: _LESION_CHANCE}
-    pairs.update({c: _region_chance(c[len("energy in "):]) for c in columns if c.startswith("energy in ")})
+def _chance_columns(columns, level: str = "lungs") -> dict:
+    """Each summary measure → the summary column of its level (`Localisation.chance`)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}; found {level!r}")
+    if level == "lungs":
+        pairs = {"pointing game": _POINTING_CHANCE, _LESION_OF_LUNGS: _LESION_CHANCE}
+        pairs.update({c: _region_chance(c[len("energy in "):]) for c in columns if c.startswith("energy in ")})
+        if _LESION_CHANCE in columns:  # a map spread evenly over the lungs puts this share of its energy on the lesion
+            pairs["energy in lesion"] = _LESION_CHANCE
+    else:
+        pairs = ({"pointing game": _POINTING_NULL, "energy in lesion": _ENERGY_NULL} if level == "class" else
+                 {"pointing game": _POINTING_FIXED, "energy in lesion": _ENERGY_FIXED})
     return {measure: chance for measure, chance in pairs.items() if measure in columns and chance in columns}
 
 
@@ -415,16 +532,21 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
 
     "Does the map find the lesion?" Its hottest cell (pointing game) against a random cell of the lungs, where
     lesions lie, on the map's own grid; the lesion's part of the map's energy inside the lungs against the lesion's
-    share of the lungs (a map spread evenly over the lungs scores that much). "Does it look at the lungs (or a
-    region)?" against their share of the image. Each average is over the images that have the mask: a measure and
-    its chance level always over the same images.
+    share of the lungs (a map spread evenly over the lungs scores that much). Both beside what position alone
+    scores: the class-keeping null and the fixed map of the class, where `localise` measured them (`verdicts` judges
+    the map against them). "Does it look at the lungs (or a region)?" against their share of the image. Each average
+    is over the images that have the mask: a measure and its chance level always over the same images.
     """
     columns = {"correct": "accuracy"}
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         if name == "lesion":
             chance = "lesion_share_of_lungs" if "lesion_share_of_lungs" in table else "lesion_area"
-            columns.update({"pointing_game": "pointing game", "pointing_chance": _POINTING_CHANCE,
-                            "lesion_energy": "energy in lesion"})
+            columns.update({"pointing_game": "pointing game", "pointing_chance": _POINTING_CHANCE})
+            columns.update({c: n for c, n in (("pointing_null", _POINTING_NULL), ("pointing_fixed", _POINTING_FIXED))
+                            if c in table})
+            columns["lesion_energy"] = "energy in lesion"
+            columns.update({c: n for c, n in (("lesion_energy_null", _ENERGY_NULL),
+                                              ("lesion_energy_fixed", _ENERGY_FIXED)) if c in table})
             if "lesion_energy_of_lungs" in table:
                 columns["lesion_energy_of_lungs"] = _LESION_OF_LUNGS
             columns[chance] = _LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
@@ -434,7 +556,8 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     for name in [c[:-len("_energy")] for c in table.columns if c.endswith("_energy")]:
         scored = numbers[f"{name}_energy"].notna()
         for column in [c for c in numbers if c.startswith(f"{name}_") or (name == "lesion" and c in (
-                "pointing_game", "pointing_chance", "lesion_share_of_lungs", "lesion_energy_of_lungs"))]:
+                "pointing_game", "pointing_chance", "pointing_null", "pointing_fixed", "lesion_share_of_lungs",
+                "lesion_energy_of_lungs"))]:
             numbers[column] = numbers[column].where(scored)  # a measure and its chance over the same images
     summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
     summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
@@ -444,6 +567,62 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     empty = table["empty_map"].astype(int) if "empty_map" in table else pd.Series(0, index=table.index)
     summary.insert(2, "maps with no evidence", [*empty.groupby(table["label"]).sum(), int(empty.sum())])
     return summary.rename(columns=columns)
+
+
+FINDS, KNOWS, NEITHER, CANNOT_SAY = ("finds the lesion", "knows where this class's lesions usually are", "neither",
+                                     "cannot say")
+MIN_IMAGES = 10  # fewer images with a lesion in a class: no verdict
+_VERDICT_MEASURES = {  # measure → per-image columns: the map's score, a lungs-only map's, the null's, the fixed map's
+    "pointing game": ("pointing_game", "pointing_chance", "pointing_null", "pointing_fixed"),
+    "energy in lesion": ("lesion_energy", "lesion_share_of_lungs", "lesion_energy_null", "lesion_energy_fixed"),
+}
+
+
+def lesion_verdicts(table: pd.DataFrame, margin: float = 0.10, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per class (and "all") and measure: the map's mean score beside what a lungs-only map, the class-keeping null and
+    the fixed class map score on the same images, the 95% intervals (paired bootstrap over images) of the map's
+    differences from the null and from the lungs-only level, and a verdict read from those intervals:
+
+    - "finds the lesion": the map beats the class-keeping null (its interval above 0);
+    - "knows where this class's lesions usually are": it beats the lungs-only level, and the null's interval rules out
+      that it beats the null by `margin` or more;
+    - "neither": both intervals rule out a lead of `margin` or more, without beating the lungs-only level;
+    - "cannot say": the intervals are too wide for any of these (a map near a level), or fewer than `MIN_IMAGES`
+      images, where a bootstrap's intervals are too narrow to trust (5 misses in 5 give an interval of one point).
+
+    The null's images share lesion masks, so the bootstrap's intervals are somewhat narrower than an exact one's.
+    """
+    if "pointing_null" not in table:
+        raise ValueError("no class-keeping null in this table: localise() measures it where rows have lesion masks")
+    rng, rows = np.random.default_rng(seed), []
+    for measure, (score, lungs, null, fixed) in _VERDICT_MEASURES.items():
+        if lungs not in table:  # without lung masks, a map spread evenly over the image
+            lungs = "lesion_area"
+        for group in [*sorted(table["label"].unique()), "all"]:
+            part = table if group == "all" else table[table["label"] == group]
+            part = part.dropna(subset=[score, lungs, null])
+            if part.empty:
+                continue
+            row = {"class": group, "measure": measure, "images": len(part), "map": part[score].mean(),
+                   "lungs only": part[lungs].mean(), "class-keeping null": part[null].mean(),
+                   "fixed map (training)": part[fixed].mean() if fixed in part else np.nan}
+            picks = rng.integers(0, len(part), (resamples, len(part)))
+            for name, level in (("null", null), ("lungs only", lungs)):
+                differences = (part[score] - part[level]).to_numpy()[picks].mean(axis=1)
+                row[f"map − {name}: low"], row[f"map − {name}: high"] = np.percentile(differences, [2.5, 97.5])
+            row["verdict"] = _verdict(row, margin) if len(part) >= MIN_IMAGES else CANNOT_SAY
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["class", "measure"])
+
+
+def _verdict(row: dict, margin: float) -> str:
+    if row["map − null: low"] > 0:
+        return FINDS
+    if row["map − null: high"] < margin and row["map − lungs only: low"] > 0:
+        return KNOWS
+    if row["map − null: high"] < margin and row["map − lungs only: high"] < margin:
+        return NEITHER
+    return CANNOT_SAY
 
 
 def write_overlays(run, paths, out_dir, method: str = "auto", layer: str | None = None,
@@ -488,9 +667,10 @@ def _free_name(out_dir: Path, stem: str, used: set) -> Path:
     return target
 
 
-def _describe(summary: pd.DataFrame, name: str) -> str:
-    """The summary's "all" row in plain sentences, each measure beside the chance level of its question, and a
-    verdict on lesion finding: the pointing game's 95% interval (Wilson) against a random lung cell."""
+def _describe(summary: pd.DataFrame, name: str, verdicts: pd.DataFrame | None = None) -> str:
+    """The summary's "all" row in plain sentences, each measure beside the chance level of its question: the pointing
+    game's 95% interval (Wilson) against a random lung cell; with `verdicts`, against the class-keeping null and per
+    class, which alone can say that the maps find the lesion (above a random lung cell, position alone suffices)."""
     row = summary.loc["all"]
     lines = [f"{name}: accuracy {row['accuracy']:.0%} on {int(row['images'])} images."]
     if row.get("maps with no evidence", 0) > 0:
@@ -517,12 +697,24 @@ def _describe(summary: pd.DataFrame, name: str) -> str:
                      f"{area:.1%} of the image ({energy / area:.1f}× chance)." if area > 0 else "")
     lines.append({
         None: "",
-        "most": "Verdict: the hottest cell is on the lesion in most images, above a random lung cell.",
-        "some": "Verdict: above a random lung cell, yet the hottest cell misses the lesion in most images: read these "
-                "maps as a rough region, not as a lesion finder.",
-        "chance": "Verdict: the hottest cell does NOT find the lesion more often than a random lung cell would (the "
-                  "interval includes chance): accuracy alone does not make these maps an explanation.",
-        "below": "Verdict: the hottest cell finds the lesion LESS often than a random lung cell would: these maps "
-                 "point away from the findings.",
+        "most": "Against a random lung cell: the hottest cell is on the lesion in most images, above a random lung "
+                "cell (a map that knows only where each class's lesions usually are can do that too).",
+        "some": "Against a random lung cell: above it, yet the hottest cell misses the lesion in most images: read "
+                "these maps as a rough region at best.",
+        "chance": "Against a random lung cell: the hottest cell does NOT find the lesion more often than a random lung "
+                  "cell would (the interval includes chance): accuracy alone does not make these maps an explanation.",
+        "below": "Against a random lung cell: the hottest cell finds the lesion LESS often than a random lung cell "
+                 "would: these maps point away from the findings.",
     }[verdict])
+    if verdicts is not None and ("all", "pointing game") in verdicts.index:
+        pooled = verdicts.loc[("all", "pointing game")]
+        fixed = ("" if np.isnan(pooled["fixed map (training)"]) else
+                 f"; one fixed cell per class, learned from the training lesions, {pooled['fixed map (training)']:.0%}")
+        lines.append(f"Against position alone: scored on the lesions of other images of the same class, the same "
+                     f"maps hit {pooled['class-keeping null']:.0%}{fixed}. The hottest cell's lead over that null: "
+                     f"{pooled['map'] - pooled['class-keeping null']:+.0%} (95% interval "
+                     f"{pooled['map − null: low']:+.0%} to {pooled['map − null: high']:+.0%}).")
+        per_class = verdicts.xs("pointing game", level="measure")["verdict"]
+        lines.append("Verdict (pointing game), per class: " + "; ".join(
+            f"{label}: {said}" for label, said in per_class.items()) + ".")
     return "\n".join(line for line in lines if line)

@@ -305,3 +305,110 @@ def test_a_model_saved_under_mixed_precision_gives_the_maps_of_its_float32_twin(
     for k in range(3):
         np.testing.assert_allclose(cam.maps(loaded, IMAGES, "grad-cam", k).maps,
                                    cam.maps(twin, IMAGES, "grad-cam", k).maps, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- position alone: the class-keeping null
+
+
+def zoned_lesions(n_per_class=150, seed=0):
+    """16 × 16 images, lungs everywhere; each class's 4 × 4 lesion lies somewhere in its own quarter, as the
+    phantoms' findings lie in class-specific zones. Returns lesions (N, 16, 16), lungs and labels."""
+    rng = np.random.default_rng(seed)
+    lesions, labels = [], []
+    for label, (top, left) in {"A": (0, 0), "B": (8, 8)}.items():
+        for _ in range(n_per_class):
+            y, x = top + rng.integers(0, 5), left + rng.integers(0, 5)
+            mask = np.zeros((16, 16), bool)
+            mask[y:y + 4, x:x + 4] = True
+            lesions.append(mask)
+            labels.append(label)
+    lesions = np.array(lesions)
+    return lesions, np.ones_like(lesions), np.array(labels, dtype=object)
+
+
+def scored_table(maps, lesions, lungs, labels, training=None) -> pd.DataFrame:
+    """A `localise`-like table of 4 × 4 maps (their upsampled energy too), from the module's functions alone."""
+    hit, chance = cam.pointing_game(maps, lesions, lungs)
+    shown = np.repeat(np.repeat(maps, 4, axis=1), 4, axis=2)
+    table = pd.DataFrame({"label": labels, "pointing_game": hit, "pointing_chance": chance,
+                          "pointing_null": cam.pointing_null(maps, labels, lesions, labels, np.arange(len(maps))),
+                          "lesion_energy": cam.energy_inside(shown, lesions),
+                          "lesion_share_of_lungs": lesions.mean(axis=(1, 2)),
+                          "lesion_energy_null": cam.energy_null(shown, labels, lesions, labels, np.arange(len(maps)))})
+    if training is not None:
+        fixed = cam.fixed_class_maps(*training, (4, 4))
+        cells = cam.cells_touched(lesions, (4, 4)).reshape(len(lesions), -1)
+        table["pointing_fixed"] = [cells[i, fixed[label].argmax()] for i, label in enumerate(labels)]
+    return table
+
+
+def test_the_class_keeping_null_rejects_a_fixed_class_map_that_a_random_lung_cell_accepts():
+    """A map that never sees the image, its hottest cell the cell where its class's training lesions most often lie,
+    hits most test lesions: far above a random lung cell. Against the same map scored on the other lesions of its
+    class it gains nothing: it knows where the class's lesions usually are, and does not find the lesion."""
+    lesions, lungs, labels = zoned_lesions()
+    train_lesions, _, train_labels = zoned_lesions(seed=1)
+    fixed = cam.fixed_class_maps(train_lesions, train_labels, (4, 4))
+    assert set(fixed) == {"A", "B"} and fixed["A"].argmax() in (0, 1, 4, 5) and fixed["B"].argmax() in (10, 11, 14, 15)
+    blind = np.stack([fixed[label] for label in labels])  # the same map for every image of a class
+    table = scored_table(blind, lesions, lungs, labels, training=(train_lesions, train_labels))
+    found = cam.Localisation(table.assign(correct=True), cam._summary(table.assign(correct=True)))
+    assert found.overall["pointing game"] > 0.5 > 0.2 > found.chance("pointing game")  # the lungs' bar: passed
+    assert found.chance("pointing game", level="class") == pytest.approx(found.overall["pointing game"], abs=0.02)
+    assert found.chance("pointing game", level="fixed") == pytest.approx(found.overall["pointing game"])
+    verdicts = found.verdicts
+    assert (verdicts["verdict"] == cam.KNOWS).all(), verdicts
+    assert verdicts.loc[("all", "pointing game"), "map − lungs only: low"] > 0.3
+    described = found.describe()
+    assert "above a random lung cell" in described and "Verdict (pointing game), per class: A: knows where" in described
+    assert "finds the lesion" not in described
+
+    # a map that peaks on each image's own lesion beats the null; one that peaks anywhere at random beats neither
+    own = cam.cells_touched(lesions, (4, 4)).astype(float) * np.random.default_rng(2).uniform(size=(len(labels), 4, 4))
+    assert (cam.lesion_verdicts(scored_table(own, lesions, lungs, labels))["verdict"] == cam.FINDS).all()
+    lesions, lungs, labels = zoned_lesions(n_per_class=600)  # narrow intervals: "neither" is a finding, not a shrug
+    anywhere = np.random.default_rng(3).uniform(size=(len(labels), 4, 4))
+    verdicts = cam.lesion_verdicts(scored_table(anywhere, lesions, lungs, labels))
+    assert (verdicts.xs("pointing game", level="measure")["verdict"] == cam.NEITHER).all(), verdicts
+    few = scored_table(anywhere[::120], lesions[::120], lungs[::120], labels[::120])  # 5 images per class
+    assert (cam.lesion_verdicts(few).drop(index="all", level="class")["verdict"] == cam.CANNOT_SAY).all()
+
+
+def test_the_null_scores_each_map_against_the_other_lesions_of_its_class_only():
+    maps = np.zeros((3, 2, 2))
+    maps[:, 0, 0] = 1.0  # every map peaks top-left
+    lesions = np.zeros((4, 4, 4), bool)
+    lesions[0, :2, :2] = lesions[1, 2:, 2:] = lesions[2, :2, :2] = lesions[3, :2, :2] = True
+    # maps 0 and 1 are of class A (masks 0 and 1), map 2 of B (mask 2); mask 3 is another B image with no map
+    null = cam.pointing_null(maps, ["A", "A", "B"], lesions, ["A", "A", "B", "B"], own=[0, 1, 2])
+    np.testing.assert_array_equal(null, [0.0, 1.0, 1.0])  # map 0 vs mask 1 (missed); map 1 vs mask 0 (hit)
+    assert np.isnan(cam.pointing_null(maps[:1], ["C"], lesions, ["A", "A", "B", "B"]))[0]  # no other lesion
+    shown = np.repeat(np.repeat(maps, 2, axis=1), 2, axis=2)
+    np.testing.assert_allclose(cam.energy_null(shown, ["A", "A", "B"], lesions, ["A", "A", "B", "B"], [0, 1, 2]),
+                               [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="one label per lesion mask"):
+        cam.pointing_null(maps, ["A", "A", "B"], lesions, ["A"])
+    with pytest.raises(ValueError, match="level must be one of 'lungs', 'class', 'fixed'; found 'random'"):
+        cam._chance_columns([], "random")
+
+
+def test_localise_scores_each_map_against_the_other_lesions_of_its_class_and_a_fixed_map(known_run):
+    """The brightness map is on its own lesion and on no other: it beats the null. The fixed COVID map from these
+    two lesions (each cell touched by one of them half the time) peaks on the first lesion's corner."""
+    run, rows = known_run
+    found = cam.localise(run, rows, batch_size=2, training=rows)  # the null crosses the batches
+    table = found.table
+    np.testing.assert_array_equal(table["pointing_null"].iloc[:2], [0.0, 0.0])
+    np.testing.assert_allclose(table["lesion_energy_null"].iloc[:2], 0.0, atol=0.02)
+    np.testing.assert_array_equal(table["pointing_fixed"].iloc[:2], [1.0, 0.0])
+    np.testing.assert_allclose(table["lesion_energy_fixed"].iloc[:2], 0.5, atol=0.01)
+    assert table[["pointing_null", "pointing_fixed"]].iloc[2].isna().all()  # Normal: no lesion
+    assert found.chance("pointing game", level="class") == 0 and found.chance("pointing game", level="fixed") == 0.5
+    assert found.chance("energy in lesion") == pytest.approx(16 / 192)  # a map spread evenly over the lungs
+    assert found.verdicts.loc[("COVID", "pointing game"), "verdict"] == cam.CANNOT_SAY  # two images: too few
+    assert "Verdict (pointing game), per class: COVID: cannot say" in found.describe()
+    assert "pointing_null" in cam.localise(run, rows).table and "pointing_fixed" not in cam.localise(run, rows).table
+    with pytest.raises(ValueError, match="no 'fixed' level for 'pointing game'"):
+        cam.localise(run, rows).chance("pointing game", level="fixed")
+    with pytest.raises(ValueError, match="training: the fixed maps are learned from lesion masks"):
+        cam.localise(run, rows, training=rows.drop(columns="lesion_mask_path"))
