@@ -277,7 +277,7 @@ def _verdict(row) -> str:
              f"the lungs' by {row[f'{lungs}: pixel change']:.1f}")
     evidence = row["evidence"]
     if evidence == "not told apart":
-        return f"not told apart even as is (95% interval reaches 0): nothing to locate {numbers}"
+        return f"not told apart even as is (its 95% interval is not above 0): nothing to locate {numbers}"
     if evidence == "in the lungs":
         return f"the evidence is in the lungs: hiding them costs more than the outside edit {numbers}"
     if evidence == "outside the lungs":
