@@ -104,8 +104,9 @@ def outside_control(pixels, rows: pd.DataFrame, value: int | None = None, region
 
     Of `draws` seeded draws of the blobs per image, the one whose best fill matches the lungs' pixel change most
     closely is kept (`pixel_change` reports both). An edit can upset a model wherever it falls; only a class that
-    one edit of the pair costs more than the other says where its evidence is (`EditScores.verdicts`). Returns the
-    edited images and, per image, the pixels hidden.
+    one edit of the pair costs more than the other says where its evidence is (`EditScores.verdicts`). The fill is
+    each image's own (the size match needs it), so it keeps a trace of the hidden places' brightness, one grey level
+    of it. Returns the edited images and, per image, the pixels hidden.
     """
     if regions < 1 or draws < 1:
         raise ValueError(f"need regions >= 1 and draws >= 1; found regions={regions}, draws={draws}")
