@@ -98,7 +98,11 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    manifest = sharing.export_runs(args.run_dir, args.archive)
+    try:
+        manifest = sharing.export_runs(args.run_dir, args.archive)
+    except sharing.ExportInterrupted as exc:  # SIGTERM or Ctrl-C: the partial archive is gone, one line says so
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     print(f"Exported {len(manifest['runs'])} run(s) to {args.archive}: "
           + ", ".join(run["folder"] for run in manifest["runs"]))
     return 0

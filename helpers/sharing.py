@@ -11,16 +11,24 @@ images, a model that cannot be rebuilt (or, in an older archive, loaded). Each r
 for it (its recipe, split and profile name the folder), and the import says which runs the notebooks will not use.
 The learner's copy of a run points at the learner's dataset (`data_root`) and records where it came from
 (`imported.json`), so the notebooks say "using the run imported from …".
+
+Whoever controls a teacher's link controls what an import is asked to write (issue 36), so: the names an archive
+gives (run folder, profile, recipe) are plain names, every path is checked where it finally lands (links and `..`
+followed), sizes are bounded before anything is read, hashes are computed in chunks, and an import holds the run
+folder's lock, as training does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import urllib.parse
 import urllib.request
 import zipfile
@@ -46,8 +54,100 @@ class ArchiveRefused(ValueError):
     """An archive that cannot be imported, in one line saying why."""
 
 
+class ExportInterrupted(KeyboardInterrupt):
+    """`run export` stopped by SIGTERM or Ctrl-C: its partial archive is removed (an archive already there is kept);
+    `exit_code` is 128 + the signal's number, as for training."""
+
+    def __init__(self, archive, signal_number: int):
+        how = "SIGTERM" if signal_number == signal.SIGTERM else "Ctrl-C (SIGINT)"
+        super().__init__(f"interrupted by {how}: {archive} was not written (its partial file was removed; an archive "
+                         "already there is as it was)")
+        self.exit_code = 128 + signal_number
+
+
+# What a run can hold, per file (MB): the largest real run (ResNet50's weights, ~95 MB) and a full dataset's split
+# (~21,000 rows, ~3 MB) fit several times over; CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
+MODEL_FILES = {run_folder.PORTABLE_WEIGHTS, *set(run_folder.SHARED_BEFORE_ISSUE_34) - set(run_folder.SHARED)}
+MODEL_MB, TEXT_MB, MANIFEST_MB = 1024, 64, 16  # the weights (or an older archive's model); settings, split, history
+TOTAL_MB = 8 * 1024  # every entry together: a class's whole outputs/runs (tens of runs) fits
+ENTRIES = 4001  # a manifest and 4 files for each of 1,000 runs
+SCALE = "CXR_IMPORT_SCALE"
+CHUNK = 1 << 20  # hashing and copying read this much at a time, whatever a file's size
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_DEPTH = 8  # components of a run folder inside an archive (dataset tag/profile/run, and a few more)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _scale(env=None) -> float:
+    """CXR_IMPORT_SCALE as a number ≥ 1 (1 when unset)."""
+    text = (os.environ if env is None else env).get(SCALE, "").strip()
+    if not text:
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1:  # NaN too
+        raise ValueError(f"{SCALE} must be a number of at least 1 (how many times the usual bounds); found {text!r}")
+    return value
+
+
+def _plain_name(value, what: str, where: str = "the manifest") -> str:
+    """`value` if it is one path component from a small alphabet (a manifest's run folder, profile, recipe name)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
+        raise ArchiveRefused(f"{where} names {what} {value!r}: expected a plain name (letters, digits, '.', '_', "
+                             "'-'; no '/', no '..'): refused, nothing was written")
+    return value
+
+
+def _folder_name(value, where: str) -> str:
+    """A run folder as an archive names it: 1 to 8 plain names joined by '/'."""
+    if not isinstance(value, str) or not 0 < value.count("/") + 1 <= _DEPTH:
+        _plain_name(value if isinstance(value, str) else repr(value), "the run folder", where)
+    for part in value.split("/"):
+        if not _NAME.fullmatch(part) or part in (".", ".."):
+            raise ArchiveRefused(f"{where} names the run folder {value!r}, which would be written outside its "
+                                 "folder: expected plain names (letters, digits, '.', '_', '-') joined by '/': "
+                                 "refused, nothing was written")
+    return value
+
+
+def _inside(path: Path, root: Path, what: str) -> Path:
+    """`path` resolved (links and '..' followed), if it lies inside `root` resolved; else a refusal naming `what`."""
+    where, within = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if where != within and within not in where.parents:
+        raise ArchiveRefused(f"{what} would be written to {where}, outside {within}: refused, nothing was written")
+    return where
+
+
+def file_sha256(stream, chunk: int = CHUNK) -> str:
+    """The SHA-256 of a binary stream, read `chunk` bytes at a time: memory stays flat whatever its size."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(chunk), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _interruptible(archive):
+    """While the block runs, SIGTERM and Ctrl-C raise `ExportInterrupted`, so that `files.atomic_path` removes the
+    partial archive (SIGTERM's default would end the process and leave it). Only the main thread can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signal_number, frame):
+        raise ExportInterrupted(archive, signal_number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def _run_folders(source: Path) -> list[Path]:
@@ -65,7 +165,8 @@ def export_runs(source, archive) -> dict:
     manifest. An unfinished run is refused: its checkpoints are for resuming on the machine that trains it."""
     source, archive = Path(source), Path(archive)
     runs = []
-    with files.atomic_path(archive) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
+    with _interruptible(archive), files.atomic_path(archive) as partial, \
+            zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
         for folder in _run_folders(source):
             settings = run_folder.read_settings(folder)
             if not settings.get("finished"):
@@ -102,18 +203,27 @@ def download_url(url: str) -> str:
 
 
 def _fetch(archive_or_url: str, keep_in: Path) -> Path:
-    """A local path for an archive given as a path or a URL (http, https, file)."""
+    """A local path for an archive given as a path or a URL (http, https, file); a download stops at the bound on an
+    archive's total size."""
     if "://" not in archive_or_url:
         path = Path(archive_or_url)
         if not path.is_file():
             raise ArchiveRefused(f"no archive at {path}")
         return path
-    target = keep_in / "downloaded.zip"
+    target, most = keep_in / "downloaded.zip", int(TOTAL_MB * _scale() * 2 ** 20) + 2 ** 20  # + the zip's own
     try:
         with urllib.request.urlopen(download_url(archive_or_url), timeout=60) as response, \
                 open(target, "wb") as out:  # noqa: S310
-            shutil.copyfileobj(response, out)
+            for block in iter(lambda: response.read(CHUNK), b""):
+                if out.tell() + len(block) > most:
+                    raise ArchiveRefused(f"{archive_or_url} is larger than {most // 2 ** 20} MB, more than an "
+                                         f"archive of runs holds (set {SCALE}=2 or more for a larger one): refused")
+                out.write(block)
+    except ArchiveRefused:
+        raise
     except (OSError, ValueError) as exc:
+        if files.is_disk_full(exc):
+            raise files.DiskFullError(target, exc) from None
         raise ArchiveRefused(f"could not download {archive_or_url}: {config.first_line(exc)}") from None
     with open(target, "rb") as downloaded:
         start = downloaded.read(512).lstrip().lower()
@@ -127,38 +237,86 @@ def _fetch(archive_or_url: str, keep_in: Path) -> Path:
 def _safe_entry(name: str, info: zipfile.ZipInfo) -> None:
     path = PurePosixPath(name)
     is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-    if path.is_absolute() or ".." in path.parts or "\\" in name or ":" in path.parts[0] or is_link:
+    if (path.is_absolute() or ".." in path.parts or "\\" in name or "//" in name or not path.parts
+            or ":" in path.parts[0] or is_link):
         raise ArchiveRefused(f"the archive holds {name!r}, which would be written outside its folder: refused")
 
 
-def _checked_manifest(packed: zipfile.ZipFile) -> dict:
-    """The manifest, once every entry is safe, listed and matches its hash."""
-    for info in packed.infolist():
-        _safe_entry(info.filename, info)
+def _check_sizes(packed: zipfile.ZipFile, source: str) -> None:
+    """Refuse, before a byte is unpacked, an archive with more entries, a larger entry or a larger total than runs
+    hold (the sizes its directory declares; reading stops at them too, `zipfile` checks)."""
+    scale, infos = _scale(), packed.infolist()
+    more = f"(set {SCALE}=2 or more if a run really is that large)"
+    if len(infos) > ENTRIES * scale:
+        raise ArchiveRefused(f"{source} holds {len(infos)} entries, more than {int(ENTRIES * scale)} (1,000 runs): "
+                             f"refused before unpacking {more}")
+    total = sum(info.file_size for info in infos)
+    if total > TOTAL_MB * scale * 2 ** 20:
+        raise ArchiveRefused(f"{source} unpacks to {total / 2 ** 20:,.0f} MB, more than the {TOTAL_MB * scale:,.0f} MB "
+                             f"an archive of runs may hold: refused before unpacking {more}")
+    for info in infos:
+        name = PurePosixPath(info.filename).name
+        bound = (MANIFEST_MB if info.filename == MANIFEST else MODEL_MB if name in MODEL_FILES else TEXT_MB) * scale
+        if info.file_size > bound * 2 ** 20:
+            raise ArchiveRefused(f"{info.filename} unpacks to {info.file_size / 2 ** 20:,.0f} MB, more than the "
+                                 f"{bound:,.0f} MB a run's {PurePosixPath(info.filename).name} may hold: refused "
+                                 f"before unpacking {more}")
+
+
+def _read_manifest(packed: zipfile.ZipFile, source: str) -> dict:
+    """The manifest as JSON, or one line naming it: missing, empty, not JSON, not a runs manifest."""
+    where = f"{MANIFEST} in {source}"
     try:
-        manifest = json.loads(packed.read(MANIFEST))
+        data = packed.read(MANIFEST)
     except KeyError:
-        raise ArchiveRefused(f"the archive has no {MANIFEST}: it was not made by `run export`") from None
-    except ValueError as exc:
-        raise ArchiveRefused(f"the archive's {MANIFEST} is not JSON ({config.first_line(exc)})") from None
+        raise ArchiveRefused(f"{source} has no {MANIFEST}: it was not made by `run export`") from None
+    if not data.strip():
+        raise ArchiveRefused(f"{where} is empty: it was not made by `run export`, or was cut short")
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ArchiveRefused(f"{where} is not JSON ({config.first_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_BEFORE_ISSUE_34):
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ArchiveRefused(f"the archive's format is {found!r}, expected {FORMAT!r}")
+        raise ArchiveRefused(f"{where}: the format is {found!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def _check_run_entry(run, expected: tuple, where: str) -> None:
+    """One run of the manifest: its names plain, its claims of the types `run export` writes."""
+    if not isinstance(run, dict):
+        raise ArchiveRefused(f"{where} lists a run that is {type(run).__name__}, not an object: it was not made by "
+                             "`run export`")
+    name = _folder_name(run.get("folder"), where)
+    if run.get("profile") is not None:
+        _plain_name(run["profile"], f"run {name}'s profile", where)
+    listed = run.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise ArchiveRefused(f"{where}: run {name} lists no files; a run archive holds {sorted(expected)}")
+    if sorted(listed) != sorted(expected):
+        raise ArchiveRefused(f"run {name} lists the files {sorted(listed)}; a run archive holds {sorted(expected)}")
+    if not all(isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) for digest in listed.values()):
+        raise ArchiveRefused(f"{where}: run {name}'s files are not each listed with a SHA-256 (64 hex digits)")
+    if not isinstance(run.get("classes"), list) or not all(isinstance(c, str) for c in run["classes"]):
+        raise ArchiveRefused(f"{where}: run {name} does not list its classes (found {run.get('classes')!r})")
+
+
+def _checked_manifest(packed: zipfile.ZipFile, source: str = "the archive") -> dict:
+    """The manifest, once every entry is safe, bounded, listed and matches its hash (hashed in chunks)."""
+    for info in packed.infolist():
+        _safe_entry(info.filename, info)
+    _check_sizes(packed, source)
+    manifest = _read_manifest(packed, source)
+    where = f"{MANIFEST} in {source}"
     runs = manifest.get("runs")
-    if not runs or not isinstance(runs, list) or not all(
-            isinstance(run, dict) and isinstance(run.get("folder"), str) and isinstance(run.get("files"), dict)
-            and isinstance(run.get("classes"), list) for run in runs):
-        raise ArchiveRefused(f"the archive's {MANIFEST} lists no runs, or runs without their folder, classes and "
-                             "files: it was not made by `run export`")
+    if not isinstance(runs, list) or not runs:
+        raise ArchiveRefused(f"{where} lists no runs (found {json.dumps(runs)[:40]}): it was not made by "
+                             "`run export`, or from a folder without finished runs")
     expected = run_folder.SHARED if manifest["format"] == FORMAT else run_folder.SHARED_BEFORE_ISSUE_34
-    for run in manifest["runs"]:
-        folder = PurePosixPath(run["folder"])
-        if folder.is_absolute() or ".." in folder.parts or "//" in run["folder"] or not folder.parts:
-            raise ArchiveRefused(f"the manifest names the run folder {run['folder']!r}, which would be written "
-                                 "outside its folder: refused")
-        if sorted(run["files"]) != sorted(expected):
-            raise ArchiveRefused(f"run {run['folder']} lists the files {sorted(run['files'])}; a run archive holds "
-                                 f"{sorted(expected)}")
+    for run in runs:
+        _check_run_entry(run, expected, where)
+    if len({run["folder"] for run in runs}) != len(runs):
+        raise ArchiveRefused(f"{where} lists a run folder twice: it was not made by `run export`")
     listed = {f"runs/{run['folder']}/{name}": digest for run in manifest["runs"] for name, digest in
               run["files"].items()}
     present = {info.filename for info in packed.infolist() if not info.is_dir()} - {MANIFEST}
@@ -167,9 +325,10 @@ def _checked_manifest(packed: zipfile.ZipFile) -> dict:
     if listed.keys() - present:
         raise ArchiveRefused(f"the archive misses files its manifest lists: {sorted(listed.keys() - present)}")
     for name, digest in listed.items():
-        if sha256(packed.read(name)) != digest:
-            raise ArchiveRefused(f"{name} does not match its SHA-256 in the manifest: the archive was changed or "
-                                 "damaged after export")
+        with packed.open(name) as entry:
+            if file_sha256(entry) != digest:
+                raise ArchiveRefused(f"{name} does not match its SHA-256 in the manifest: the archive was changed or "
+                                     "damaged after export")
     return manifest
 
 
@@ -185,57 +344,115 @@ def split_mismatch(split: pd.DataFrame, index: pd.DataFrame) -> str | None:
 
 def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> list[Path]:
     """Check the archive, then unpack each run where the notebooks look for it (or under `out`); returns the run
-    folders. Nothing is written there unless every check passes; a run already imported is left as it is."""
+    folders. Nothing is written there unless every check passes; a run already imported is left as it is. The
+    notebooks' RUNS_URL (`import_from_environment`) comes here too."""
     out = Path(out) if out is not None else None
+    source = str(archive_or_url)
     with tempfile.TemporaryDirectory(prefix="cxr-import-") as scratch:
         scratch = Path(scratch)
         try:
-            packed = zipfile.ZipFile(_fetch(str(archive_or_url), scratch))
+            packed = zipfile.ZipFile(_fetch(source, scratch))
         except zipfile.BadZipFile:
             raise ArchiveRefused(f"{archive_or_url} is not a zip archive") from None
         with packed:
-            manifest = _checked_manifest(packed)
+            manifest = _checked_manifest(packed, source)
             index = scan_cached(layout).index
             staged, other_data = [], []
-            for run in manifest["runs"]:
-                problem = _staged_run(packed, run, layout, index, scratch, str(archive_or_url))
-                (other_data if problem else staged).append((run, problem))
+            for number, run in enumerate(manifest["runs"]):
+                problem = _staged_run(packed, run, layout, index, scratch / f"run-{number}", source)
+                (other_data if problem else staged).append((number, run, problem))
             if not staged:  # nothing of it is for this dataset
-                run, problem = other_data[0]
+                _, run, problem = other_data[0]
                 raise ArchiveRefused(f"run {run['folder']} was not trained on your data: {problem}; import it where "
                                      f"the dataset it was trained on is (yours: {layout.root})")
-            placed = [_put_in_place(scratch / run["folder"], _destination(scratch / run["folder"], run, layout, out,
-                                                                          len(staged) > 1), run, layout, log)
-                      for run, _ in staged]
-    for run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
+            places = [(scratch / f"run-{number}", *_destination(scratch / f"run-{number}", run, layout, out,
+                                                                 len(staged) > 1), run)
+                      for number, run, _ in staged]  # every destination checked before any run is placed
+            placed = [_put_in_place(folder, target, root, run, layout, log) for folder, target, root, run in places]
+    for _, run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
         log(f"Not imported: {run['folder']}, trained on other data ({problem}); a notebook that needs it trains it.")
     return placed
 
 
-def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index: pd.DataFrame, scratch: Path,
+def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index: pd.DataFrame, folder: Path,
                 source: str) -> str | None:
-    """Unpack the run in the scratch folder, pointed at the learner's data, its model rebuilt (or, from an older
+    """Unpack the run in a scratch folder, pointed at the learner's data, its model rebuilt (or, from an older
     archive, checked to load in safe mode); or say why its split is not made of the learner's images."""
-    folder = scratch / run["folder"]
-    shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}
-    run_folder.write_shared_files(folder, shared)
-    problem = split_mismatch(run_folder.read_split(folder, layout.root), index)
+    shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}  # bounded: _check_sizes
+    try:
+        run_folder.write_shared_files(folder, shared)
+    except OSError as exc:
+        if files.is_disk_full(exc):
+            raise files.DiskFullError(exc.filename or folder, exc) from None
+        raise
+    try:
+        split = run_folder.read_split(folder, layout.root)
+        settings = run_folder.read_settings(folder)
+        problem = split_mismatch(split, index)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveRefused(f"run {run['folder']}'s settings or split cannot be read: "
+                             f"{config.first_line(exc, 200)}") from None
     if problem:  # another dataset's run: no model is built for it
         return problem
+    _check_claims(run, settings, split)
     teacher_keras = run.get("keras") or run_folder.saved_with_keras(folder)
     try:
         rebuilt = run_folder.save_rebuilt_model(folder, shared, run.get("architecture"))
     except Exception as exc:  # noqa: BLE001 - whatever this Keras says of another's model: one line, both versions
+        if files.is_disk_full(exc):
+            raise files.DiskFullError(run_folder.model_path(folder), exc) from None
         raise ArchiveRefused(_not_usable_here(run["folder"], teacher_keras, exc)) from None
-    settings = run_folder.read_settings(folder)
-    teacher_root, settings["data_root"] = settings["data_root"], str(Path(layout.root).resolve())  # as training
+    teacher_root, settings["data_root"] = settings.get("data_root"), str(Path(layout.root).resolve())  # as training
     run_folder.write_settings(folder, settings)
-    files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
-                                         "keras": teacher_keras,
-                                         "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     if not rebuilt:  # an archive from before issue 34: the exporter's own model.keras
         _check_loads_safely(run_folder.model_path(folder), run["folder"], teacher_keras)
+    files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
+                                         "files": _local_hashes(folder), "keras": teacher_keras,
+                                         "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return None
+
+
+RECORDED = run_folder.SHARED_BEFORE_ISSUE_34  # an imported run's files: settings, split, history, its model.keras
+
+
+def _local_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of each file an imported run holds, as the import wrote it (imported.json keeps them)."""
+    found = {}
+    for name in RECORDED:
+        with open(folder / name, "rb") as stream:
+            found[name] = file_sha256(stream)
+    return found
+
+
+def _check_claims(run: dict, settings: dict, split: pd.DataFrame) -> None:
+    """The manifest's claims (classes, split fingerprint, profile, repeat) against the run's own settings and split:
+    what the import says of a run is what its files are."""
+    if not isinstance(settings, dict) or not isinstance(settings.get("recipe"), dict):
+        raise ArchiveRefused(f"run {run['folder']}'s settings.json does not describe a run (no recipe)")
+    repeat = settings.get("repeat")
+    own = split[split["repeat"] == repeat] if isinstance(repeat, int) else split.iloc[:0]
+    fingerprint_here = fingerprint(own)
+    labels = sorted(set(own["label"]))
+    differ = []
+    for key, claimed, found in (("classes", run.get("classes"), settings.get("classes")),
+                                ("split_fingerprint", run.get("split_fingerprint", fingerprint_here),
+                                 settings.get("split_fingerprint")),
+                                ("profile", run.get("profile"), settings.get("profile")),
+                                ("repeat", run.get("repeat", repeat), repeat)):
+        if claimed != found:
+            differ.append(f"{key}: the manifest says {claimed!r}, its settings.json {found!r}")
+    if settings.get("split_fingerprint") != fingerprint_here:
+        differ.append(f"split_fingerprint: settings.json says {settings.get('split_fingerprint')!r}, its split.csv "
+                      f"is {fingerprint_here!r}")
+    if sorted(settings.get("classes") or []) != labels:
+        differ.append(f"classes: settings.json says {settings.get('classes')!r}, its split.csv holds {labels!r}")
+    if differ:
+        raise ArchiveRefused(f"run {run['folder']} is not what its manifest says ({differ[0]}"
+                             + (f"; and {len(differ) - 1} more" if len(differ) > 1 else "") + "): refused")
+    where = f"run {run['folder']}'s settings.json"
+    _plain_name(settings["recipe"].get("name"), "the recipe", where)
+    if settings.get("profile") is not None:
+        _plain_name(settings["profile"], "the profile", where)
 
 
 def _not_usable_here(name: str, teacher_keras: str | None, exc: BaseException) -> str:
@@ -256,15 +473,25 @@ def _check_loads_safely(path: Path, name: str, teacher_keras: str | None) -> Non
         raise ArchiveRefused(_not_usable_here(name, teacher_keras, exc)) from None
 
 
-def _destination(folder: Path, run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> Path:
-    """Where the notebooks look for it: the course's folder for its dataset, profile, recipe, split and repeat
-    (`run_folder.course_run_folder`), whatever folder the teacher trained it in; or where `out` says."""
+def _destination(folder: Path, run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> tuple[Path, Path]:
+    """(the run folder, the destination it must lie in): where the notebooks look, the course's folder for its dataset,
+    profile, recipe, split and repeat (`run_folder.course_run_folder`) inside the outputs' runs folder, whatever
+    folder the teacher trained it in; or where `out` says. Checked where it lands: links and '..' followed."""
     if out is not None:
-        return out / PurePosixPath(run["folder"]).name if many else out
-    settings = run_folder.read_settings(folder)
-    return run_folder.course_run_folder(layout, Recipe.from_dict(settings["recipe"]),
-                                        run_folder.read_split(folder, layout.root), settings["repeat"],
-                                        run["profile"] or config.active_profile().name)
+        root = out if many else out.parent  # a single run's folder is `out` itself, made beside it
+        target = out / PurePosixPath(run["folder"]).name if many else out
+    else:
+        root = config.OUTPUT_DIR / "runs"
+        settings = run_folder.read_settings(folder)
+        _plain_name(dataset_tag(layout), "the dataset tag", f"your dataset {layout.root}")
+        target = run_folder.course_run_folder(layout, Recipe.from_dict(settings["recipe"]),
+                                              run_folder.read_split(folder, layout.root), settings["repeat"],
+                                              _plain_name(run["profile"] or config.active_profile().name,
+                                                          "the profile", f"run {run['folder']}"))
+    where = _inside(target, root, f"run {run['folder']}")
+    if where == Path(os.path.realpath(root)):
+        raise ArchiveRefused(f"run {run['folder']} would be written over {where} itself: refused, nothing was written")
+    return target, root
 
 
 def unused_by_notebooks(run_dir, layout: DatasetLayout) -> str | None:
@@ -290,23 +517,26 @@ def _same_images(split: pd.DataFrame, other: pd.DataFrame, repeat: int) -> bool:
     return fingerprint(split[split["repeat"] == repeat]) == fingerprint(other[other["repeat"] == repeat])
 
 
-def _put_in_place(staged: Path, target: Path, run: dict, layout: DatasetLayout, log) -> Path:
-    """Move a checked run to `target` whole: copied next to it under a temporary name, then renamed."""
-    if target.exists() and any(target.iterdir()):
-        imported = files.read_json(target / IMPORTED) if (target / IMPORTED).exists() else None
-        if imported and imported.get("sha256") == run["files"]:
-            log(f"{target} already holds this run: left as it is.")
-            return target
-        raise ArchiveRefused(f"{target} already holds something else: delete it, or import with --out elsewhere")
+def _put_in_place(staged: Path, target: Path, root: Path, run: dict, layout: DatasetLayout, log) -> Path:
+    """Move a checked run to `target` whole: copied next to it under a temporary name, every file checked to land
+    inside it, then renamed; under the folder's lock (training's), so that no trainer writes there meanwhile."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
-    try:
-        shutil.copytree(staged, partial)
-        if target.exists():
-            target.rmdir()  # empty
-        os.replace(partial, target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    _inside(target, root, f"run {run['folder']}")  # again: the folders just made
+    with files.folder_lock(target, doing="trained or imported", log=log):
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            if _record_matches(target) and files.read_json(target / IMPORTED).get("sha256") == run["files"]:
+                log(f"{target} already holds this run: left as it is.")
+                return target
+            raise ArchiveRefused(f"{target} already holds something else (or an import whose files were changed "
+                                 "since): delete it, or import with --out elsewhere")
+        partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
+        try:
+            _copy_checked(staged, partial, root, run)
+            if target.exists():
+                target.rmdir()  # empty
+            os.replace(partial, target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     log(f"Imported {run['folder']} into {target}")
     profile = config.active_profile().name
     if run["profile"] and run["profile"] != profile:
@@ -317,6 +547,56 @@ def _put_in_place(staged: Path, target: Path, run: dict, layout: DatasetLayout, 
         log(f"  The notebooks will not use it: {unused}. The command line can: python -m helpers evaluate --run "
             f"{target}")
     return target
+
+
+def _copy_checked(staged: Path, partial: Path, root: Path, run: dict) -> None:
+    """Copy the staged run's files (plain files, no links) into `partial`, each checked to land inside it; a full
+    disk is one line naming the file."""
+    _inside(partial, root, f"run {run['folder']}")
+    partial.mkdir()
+    for source in sorted(staged.iterdir()):
+        if source.is_symlink() or not source.is_file():
+            raise ArchiveRefused(f"run {run['folder']} staged {source.name}, which is not a plain file: refused")
+        destination = partial / source.name
+        _inside(destination, partial, f"{run['folder']}/{source.name}")
+        try:
+            with open(source, "rb") as reading, open(destination, "xb") as writing:
+                shutil.copyfileobj(reading, writing, CHUNK)
+        except OSError as exc:
+            if files.is_disk_full(exc):
+                raise files.DiskFullError(_target_name(partial, source.name), exc) from None
+            raise
+
+
+def _target_name(partial: Path, name: str) -> Path:
+    """The file a partial copy stands for, for messages: the run folder's own name, not the temporary one."""
+    return partial.with_name(partial.name.split("-", 2)[-1]) / name
+
+
+def _record_matches(run_dir: Path) -> bool:
+    """Whether an imported run's files are still those its imported.json records (SHA-256 of each; for a record
+    from before issue 36, which kept only the teacher's, the split and history, which an import does not change)."""
+    try:
+        record = files.read_json(run_dir / IMPORTED)
+    except (ValueError, OSError):
+        return False
+    if not isinstance(record, dict) or not isinstance(record.get("from"), str):
+        return False
+    recorded = record.get("files")
+    if not isinstance(recorded, dict):  # the teacher's hashes of the files an import does not change
+        teacher = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
+        recorded = {name: digest for name, digest in teacher.items()
+                    if name in RECORDED and name != run_folder.settings_path(run_dir).name}
+    if set(recorded) - set(RECORDED) or not recorded:
+        return False
+    try:
+        for name, digest in recorded.items():
+            with open(run_dir / name, "rb") as stream:
+                if file_sha256(stream) != digest:
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 def import_from_environment(layout: DatasetLayout, log=print) -> list[Path]:
@@ -347,7 +627,8 @@ _FAILED_URLS: set[str] = set()
 
 
 def imported_from(run_dir) -> str | None:
-    """Where an imported run came from (its archive or URL), None for a run trained here."""
+    """Where an imported run came from (its archive or URL); None for a run trained here, or one whose files are no
+    longer those its import recorded (trained over, edited): that folder is not the import any more."""
     path = Path(run_dir) / IMPORTED
-    return files.read_json(path)["from"] if path.exists() else None
+    return files.read_json(path)["from"] if path.exists() and _record_matches(Path(run_dir)) else None
 

@@ -278,15 +278,22 @@ def test_a_teachers_url_that_fails_is_one_line_in_the_notebook_which_goes_on(pha
 
 def test_a_manifest_that_is_not_a_runs_manifest_is_refused_in_one_line(phantom_root, learner_outputs, tmp_path,
                                                                        capsys):
-    for name, manifest in (("no-runs", b'{"format": "cxr-course-runs/2", "runs": []}'), ("not-json", b"{runs"),
-                           ("no-files", b'{"format": "cxr-course-runs/2", "runs": [{"folder": "a"}]}'),
-                           ("absolute", b'{"format": "cxr-course-runs/2", "runs": [{"folder": "/tmp/x", '
-                                        b'"classes": [], "files": {}}]}')):
+    """Each said in one line naming the manifest (tests/test_import_attacks.py has the rest of issue 36's)."""
+    for name, manifest, said in (
+            ("no-runs", b'{"format": "cxr-course-runs/2", "runs": []}', "lists no runs"),
+            ("not-json", b"{runs", "is not JSON"), ("empty", b"", "is empty"),
+            ("no-files", b'{"format": "cxr-course-runs/2", "runs": [{"folder": "a"}]}', "run a lists no files"),
+            ("empty-files", b'{"format": "cxr-course-runs/2", "runs": [{"folder": "a", "files": {}}]}',
+             "run a lists no files"),
+            ("runs-not-objects", b'{"format": "cxr-course-runs/2", "runs": [1]}', "lists a run that is int"),
+            ("absolute", b'{"format": "cxr-course-runs/2", "runs": [{"folder": "/tmp/x", "classes": [], '
+                         b'"files": {}}]}', "'/tmp/x', which would be written outside its folder")):
         archive = tmp_path / f"{name}.zip"
         with zipfile.ZipFile(archive, "w") as packed:
             packed.writestr("manifest.json", manifest)
         error = refusal(capsys, archive, "--data", phantom_root)
-        assert ("lists no runs" in error or "is not JSON" in error or "outside its folder" in error), error
+        assert error.startswith(f"error: manifest.json in {archive}") and said in error, error
+    assert not (learner_outputs / "runs").exists()
 
 
 def test_an_architecture_out_of_bounds_in_the_manifest_is_refused_before_anything_is_built(
