@@ -376,7 +376,8 @@ class Localisation:
 
         - "lungs": a map that finds only the lungs (or, for "energy in <region>", looks anywhere): its hottest cell a
           random lung cell, its energy spread evenly over the lungs; for a region, the region's share of the image.
-        - "class": the class-keeping null (pointing game, energy in lesion): the same maps scored against the lesions
+        - "class": the class-keeping null (pointing game, and the lesion's part of lungs' energy, or without lung
+          masks the energy in the lesion): the same maps scored against the lesions
           of the *other* test images of the same class. A map that only knows where its class's lesions usually
           are reaches it; only one that follows each image's own lesion beats it.
         - "fixed": one fixed map per class learned from the training lesions (`localise(training=...)`), which never
@@ -462,7 +463,8 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions, lesions: d
             hit, chance = pointing_game(grid_maps, mask, lungs)
             measured["pointing_game"] = np.where(scored, hit, np.nan)
             measured["pointing_chance"] = np.where(scored, chance, np.nan)
-            measured.update(_position_levels(grid_maps, chosen, chunk["label"].to_numpy(), mask, scored, lesions))
+            labels = chunk["label"].to_numpy()
+            measured.update(_position_levels(grid_maps, chosen, labels, mask, scored, lesions, lungs))
             if lungs is not None:  # a map spread evenly over the lungs puts this share of its energy on the lesion
                 lung_area = lungs.sum(axis=(1, 2))
                 share = (mask & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
@@ -474,13 +476,15 @@ def _localise_chunk(run, chunk: pd.DataFrame, method, layer, regions, lesions: d
     return pd.DataFrame(measured, index=chunk.index)
 
 
-def _position_levels(grid_maps, chosen, labels, lesion, scored, lesions: dict) -> dict:
+def _position_levels(grid_maps, chosen, labels, lesion, scored, lesions: dict, lungs) -> dict:
     """What position alone scores on these images: each map against the other lesions of its class (the null), and
-    its class's fixed map from the training lesions against this image's lesion."""
+    its class's fixed map from the training lesions against this image's lesion. The energy is the lesion's part of
+    the map's energy inside this image's lungs (of all its energy, without lung masks), as `lesion_energy_of_lungs`."""
     if not lesions:
         return {}
+    within = chosen if lungs is None else chosen * lungs
     levels = {"pointing_null": pointing_null(grid_maps, labels, lesions["masks"], lesions["labels"], lesions["own"]),
-              "lesion_energy_null": energy_null(chosen, labels, lesions["masks"], lesions["labels"], lesions["own"])}
+              "energy_null": energy_null(within, labels, lesions["masks"], lesions["labels"], lesions["own"])}
     if lesions["training"] is not None:
         fixed = fixed_class_maps(*lesions["training"], grid_maps.shape[1:3])
         cells = cells_touched(lesion, grid_maps.shape[1:3]).reshape(len(lesion), -1)
@@ -491,7 +495,8 @@ def _position_levels(grid_maps, chosen, labels, lesion, scored, lesions: dict) -
         peak = np.nan_to_num(per_image, nan=0.0).reshape(len(labels), -1).argmax(axis=1)
         levels["pointing_fixed"] = np.where(known, cells[np.arange(len(labels)), peak], np.nan)
         drawn = _upsample(np.nan_to_num(per_image, nan=0.0), lesion.shape[1])
-        levels["lesion_energy_fixed"] = np.where(known, np.nan_to_num(energy_inside(drawn, lesion)), np.nan)
+        drawn = drawn if lungs is None else drawn * lungs
+        levels["energy_fixed"] = np.where(known, np.nan_to_num(energy_inside(drawn, lesion)), np.nan)
     return {name: np.where(scored, value, np.nan) for name, value in levels.items()}
 
 
@@ -500,8 +505,8 @@ _LESION_CHANCE = "chance: lesion's share of lungs"
 _LESION_OF_LUNGS = "lesion's part of lungs' energy"
 _POINTING_NULL = "null: other lesions of its class"
 _POINTING_FIXED = "fixed cell of its class (training)"
-_ENERGY_NULL = "energy null: other lesions of its class"
-_ENERGY_FIXED = "energy of its class's fixed map (training)"
+_ENERGY_NULL = "energy null: other lesions of its class"  # of the lesion's part of lungs' energy (without lungs: of
+_ENERGY_FIXED = "energy of its class's fixed map (training)"  # the energy in the lesion), as the measure beside it
 LEVELS = ("lungs", "class", "fixed")
 
 
@@ -512,11 +517,10 @@ def _chance_columns(columns, level: str = "lungs") -> dict:
     if level == "lungs":
         pairs = {"pointing game": _POINTING_CHANCE, _LESION_OF_LUNGS: _LESION_CHANCE}
         pairs.update({c: _region_chance(c[len("energy in "):]) for c in columns if c.startswith("energy in ")})
-        if _LESION_CHANCE in columns:  # a map spread evenly over the lungs puts this share of its energy on the lesion
-            pairs["energy in lesion"] = _LESION_CHANCE
     else:
-        pairs = ({"pointing game": _POINTING_NULL, "energy in lesion": _ENERGY_NULL} if level == "class" else
-                 {"pointing game": _POINTING_FIXED, "energy in lesion": _ENERGY_FIXED})
+        energy = _LESION_OF_LUNGS if _LESION_OF_LUNGS in columns else "energy in lesion"
+        pairs = ({"pointing game": _POINTING_NULL, energy: _ENERGY_NULL} if level == "class" else
+                 {"pointing game": _POINTING_FIXED, energy: _ENERGY_FIXED})
     return {measure: chance for measure, chance in pairs.items() if measure in columns and chance in columns}
 
 
@@ -545,10 +549,10 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
             columns.update({c: n for c, n in (("pointing_null", _POINTING_NULL), ("pointing_fixed", _POINTING_FIXED))
                             if c in table})
             columns["lesion_energy"] = "energy in lesion"
-            columns.update({c: n for c, n in (("lesion_energy_null", _ENERGY_NULL),
-                                              ("lesion_energy_fixed", _ENERGY_FIXED)) if c in table})
             if "lesion_energy_of_lungs" in table:
                 columns["lesion_energy_of_lungs"] = _LESION_OF_LUNGS
+            columns.update({c: n for c, n in (("energy_null", _ENERGY_NULL), ("energy_fixed", _ENERGY_FIXED))
+                            if c in table})
             columns[chance] = _LESION_CHANCE if chance != "lesion_area" else "chance: lesion's share of image"
         else:
             columns.update({f"{name}_energy": f"energy in {name}", f"{name}_area": _region_chance(name)})
@@ -557,7 +561,7 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
         scored = numbers[f"{name}_energy"].notna()
         for column in [c for c in numbers if c.startswith(f"{name}_") or (name == "lesion" and c in (
                 "pointing_game", "pointing_chance", "pointing_null", "pointing_fixed", "lesion_share_of_lungs",
-                "lesion_energy_of_lungs"))]:
+                "lesion_energy_of_lungs", "energy_null", "energy_fixed"))]:
             numbers[column] = numbers[column].where(scored)  # a measure and its chance over the same images
     summary = pd.concat([numbers.groupby("label").mean(), numbers.drop(columns="label").mean().to_frame("all").T])
     summary.insert(0, "images", [*numbers.groupby("label").size(), len(numbers)])
@@ -572,32 +576,32 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
 FINDS, KNOWS, NEITHER, CANNOT_SAY = ("finds the lesion", "knows where this class's lesions usually are", "neither",
                                      "cannot say")
 MIN_IMAGES = 10  # fewer images with a lesion in a class: no verdict
-_VERDICT_MEASURES = {  # measure → per-image columns: the map's score, a lungs-only map's, the null's, the fixed map's
-    "pointing game": ("pointing_game", "pointing_chance", "pointing_null", "pointing_fixed"),
-    "energy in lesion": ("lesion_energy", "lesion_share_of_lungs", "lesion_energy_null", "lesion_energy_fixed"),
-}
 
 
 def lesion_verdicts(table: pd.DataFrame, margin: float = 0.10, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per class (and "all") and measure: the map's mean score beside what a lungs-only map, the class-keeping null and
-    the fixed class map score on the same images, the 95% intervals (paired bootstrap over images) of the map's
-    differences from the null and from the lungs-only level, and a verdict read from those intervals:
+    """Per class (and "all") and measure (the pointing game; the lesion's part of the map's energy inside the lungs,
+    or without lung masks its energy in the lesion): the map's mean score beside what a lungs-only map (without lung
+    masks: a map spread over the image), the class-keeping null and the fixed class map score on the same images,
+    the 95% intervals (paired bootstrap over images) of the map's differences from the null and from the lungs-only
+    level, and a verdict read from those intervals:
 
     - "finds the lesion": the map beats the class-keeping null (its interval above 0);
     - "knows where this class's lesions usually are": it beats the lungs-only level, and the null's interval rules out
       that it beats the null by `margin` or more;
     - "neither": both intervals rule out a lead of `margin` or more, without beating the lungs-only level;
     - "cannot say": the intervals are too wide for any of these (a map near a level), or fewer than `MIN_IMAGES`
-      images, where a bootstrap's intervals are too narrow to trust (5 misses in 5 give an interval of one point).
+      images, where a bootstrap's intervals are too narrow to trust (5 misses in 5 give an interval of zero width).
 
-    The null's images share lesion masks, so the bootstrap's intervals are somewhat narrower than an exact one's.
+    The nulls of different images share lesion masks, which the bootstrap ignores: its intervals may be too narrow.
     """
     if "pointing_null" not in table:
         raise ValueError("no class-keeping null in this table: localise() measures it where rows have lesion masks")
+    energy = ((_LESION_OF_LUNGS, "lesion_energy_of_lungs", "lesion_share_of_lungs") if "lesion_energy_of_lungs" in table
+              else ("energy in lesion", "lesion_energy", "lesion_area"))
+    measures = {"pointing game": ("pointing_game", "pointing_chance", "pointing_null", "pointing_fixed"),
+                energy[0]: (*energy[1:], "energy_null", "energy_fixed")}  # the map's, a lungs-only map's, null, fixed
     rng, rows = np.random.default_rng(seed), []
-    for measure, (score, lungs, null, fixed) in _VERDICT_MEASURES.items():
-        if lungs not in table:  # without lung masks, a map spread evenly over the image
-            lungs = "lesion_area"
+    for measure, (score, lungs, null, fixed) in measures.items():
         for group in [*sorted(table["label"].unique()), "all"]:
             part = table if group == "all" else table[table["label"] == group]
             part = part.dropna(subset=[score, lungs, null])

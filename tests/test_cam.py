@@ -333,8 +333,9 @@ def scored_table(maps, lesions, lungs, labels, training=None) -> pd.DataFrame:
     table = pd.DataFrame({"label": labels, "pointing_game": hit, "pointing_chance": chance,
                           "pointing_null": cam.pointing_null(maps, labels, lesions, labels, np.arange(len(maps))),
                           "lesion_energy": cam.energy_inside(shown, lesions),
+                          "lesion_energy_of_lungs": cam.energy_inside(shown * lungs, lesions),
                           "lesion_share_of_lungs": lesions.mean(axis=(1, 2)),
-                          "lesion_energy_null": cam.energy_null(shown, labels, lesions, labels, np.arange(len(maps)))})
+                          "energy_null": cam.energy_null(shown * lungs, labels, lesions, labels, np.arange(len(maps)))})
     if training is not None:
         fixed = cam.fixed_class_maps(*training, (4, 4))
         cells = cam.cells_touched(lesions, (4, 4)).reshape(len(lesions), -1)
@@ -399,12 +400,13 @@ def test_localise_scores_each_map_against_the_other_lesions_of_its_class_and_a_f
     found = cam.localise(run, rows, batch_size=2, training=rows)  # the null crosses the batches
     table = found.table
     np.testing.assert_array_equal(table["pointing_null"].iloc[:2], [0.0, 0.0])
-    np.testing.assert_allclose(table["lesion_energy_null"].iloc[:2], 0.0, atol=0.02)
+    np.testing.assert_allclose(table["energy_null"].iloc[:2], 0.0, atol=0.02)
     np.testing.assert_array_equal(table["pointing_fixed"].iloc[:2], [1.0, 0.0])
-    np.testing.assert_allclose(table["lesion_energy_fixed"].iloc[:2], 0.5, atol=0.01)
+    np.testing.assert_allclose(table["energy_fixed"].iloc[:2], 0.5, atol=0.01)
     assert table[["pointing_null", "pointing_fixed"]].iloc[2].isna().all()  # Normal: no lesion
     assert found.chance("pointing game", level="class") == 0 and found.chance("pointing game", level="fixed") == 0.5
-    assert found.chance("energy in lesion") == pytest.approx(16 / 192)  # a map spread evenly over the lungs
+    assert found.chance("lesion's part of lungs' energy", level="class") == pytest.approx(0.0, abs=0.02)
+    assert found.chance("lesion's part of lungs' energy", level="fixed") == pytest.approx(0.5, abs=0.01)
     assert found.verdicts.loc[("COVID", "pointing game"), "verdict"] == cam.CANNOT_SAY  # two images: too few
     assert "Verdict (pointing game), per class: COVID: cannot say" in found.describe()
     assert "pointing_null" in cam.localise(run, rows).table and "pointing_fixed" not in cam.localise(run, rows).table
