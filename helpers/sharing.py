@@ -32,6 +32,7 @@ import threading
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -65,8 +66,9 @@ class ExportInterrupted(KeyboardInterrupt):
         self.exit_code = 128 + signal_number
 
 
-# What a run can hold, per file (MB): the largest real run (ResNet50's weights, ~95 MB) and a full dataset's split
-# (~21,000 rows, ~3 MB) fit several times over; CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
+# What a run can hold, per file (MB), ten times over: the course's largest run exports 98 MiB of weights (Paper A's
+# ResNet50), a split.csv row is ~85 bytes (a full dataset's 21,165 rows: ~2 MB), settings.json ~2 KB (measured
+# 2026-12-07). CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
 MODEL_FILES = {run_folder.PORTABLE_WEIGHTS, *set(run_folder.SHARED_BEFORE_ISSUE_34) - set(run_folder.SHARED)}
 MODEL_MB, TEXT_MB, MANIFEST_MB = 1024, 64, 16  # the weights (or an older archive's model); settings, split, history
 TOTAL_MB = 8 * 1024  # every entry together: a class's whole outputs/runs (tens of runs) fits
@@ -263,11 +265,22 @@ def _check_sizes(packed: zipfile.ZipFile, source: str) -> None:
                                  f"before unpacking {more}")
 
 
+@contextlib.contextmanager
+def _reading(name: str, source: str):
+    """An entry that cannot be read (a bad CRC, cut short, a compression this Python lacks) in one line naming it."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise ArchiveRefused(f"{name} in {source} cannot be read ({config.first_line(exc)}): the archive is damaged "
+                             "or was not made by `run export`") from None
+
+
 def _read_manifest(packed: zipfile.ZipFile, source: str) -> dict:
     """The manifest as JSON, or one line naming it: missing, empty, not JSON, not a runs manifest."""
     where = f"{MANIFEST} in {source}"
     try:
-        data = packed.read(MANIFEST)
+        with _reading(MANIFEST, source):
+            data = packed.read(MANIFEST)
     except KeyError:
         raise ArchiveRefused(f"{source} has no {MANIFEST}: it was not made by `run export`") from None
     if not data.strip():
@@ -325,7 +338,7 @@ def _checked_manifest(packed: zipfile.ZipFile, source: str = "the archive") -> d
     if listed.keys() - present:
         raise ArchiveRefused(f"the archive misses files its manifest lists: {sorted(listed.keys() - present)}")
     for name, digest in listed.items():
-        with packed.open(name) as entry:
+        with _reading(name, source), packed.open(name) as entry:
             if file_sha256(entry) != digest:
                 raise ArchiveRefused(f"{name} does not match its SHA-256 in the manifest: the archive was changed or "
                                      "damaged after export")
@@ -368,7 +381,16 @@ def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> l
             places = [(scratch / f"run-{number}", *_destination(scratch / f"run-{number}", run, layout, out,
                                                                  len(staged) > 1), run)
                       for number, run, _ in staged]  # every destination checked before any run is placed
-            placed = [_put_in_place(folder, target, root, run, layout, log) for folder, target, root, run in places]
+            held_here: set[Path] = set()
+            with contextlib.ExitStack() as held:  # every run folder held (training's lock) before any is written
+                for _, target, root, run in places:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    where = _inside(target, root, f"run {run['folder']}")  # again: the folders just made
+                    if where not in held_here:  # two runs of the archive may land in one folder
+                        held_here.add(where)
+                        held.enter_context(files.folder_lock(target, doing="trained or imported", log=log))
+                placed = [_put_in_place(folder, target, root, run, layout, log)
+                          for folder, target, root, run in places]
     for _, run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
         log(f"Not imported: {run['folder']}, trained on other data ({problem}); a notebook that needs it trains it.")
     return placed
@@ -378,7 +400,8 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
                 source: str) -> str | None:
     """Unpack the run in a scratch folder, pointed at the learner's data, its model rebuilt (or, from an older
     archive, checked to load in safe mode); or say why its split is not made of the learner's images."""
-    shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}  # bounded: _check_sizes
+    with _reading(f"runs/{run['folder']}", source):  # bounded: _check_sizes
+        shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}
     try:
         run_folder.write_shared_files(folder, shared)
     except OSError as exc:
@@ -519,24 +542,21 @@ def _same_images(split: pd.DataFrame, other: pd.DataFrame, repeat: int) -> bool:
 
 def _put_in_place(staged: Path, target: Path, root: Path, run: dict, layout: DatasetLayout, log) -> Path:
     """Move a checked run to `target` whole: copied next to it under a temporary name, every file checked to land
-    inside it, then renamed; under the folder's lock (training's), so that no trainer writes there meanwhile."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _inside(target, root, f"run {run['folder']}")  # again: the folders just made
-    with files.folder_lock(target, doing="trained or imported", log=log):
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            if _record_matches(target) and files.read_json(target / IMPORTED).get("sha256") == run["files"]:
-                log(f"{target} already holds this run: left as it is.")
-                return target
-            raise ArchiveRefused(f"{target} already holds something else (or an import whose files were changed "
-                                 "since): delete it, or import with --out elsewhere")
-        partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
-        try:
-            _copy_checked(staged, partial, root, run)
-            if target.exists():
-                target.rmdir()  # empty
-            os.replace(partial, target)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+    inside it, then renamed. The caller holds the folder's lock (training's), so no trainer writes there meanwhile."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if _record_matches(target) and files.read_json(target / IMPORTED).get("sha256") == run["files"]:
+            log(f"{target} already holds this run: left as it is.")
+            return target
+        raise ArchiveRefused(f"{target} already holds something else (or an import whose files were changed "
+                             "since): delete it, or import with --out elsewhere")
+    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    try:
+        _copy_checked(staged, partial, root, run)
+        if target.exists():
+            target.rmdir()  # empty
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     log(f"Imported {run['folder']} into {target}")
     profile = config.active_profile().name
     if run["profile"] and run["profile"] != profile:

@@ -286,3 +286,26 @@ def test_an_export_interrupted_removes_its_partial_archive_and_keeps_the_one_the
         "is as it was)")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "outputs") == ["class.zip"], "no .partial-*"
     assert archive.read_bytes() == b"the archive exported before"
+
+
+def test_a_damaged_entry_or_a_missing_manifest_is_one_line(teacher_run, phantom_root, learner_outputs, tmp_path,
+                                                           capsys):
+    archive = exported(teacher_run, tmp_path / "class.zip", capsys)
+    padded = forged(archive, tmp_path / "padded.zip", entries={"history.csv": b"epoch\n" + b"0" * 2 ** 20})
+    with zipfile.ZipFile(padded) as packed:
+        info = packed.getinfo(f"runs/{teacher_run.name}/history.csv")
+    data = bytearray(padded.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # its deflated bytes
+    data[start + info.compress_size // 2] ^= 0xFF  # one byte flipped: zlib or the CRC says so when it is read
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    error = refusal(capsys, damaged, "--data", phantom_root)
+    assert f"runs/{teacher_run.name}/history.csv in {damaged} cannot be read (" in error, error
+    assert "the archive is damaged or was not made by `run export`" in error
+
+    without = tmp_path / "without.zip"
+    with zipfile.ZipFile(without, "w") as packed:
+        packed.writestr(f"runs/{teacher_run.name}/settings.json", "{}")
+    assert refusal(capsys, without, "--data", phantom_root) == \
+        f"error: {without} has no manifest.json: it was not made by `run export`"
+    assert not (learner_outputs / "runs").exists()
