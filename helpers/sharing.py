@@ -66,12 +66,12 @@ class ExportInterrupted(KeyboardInterrupt):
         self.exit_code = 128 + signal_number
 
 
-# What a run can hold, per file (MB), ten times over: the course's largest run exports 98 MiB of weights (Paper A's
-# ResNet50), a split.csv row is ~85 bytes (a full dataset's 21,165 rows: ~2 MB), settings.json ~2 KB (measured
-# 2026-12-07). CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
+# What a run can hold, per file (MB), ten times over at least: the course's largest run exports 98 MiB of weights
+# (Paper A's ResNet50), a split.csv row is ~85 bytes (a full dataset's 21,165 rows: ~2 MB), settings.json ~2 KB
+# (measured 2026-12-07). CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
 MODEL_FILES = {run_folder.PORTABLE_WEIGHTS, *set(run_folder.SHARED_BEFORE_ISSUE_34) - set(run_folder.SHARED)}
 MODEL_MB, TEXT_MB, MANIFEST_MB = 1024, 64, 16  # the weights (or an older archive's model); settings, split, history
-TOTAL_MB = 8 * 1024  # every entry together: a class's whole outputs/runs (tens of runs) fits
+TOTAL_MB = 8 * 1024  # every entry together: 83 runs of the largest kind (a class's whole outputs/runs)
 ENTRIES = 4001  # a manifest and 4 files for each of 1,000 runs
 SCALE = "CXR_IMPORT_SCALE"
 CHUNK = 1 << 20  # hashing and copying read this much at a time, whatever a file's size
@@ -107,13 +107,13 @@ def _plain_name(value, what: str, where: str = "the manifest") -> str:
 
 def _folder_name(value, where: str) -> str:
     """A run folder as an archive names it: 1 to 8 plain names joined by '/'."""
-    if not isinstance(value, str) or not 0 < value.count("/") + 1 <= _DEPTH:
-        _plain_name(value if isinstance(value, str) else repr(value), "the run folder", where)
-    for part in value.split("/"):
-        if not _NAME.fullmatch(part) or part in (".", ".."):
-            raise ArchiveRefused(f"{where} names the run folder {value!r}, which would be written outside its "
-                                 "folder: expected plain names (letters, digits, '.', '_', '-') joined by '/': "
-                                 "refused, nothing was written")
+    if not isinstance(value, str):
+        _plain_name(value, "the run folder", where)  # refused: not a string
+    parts = value.split("/")
+    if len(parts) > _DEPTH or any(not _NAME.fullmatch(part) or part in (".", "..") for part in parts):
+        raise ArchiveRefused(f"{where} names the run folder {value!r}, which would be written outside its folder: "
+                             f"expected 1 to {_DEPTH} plain names (letters, digits, '.', '_', '-') joined by '/': "
+                             "refused, nothing was written")
     return value
 
 
