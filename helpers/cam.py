@@ -718,6 +718,13 @@ def _describe(summary: pd.DataFrame, name: str, verdicts: pd.DataFrame | None = 
                      f"maps hit {pooled['class-keeping null']:.0%}{fixed}. The hottest cell's lead over that null: "
                      f"{pooled['map'] - pooled['class-keeping null']:+.0%} (95% interval "
                      f"{pooled['map − null: low']:+.0%} to {pooled['map − null: high']:+.0%}).")
+        energy = next((m for m in (_LESION_OF_LUNGS, "energy in lesion") if ("all", m) in verdicts.index), None)
+        if energy:
+            pooled = verdicts.loc[("all", energy)]
+            null = pooled["class-keeping null"]
+            lines.append(f"The {energy}: {pooled['map']:.1%}; on the other lesions of its class, "
+                         f"{null:.1%} (lead {pooled['map'] - null:+.1%}, "
+                         f"95% interval {pooled['map − null: low']:+.1%} to {pooled['map − null: high']:+.1%}).")
         per_class = verdicts.xs("pointing game", level="measure")["verdict"]
         lines.append("Verdict (pointing game), per class: " + "; ".join(
             f"{label}: {said}" for label, said in per_class.items()) + ".")

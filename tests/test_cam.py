@@ -409,6 +409,7 @@ def test_localise_scores_each_map_against_the_other_lesions_of_its_class_and_a_f
     assert found.chance("lesion's part of lungs' energy", level="fixed") == pytest.approx(0.5, abs=0.01)
     assert found.verdicts.loc[("COVID", "pointing game"), "verdict"] == cam.CANNOT_SAY  # two images: too few
     assert "Verdict (pointing game), per class: COVID: cannot say" in found.describe()
+    assert "The lesion's part of lungs' energy: 100.0%; on the other lesions of its class, 0." in found.describe()
     assert "pointing_null" in cam.localise(run, rows).table and "pointing_fixed" not in cam.localise(run, rows).table
     with pytest.raises(ValueError, match="no 'fixed' level for 'pointing game'"):
         cam.localise(run, rows).chance("pointing game", level="fixed")
