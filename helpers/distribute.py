@@ -160,10 +160,16 @@ class ValidateOnOneDevice(keras.callbacks.Callback):
         self.twin.set_weights(self.model.get_weights())
         results = self.twin.evaluate(self.dataset, verbose=0, return_dict=True)
         if several_workers(self.strategy):
-            agreed = _all_reduce(self.strategy, [tf.constant(float(v)) for v in results.values()], "MEAN")
-            results = dict(zip(results, agreed))
+            results = agreed(self.strategy, results)
         if logs is not None:
             logs.update({f"val_{name}": float(value) for name, value in results.items()})
+
+
+def agreed(strategy, results: dict) -> dict:
+    """Each worker's figures (name → number) averaged over the workers: all see the same numbers, so early stopping
+    stops them at the same epoch."""
+    means = _all_reduce(strategy, [tf.constant(float(v)) for v in results.values()], "MEAN")
+    return dict(zip(results, means))
 
 
 def check_workers_agree(strategy, epochs_done: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import warnings
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -360,19 +361,20 @@ def reestimate_batchnorm(model, dataset, max_batches: int | None = None, traced:
 
     With momentum 0 each pass leaves its own batch's statistics in the layer, which are summed here: the same
     average as a momentum of k/(k+1) at batch k, but one traced forward pass serves every batch (eager calls of
-    ResNet50 took 11 s for Paper B's 27 demo batches, traced 4 s). Untraced (`traced=False`, under CXR_EAGER=1)
-    for a few batches: tracing the fast profile's 3 cost 10 s. Returns the number of batches used.
+    ResNet50 took 11 s for Paper B's 27 demo batches, traced 4 s). The traced pass is kept with the model, so that
+    re-estimating after every epoch (random-init runs, `training.ValidateAsSaved`) traces once. Untraced
+    (`traced=False`, under CXR_EAGER=1) for a few batches: tracing the fast profile's 3 cost 10 s. Every other
+    non-trainable variable (dropout's random generator) is put back afterwards: re-estimating must not change which
+    dropout masks training draws next. Returns the number of batches used.
     """
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    statistics = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+    others = [v for v in model.non_trainable_variables if id(v) not in statistics]
+    kept = [v.numpy() for v in others]
     saved = {layer.name: (layer.momentum, layer.trainable) for layer in layers}
     for layer in layers:
         layer.trainable, layer.momentum = True, 0.0
-    def forward(images):
-        return model(images, training=True)
-
-    if traced:  # a tf.data dataset's spec: one trace for every batch size (a partial last batch traces again)
-        spec = getattr(dataset, "element_spec", None)
-        forward = tf.function(forward, reduce_retracing=True, input_signature=None if spec is None else [spec[0]])
+    forward = _forward_pass(model, dataset) if traced else (lambda images: model(images, training=True))
     sums = [[0.0, 0.0] for _ in layers]
     used = 0
     for images, _ in dataset:
@@ -388,7 +390,26 @@ def reestimate_batchnorm(model, dataset, max_batches: int | None = None, traced:
             layer.moving_mean.assign((mean / used).astype(layer.moving_mean.dtype))
             layer.moving_variance.assign((variance / used).astype(layer.moving_variance.dtype))
         layer.momentum, layer.trainable = saved[layer.name]
+    for variable, value in zip(others, kept):
+        variable.assign(value)
     return used
+
+
+_FORWARD_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward_pass(model, dataset):
+    """The model's traced training-mode forward pass for batches shaped as `dataset`'s, traced once per model and
+    batch shape (a partial last batch traces again). Traced with every BatchNorm at momentum 0, as it is called."""
+    spec = getattr(dataset, "element_spec", None)
+    signature = None if spec is None else [spec[0]]
+    passes = _FORWARD_PASSES.setdefault(model, {})
+    key = repr(signature)
+    if key not in passes:
+        held = weakref.ref(model)  # the cache must not keep the model alive
+        passes[key] = tf.function(lambda images: held()(images, training=True), reduce_retracing=True,
+                                  input_signature=signature)
+    return passes[key]
 
 
 def float32_copy(model):

@@ -132,6 +132,10 @@ def _check_finished(run_dir: Path, settings: dict) -> None:
                       f"delete the folder {run_dir} to train the run again")
 
 
+# Logs that are about the epoch, not its training images: kept under their own names in the history.
+UNPREFIXED = (*callbacks.Timing.KEYS, "reestimation_seconds")
+
+
 class Progress:
     """What a run has done so far (epochs, history rows, the best epoch, early stopping's count), restored from
     a saved state and saved again, atomically, after every epoch."""
@@ -170,7 +174,7 @@ class Progress:
     def epoch_finished(self, model, epoch: int, logs: dict) -> None:
         row = {"epoch": epoch}
         for key, value in logs.items():  # Keras calls the monitored part "val" even when it is the test part
-            name = (self._monitored(key[4:]) if key.startswith("val_") else key if key in callbacks.Timing.KEYS
+            name = (self._monitored(key[4:]) if key.startswith("val_") else key if key in UNPREFIXED
                     else f"train_{key}")
             row[name] = round(float(value), 6)
         loss = row.get(self._monitored("loss"), np.inf)

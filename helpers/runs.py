@@ -18,7 +18,7 @@ from helpers.datasets import DatasetLayout
 from helpers.recipes import Recipe
 from helpers.run_folder import Run, as_run, classes_of, course_run_folder
 from helpers.tasks import canonical_class
-from helpers.training import train
+from helpers.training import kept_row, train
 
 
 def format_predictions(table: pd.DataFrame, classes) -> str:
@@ -41,6 +41,19 @@ def run_labels(runs) -> list[str]:
     runs = [as_run(run) for run in runs]
     names = [run.name for run in runs]
     return [name if names.count(name) == 1 else f"{name} ({run.folder.name})" for name, run in zip(names, runs)]
+
+
+def kept_and_last(run) -> pd.DataFrame:
+    """The epoch a run kept next to its last one, on the part it watched: what selection chose, and what training
+    had reached by its end. For random-init runs the figures are with re-estimated BatchNorm statistics, as their saved
+    model has them, and the as-trained loss is shown beside them (runs trained before issue 35 have only that one)."""
+    run = as_run(run)
+    history, part = run.history(), run.monitored_on
+    kept = kept_row(history, run.settings, run.recipe)
+    columns = {f"{part}_{name}": f"{part} {name.replace('_', ' ')}"
+               for name in ("loss", "accuracy", "balanced_accuracy", "loss_as_trained")}
+    rows = {f"kept (epoch {int(kept['epoch']) + 1})": kept, f"last (epoch {len(history)})": history.iloc[-1]}
+    return pd.DataFrame(rows).T[[c for c in columns if c in history]].rename(columns=columns).astype(float)
 
 
 def compare_runs(runs) -> pd.DataFrame:

@@ -18,6 +18,10 @@ with its own compile, after which BatchNorm re-estimation runs outside any fit.
 SIGTERM (how Kaggle and Colab end a session) and Ctrl-C stop training politely: SIGTERM's handler only raises a flag
 that is looked at after every batch, and either way the epoch under way is dropped (never saved as if complete),
 the run is not marked finished, and `TrainingInterrupted` says in one line which epochs are kept and how to go on.
+
+A random-init run that selects an epoch (or stops early) scores every epoch as it would be saved: its BatchNorm
+statistics re-estimated on the training images first (`ValidateAsSaved`), the figures with the statistics as trained
+kept beside them (`val_loss_as_trained`, …). Choosing on the as-trained loss kept untrained first epochs (issue 35).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dataclasses
 import platform
 import signal
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -168,7 +173,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
                                            normalisation=models.fed_normalisation(model, recipe.normalisation),
                                            replicas=policy.replicas)
                 settings = _record_start(run_dir, split, settings, recipe, devices)
-                model = _fit_phases(model, data, settings, recipe, state, devices,
+                model = _fit_phases(model, data, split, settings, recipe, state, devices,
                                     [*callbacks, StopWhenAsked(stop)], run_dir, log)
                 stop.check()  # SIGTERM after the last batch: not marked finished, no final model
                 if devices.writes:
@@ -300,18 +305,23 @@ def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Re
     return settings
 
 
-def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _Devices, callbacks, run_dir, log):
+def _fit_phases(model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, state, devices: _Devices, callbacks,
+                run_dir, log):
     """The warm-up (backbone frozen) and the main phase, each continued from `state` where it was left."""
     warmup, main = settings["warmup_epochs"], settings["main_epochs"]
     progress = resume.Progress(run_dir, settings, recipe, state, devices.writes, log)
     watched = data[settings["monitored_on"]]
-    validation = []  # on several replicas: their BatchNorm statistics averaged, a one-device copy validating
+    validation, twin = [], None  # several replicas: their BatchNorm statistics averaged, a one-device copy validating
     if devices.policy.replicas > 1:
         twin = distribute.one_device_copy(model)
         twin.compile(loss="categorical_crossentropy", metrics=epoch_metrics(len(settings["classes"])),
                      run_eagerly=devices.policy.eager)
         validation = [distribute.AverageBatchNormStatistics(devices.strategy),
                       distribute.ValidateOnOneDevice(twin, watched, devices.strategy, progress.stop_training_clock)]
+    if scores_as_saved(settings, recipe):  # after the as-trained validation, before the epoch is saved
+        validation.append(ValidateAsSaved(reference_dataset(split, settings, recipe, model), watched, twin=twin,
+                                          strategy=devices.strategy, traced=not devices.policy.eager,
+                                          before_evaluation=progress.stop_training_clock))
     for phase, first, last in (("warmup", 0, warmup), ("main", warmup, warmup + main)):
         done = progress.epochs_done
         if last <= first or done >= last:
@@ -322,7 +332,8 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
                                  len(settings["classes"]))
         log(f"{phase}: epochs {done + 1}–{last} of {warmup + main}")
         progress.phase = phase
-        model.fit(data["train"], validation_data=None if validation else watched, initial_epoch=done, epochs=last,
+        model.fit(data["train"], validation_data=None if devices.policy.replicas > 1 else watched,
+                  initial_epoch=done, epochs=last,
                   class_weight=_as_class_weight(settings["class_weights"], settings["classes"]),
                   verbose="auto", shuffle=False,  # the tf.data pipeline shuffles
                   callbacks=[*validation, *progress.callbacks(phase), *callbacks])
@@ -332,8 +343,89 @@ def _fit_phases(model, data, settings: dict, recipe: Recipe, state, devices: _De
         return model
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
         run_folder.load_epoch_weights(model, run_dir, progress.best_epoch)
-        log(f"Kept epoch {progress.best_epoch}, the one with the lowest validation loss.")
+    if recipe.select_best and progress.best_epoch is not None:
+        log(kept_epoch_line(progress.rows, progress.best_epoch, settings["monitored_on"]))
     return model
+
+
+def scores_as_saved(settings: dict, recipe: Recipe) -> bool:
+    """Whether every epoch is scored with its BatchNorm statistics re-estimated (`ValidateAsSaved`): random-init runs
+    whose epochs' figures decide something (the kept epoch, early stopping). A keep-last recipe (Paper B) is
+    re-estimated once, after training: re-estimating every epoch would only cost it time."""
+    return not settings["pretrained"] and (recipe.select_best or recipe.early_stopping)
+
+
+def reference_dataset(split: pd.DataFrame, settings: dict, recipe: Recipe, model):
+    """The run's training images, in order, without augmentation: what BatchNorm statistics are re-estimated on,
+    after every epoch and at the end alike (the same batches, so the same statistics for the same weights)."""
+    rows = split[(split["split"] == "train") & (split["repeat"] == settings["repeat"])]
+    return build_dataset(rows["path"], rows["label"].map(settings["classes"].index), len(settings["classes"]),
+                         settings["image_size"], settings["batch_size"],
+                         normalisation=models.fed_normalisation(model, recipe.normalisation))
+
+
+class ValidateAsSaved(keras.callbacks.Callback):
+    """Random-init runs: every epoch is scored as it will be saved. Its BatchNorm statistics are re-estimated on the
+    training images (`models.reestimate_batchnorm`), then `dataset` is evaluated; those figures become the epoch's
+    val_loss, val_accuracy, … (what selection and early stopping read), and the figures with the statistics as
+    trained, from the validation before it, are kept as val_loss_as_trained, …. The epoch is saved afterwards, so
+    the kept epoch's file holds the statistics it was scored with. Moving statistics take no part in a
+    training-mode step, so training goes on as it would have (tested); they restart from the re-estimated ones.
+
+    On several replicas `twin` (the one-device copy of `distribute.ValidateOnOneDevice`) is re-estimated and scored,
+    and its statistics are copied back; several workers average their figures (they agree: same weights, same
+    images). Adds `reestimation_seconds`, the time this took."""
+
+    def __init__(self, reference, dataset, *, twin=None, strategy=None, traced: bool = True,
+                 before_evaluation=lambda: None):
+        super().__init__()
+        self.reference, self.dataset, self.twin, self.strategy = reference, dataset, twin, strategy
+        self.traced, self.before_evaluation = traced, before_evaluation
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.before_evaluation()
+        started = time.perf_counter()
+        scored = self.model if self.twin is None else self.twin
+        if self.twin is not None:
+            self.twin.set_weights(self.model.get_weights())
+        models.reestimate_batchnorm(scored, self.reference, traced=self.traced)
+        results = scored.evaluate(self.dataset, verbose=0, return_dict=True)
+        if self.twin is not None:
+            for layer in self.twin.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    trained = self.model.get_layer(layer.name)
+                    trained.moving_mean.assign(layer.moving_mean.numpy())
+                    trained.moving_variance.assign(layer.moving_variance.numpy())
+        if distribute.several_workers(self.strategy):
+            results = distribute.agreed(self.strategy, results)
+        if logs is not None:
+            logs.update({f"{key}_as_trained": logs.pop(key) for key in [k for k in logs if k.startswith("val_")]})
+            logs.update({f"val_{name}": float(value) for name, value in results.items()})
+            logs["reestimation_seconds"] = round(time.perf_counter() - started, 2)
+
+
+def kept_row(history: pd.DataFrame, settings: dict, recipe: Recipe):
+    """The history row of the epoch the run keeps (its best by the monitored loss, or its last), or None."""
+    if history.empty:
+        return None
+    loss = f"{settings['monitored_on']}_loss"
+    if recipe.select_best and loss in history:
+        return history.loc[history[loss].idxmin()]
+    return history.iloc[-1]
+
+
+def kept_epoch_line(rows: list, best_epoch: int, monitored: str) -> str:
+    """"Kept epoch N, …": the kept and the last epoch's monitored figures side by side (loss, accuracy, balanced
+    accuracy), so that a reader sees what keeping an earlier epoch gave up or gained."""
+    def figures(row):
+        shown = [(name, f"{monitored}_{name}") for name in ("loss", "accuracy", "balanced_accuracy")]
+        return ", ".join(f"{name} {row[key]:.3f}" for name, key in shown if key in row)
+
+    kept, last = rows[best_epoch - 1], rows[-1]
+    if best_epoch == len(rows):
+        return f"Kept epoch {best_epoch}, the last and the one with the lowest {monitored} loss: {figures(kept)}."
+    return (f"Kept epoch {best_epoch}, the one with the lowest {monitored} loss: {figures(kept)}; "
+            f"the last, epoch {len(rows)}: {figures(last)}.")
 
 
 def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, log) -> dict:
@@ -345,16 +437,19 @@ def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, rec
         model = distribute.one_device_copy(model)
     monitored = settings["monitored_on"]
     scores = {}
+    history = run_folder.read_history(run_dir)
     if not settings["pretrained"]:
-        scores[f"{monitored}_before_batchnorm_reestimation"] = evaluate(model, data[monitored])
-        train_rows = split[(split["split"] == "train") & (split["repeat"] == settings["repeat"])]
-        reference = build_dataset(train_rows["path"], train_rows["label"].map(settings["classes"].index),
-                                  len(settings["classes"]), settings["image_size"], settings["batch_size"],
-                                  normalisation=models.fed_normalisation(model, recipe.normalisation))
+        before = kept_row(history, settings, recipe)  # scored at its epoch's end, before its statistics were replaced
+        if before is not None and f"{monitored}_loss_as_trained" in before:
+            scores[f"{monitored}_before_batchnorm_reestimation"] = {
+                "loss": round(float(before[f"{monitored}_loss_as_trained"]), 4),
+                "accuracy": round(float(before[f"{monitored}_accuracy_as_trained"]), 4)}
+        else:  # a keep-last recipe: its statistics are as trained until now
+            scores[f"{monitored}_before_batchnorm_reestimation"] = evaluate(model, data[monitored])
+        reference = reference_dataset(split, settings, recipe, model)  # again: the same figures, as tested
         settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference, traced=not eager)
     scores[monitored] = evaluate(model, data[monitored])
     run_folder.save_model(model, run_dir)
-    history = run_folder.read_history(run_dir)
     settings.update({
         "scores": scores, "epochs_run": int(len(history)),
         "stopped_early": bool(len(history) < settings["warmup_epochs"] + settings["main_epochs"]),

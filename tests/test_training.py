@@ -153,6 +153,7 @@ def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test
     assert list(history["epoch"]) == [0, 1] and history["elapsed_seconds"].is_monotonic_increasing
     assert {"test_accuracy", "test_balanced_accuracy"} <= set(history.columns) and "val_accuracy" not in history
     assert (history["train_seconds"] <= history["elapsed_seconds"]).all(), "training time leaves out evaluation"
+    assert "reestimation_seconds" not in history, "it selects nothing: its epochs are not re-estimated (a cost)"
     assert set(settings["scores"]) == {"test", "test_before_batchnorm_reestimation"}
     assert Run(run).part("test")["relpath"].isin(split.loc[(split["repeat"] == 2) & (split["split"] == "test"),
                                                            "relpath"]).all(), "its own repeat's test part"
