@@ -25,7 +25,7 @@ One module per concern, each importing only those above it:
   training    training a recipe on a split into a run folder: resumable, atomic, device-aware
   runs        the course's runs: where they live, trained when missing, cross-validated, compared
   cam         class activation maps and Grad-CAM, and how well they localise
-  controls    image-editing controls: the shortcut marker added, the lungs (or as much outside them) hidden
+  controls    image-editing controls: the shortcut marker added, the lungs (or as big an edit outside them) hidden
   evaluation  metrics with intervals, calibration, paired tests, Paper A's Figure 2
   explorers   ipywidgets explorers over those functions (02 input, 03 upload, 04 operating point, 05 maps)
   timing      honest timing of input pipelines
