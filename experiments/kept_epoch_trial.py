@@ -35,7 +35,8 @@ def main() -> None:
     split = splits.saved_split(data.scan_cached(layout), mode="paper_a", task=4)
     rows, kept = [], {}
     for recipe in (recipes.IMPROVED, recipes.PAPER_A):
-        folder = config.OUTPUT_DIR / "kept_epoch_trial" / f"{recipe.name}_seed{args.seed}"
+        folder = (config.OUTPUT_DIR / "kept_epoch_trial"
+                  / f"{recipe.name}_{config.active_profile().name}_seed{args.seed}")
         shutil.rmtree(folder, ignore_errors=True)  # always trained afresh: the figures are this run's
         scores = []
 

@@ -22,6 +22,12 @@ the run is not marked finished, and `TrainingInterrupted` says in one line which
 A random-init run that selects an epoch (or stops early) scores every epoch as it would be saved: its BatchNorm
 statistics re-estimated on the training images first (`ValidateAsSaved`), the figures with the statistics as trained
 kept beside them (`val_loss_as_trained`, …). Choosing on the as-trained loss kept untrained first epochs (issue 35).
+The criterion stays the lowest (re-estimated) validation loss, not the highest balanced accuracy. Measured on the
+demo's phantoms (experiments/kept_epoch_trial.py; figures in its README), both kept epoch 3 of the improved recipe;
+for Paper A's, balanced accuracy on 60 images tied epochs 2 and 4 (31 of 60 right each), which the loss, continuous,
+told apart (epoch 4; on test 0.383 against epoch 2's 0.367: two images of 120). Early stopping reads the same
+figure. The re-estimation is a forward pass over every training image each epoch (there 16-24% of an epoch's training
+time), not a few batches, so that the kept epoch's statistics are exactly those `_finish` computes again.
 """
 
 from __future__ import annotations
