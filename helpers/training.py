@@ -299,7 +299,9 @@ def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Re
         else None,
         "batchnorm": ("inference mode while fine-tuning" if pretrained and recipe.freeze_batchnorm
                       else "trainable" if pretrained
-                      else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data after training"),
+                      else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data "
+                           + ("after every epoch, before it is scored" if scores_as_saved({"pretrained": False}, recipe)
+                              else "after training")),
         "profile": config.active_profile().name, "profile_reason": config.active_profile().reason,
         "device_policy": devices.policy.to_dict(),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
