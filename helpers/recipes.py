@@ -120,7 +120,9 @@ RECIPES = {recipe.name: recipe for recipe in (PAPER_A, IMPROVED, PAPER_B, PAPER_
 
 # Random-init (offline) runs: evaluation uses BatchNorm's moving statistics, which lag behind weights trained
 # from scratch (Keras' default momentum is 0.99). Random-init runs use a faster momentum and re-estimate the
-# statistics on training data after training; experiments/batchnorm_trial.py measures what each does
+# statistics on training data at every epoch's end, before the epoch is validated and saved, so that the kept epoch
+# is chosen on what the saved model scores (training.ValidateAsSaved); experiments/batchnorm_trial.py measures what
+# each does
 # (its README has the figures and the command that reproduces them).
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
