@@ -71,5 +71,5 @@ clean-outputs:
 # Speed and memory as ratios against the obvious alternatives (benchmarks/README.md);
 # `make bench BENCH_ARGS=--quick` for a few minutes per script.
 bench: $(INSTALLED)
-	@for script in input_pipeline training precision cam memory checkpoints; do \
+	@for script in input_pipeline training precision cam memory checkpoints import_memory; do \
 		$(VENV_PYTHON) benchmarks/$$script.py $(BENCH_ARGS) || exit 1; done
