@@ -41,16 +41,20 @@ def main() -> None:
         scores = []
 
         class ScoreTest(keras.callbacks.Callback):  # after ValidateAsSaved: the statistics the epoch is saved with
+            def __init__(self, recipe, scores):
+                super().__init__()
+                self.recipe, self.scores = recipe, scores
+
             def on_epoch_end(self, epoch, logs=None):
                 test = datasets_from_split(split, layout.classes, self.model.input_shape[1], 32,
-                                           normalisation=recipe.normalisation)["test"]
-                scores.append(self.model.evaluate(test, verbose=0, return_dict=True))
-                print(f"\n{recipe.name} epoch {epoch + 1}: val loss {logs['val_loss']:.3f} (as trained "
+                                           normalisation=self.recipe.normalisation)["test"]
+                self.scores.append(self.model.evaluate(test, verbose=0, return_dict=True))
+                print(f"\n{self.recipe.name} epoch {epoch + 1}: val loss {logs['val_loss']:.3f} (as trained "
                       f"{logs['val_loss_as_trained']:.3f}), val balanced accuracy {logs['val_balanced_accuracy']:.3f}, "
-                      f"test balanced accuracy {scores[-1]['balanced_accuracy']:.3f}", flush=True)
+                      f"test balanced accuracy {self.scores[-1]['balanced_accuracy']:.3f}", flush=True)
 
         run = training.train(folder, split, recipe, layout.classes, layout.root, epochs=args.epochs, seed=args.seed,
-                             callbacks=[ScoreTest()])
+                             callbacks=[ScoreTest(recipe, scores)])
         history = run.history()
         table = pd.DataFrame({
             "recipe": recipe.name, "epoch": history["epoch"] + 1,
