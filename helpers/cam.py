@@ -585,7 +585,8 @@ def lesion_verdicts(table: pd.DataFrame, margin: float = 0.10, resamples: int = 
     the 95% intervals (paired bootstrap over images) of the map's differences from the null and from the lungs-only
     level, and a verdict read from those intervals:
 
-    - "finds the lesion": the map beats the class-keeping null (its interval above 0);
+    - "finds the lesion": the map beats the class-keeping null and the lungs-only level (both intervals above 0):
+      it follows each image's own lesion, and puts more there than a map spread over the lungs would;
     - "knows where this class's lesions usually are": it beats the lungs-only level, and the null's interval rules out
       that it beats the null by `margin` or more;
     - "neither": both intervals rule out a lead of `margin` or more, without beating the lungs-only level;
@@ -620,7 +621,7 @@ def lesion_verdicts(table: pd.DataFrame, margin: float = 0.10, resamples: int = 
 
 
 def _verdict(row: dict, margin: float) -> str:
-    if row["map − null: low"] > 0:
+    if row["map − null: low"] > 0 and row["map − lungs only: low"] > 0:
         return FINDS
     if row["map − null: high"] < margin and row["map − lungs only: low"] > 0:
         return KNOWS

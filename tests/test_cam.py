@@ -415,3 +415,19 @@ def test_localise_scores_each_map_against_the_other_lesions_of_its_class_and_a_f
         cam.localise(run, rows).chance("pointing game", level="fixed")
     with pytest.raises(ValueError, match="training: the fixed maps are learned from lesion masks"):
         cam.localise(run, rows, training=rows.drop(columns="lesion_mask_path"))
+
+
+def test_a_map_above_its_class_null_but_not_above_an_even_spread_does_not_find_the_lesion():
+    """Above the class-keeping null yet below a map spread over the lungs (the demo's COVID energy share once looked
+    so): following each image's own lesion a little is not finding it."""
+    rng = np.random.default_rng(0)
+    n = 60
+    table = pd.DataFrame({
+        "label": "A",
+        "pointing_game": (rng.uniform(size=n) < 0.5).astype(float), "pointing_chance": np.full(n, 0.8),
+        "pointing_null": np.full(n, 0.2),
+        "lesion_energy_of_lungs": np.full(n, 0.30), "lesion_share_of_lungs": np.full(n, 0.40),
+        "energy_null": np.full(n, 0.10)})
+    verdicts = cam.lesion_verdicts(table)
+    assert (verdicts["map − null: low"] > 0).all() and (verdicts["map − lungs only: high"] < 0).all(), verdicts
+    assert not (verdicts["verdict"] == cam.FINDS).any(), verdicts
