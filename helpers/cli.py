@@ -66,7 +66,13 @@ def _cmd_check(args) -> int:
         if args.json:
             print(json.dumps({"error": str(exc)}))
         raise
-    print(json.dumps(scan.to_dict(), indent=2) if args.json else format_report(scan))
+    from helpers.sources import image_sources  # the metadata sheets beside the class folders, if any
+
+    sources = image_sources(scan.index, scan.layout.root)
+    if args.json:
+        print(json.dumps({**scan.to_dict(), "sources": sources.to_dict()}, indent=2))
+    else:
+        print(format_report(scan, sources))
     return 0
 
 

@@ -243,8 +243,12 @@ def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
     return index[counts > 1].sort_values(["content_hash", "relpath"]).reset_index(drop=True)
 
 
-def format_report(scan: ScanResult) -> str:
-    """The human-readable report printed by `python -m helpers data check`."""
+def format_report(scan: ScanResult, sources=None) -> str:
+    """The human-readable report printed by `python -m helpers data check`, ending with the images per class and
+    source (`sources`, a `helpers.sources.Sources`; read from the metadata sheets beside the class folders if None)."""
+    from helpers.sources import image_sources  # here, not at the top: the sheets matter to this report only
+
+    sources = sources if sources is not None else image_sources(scan.index, scan.layout.root)
     report = scan.to_dict()
     kind = "generated phantom radiographs" if report["phantom"] else "the dataset"
     lines = [f"Checked {kind} at {report['root']} ({report['layout']} layout)", "",
@@ -271,4 +275,5 @@ def format_report(scan: ScanResult) -> str:
     lines.append(f"Skipped:       {len(report['skipped'])} file(s) that could not be decoded")
     for item in report["skipped"]:
         lines.append(f"  - {item['path']}: {item['reason']}")
+    lines.append(sources.report())
     return "\n".join(lines)

@@ -233,16 +233,19 @@ def download_dataset(dest=None) -> Path:
 
 
 def phantom_dataset(profile: config.Profile | None = None, shortcut_class: str | None = None,
-                    shortcut_rate: float = 1.0) -> DatasetLayout:
+                    shortcut_rate: float = 1.0, collection_styles: bool = False) -> DatasetLayout:
     """The profile's phantom set (generated once), whether or not the real dataset is present. With
     `shortcut_class`, a copy with a corner marker on that class's images (all of them, or the share
-    `shortcut_rate`): a planted shortcut, to see whether a model (and its maps) take the marker."""
+    `shortcut_rate`): a planted shortcut, to see whether a model (and its maps) take the marker. With
+    `collection_styles`, a copy whose collections each draw in their own style (`helpers.synthetic.Collection`)."""
     profile = profile or config.active_profile()
     name = f"{profile.phantom_size}px-{profile.phantom_per_class}-per-class"
     if shortcut_class is not None:
         name += f"-shortcut-{shortcut_class}" + ("" if shortcut_rate == 1.0 else f"-{shortcut_rate:g}")
+    name += "-styled" if collection_styles else ""
     root = ensure_phantoms(config.PHANTOM_DIR / name.replace(" ", "_"), per_class=profile.phantom_per_class,
-                           size=profile.phantom_size, shortcut_class=shortcut_class, shortcut_rate=shortcut_rate)
+                           size=profile.phantom_size, shortcut_class=shortcut_class, shortcut_rate=shortcut_rate,
+                           collection_styles=collection_styles)
     return find_dataset(root)
 
 
@@ -311,5 +314,6 @@ def dataset_tag(layout: DatasetLayout) -> str:
         if manifest["shortcut_class"]:
             rate = manifest.get("shortcut_rate", 1.0)
             tag += f"-shortcut-{manifest['shortcut_class']}" + ("" if rate == 1.0 else f"-{rate:g}")
+        tag += "-styled" if manifest.get("collection_styles") else ""
         return tag.replace(" ", "_")
     return "dataset-" + hashlib.blake2b(str(layout.root.resolve()).encode(), digest_size=4).hexdigest()

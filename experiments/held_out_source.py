@@ -1,0 +1,135 @@
+"""Will it work in another hospital? COVID vs Normal, tested on a COVID collection never seen in training.
+
+On phantoms whose collections draw in their own style (`collection_styles=True`) and on the same phantoms without
+styles, a small model (logistic regression on 16 × 16 thumbnails) is trained twice for COVID vs Normal:
+
+- held out: every COVID image of one collection is kept out of training and tested, against as many Normal images
+  the model never saw;
+- random: a test set of the same classes and sizes drawn from all collections (the usual split).
+
+With Wilson 95% intervals on both accuracies. Then a "which collection?" probe: the same small model, cross-validated,
+told to name the collection of each COVID image, against chance (always the largest collection). When the pixels
+tell the collection, a class model can learn the collection: the held-out accuracy falls below the random one.
+On the plain phantoms neither gap may appear: the test of the test. Verdicts are computed from the printed numbers.
+
+    python experiments/held_out_source.py [--quick] [--per-class 150] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.stats import binomtest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python experiments/held_out_source.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+from helpers.data import scan_dataset  # noqa: E402
+from helpers.datasets import find_dataset  # noqa: E402
+from helpers.sources import held_out_split, image_sources  # noqa: E402
+from helpers.synthetic import ensure_phantoms  # noqa: E402
+
+
+def thumbnails(paths, size: int = 16) -> np.ndarray:
+    """Each image shrunk to size × size grey levels in 0..1, one row per image: the small model's input."""
+    return np.stack([np.asarray(Image.open(p).convert("L").resize((size, size), Image.BILINEAR),
+                                dtype=np.float32).ravel() / 255 for p in paths])
+
+
+def small_model():
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+
+
+def wilson(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    interval = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def accuracy(correct) -> dict:
+    correct = np.asarray(correct, bool)
+    low, high = wilson(correct.sum(), correct.size)
+    return {"accuracy": float(correct.mean()), "low": low, "high": high, "n": int(correct.size)}
+
+
+def held_out_vs_random(index: pd.DataFrame, held_out: str, seed: int = 0) -> dict:
+    """Accuracy (with its interval) of the small model on the held-out collection and on a random split."""
+    result = {}
+    for name, (train, test) in held_out_split(index, held_out, seed=seed).items():
+        model = small_model().fit(thumbnails(train["path"]), train["label"])
+        result[name] = accuracy(model.predict(thumbnails(test["path"])) == test["label"].to_numpy())
+    return result
+
+
+def collection_probe(index: pd.DataFrame, cls: str = "COVID", seed: int = 0) -> dict:
+    """Cross-validated accuracy of naming the collection of `cls`'s images from their pixels, and chance."""
+    rows = index[index["label"] == cls]
+    folds = int(min(5, rows["source"].value_counts().min()))
+    predicted = cross_val_predict(small_model(), thumbnails(rows["path"]), rows["source"], cv=folds)
+    return {**accuracy(predicted == rows["source"].to_numpy()),
+            "chance": float(rows["source"].value_counts(normalize=True).max()),
+            "collections": int(rows["source"].nunique())}
+
+
+def verdicts(compared: dict, probe: dict) -> dict:
+    """Plain-language conclusions, each decided by the intervals, never by the point estimates alone."""
+    held, rand = compared["held_out"], compared["random"]
+    if held["high"] < rand["low"]:
+        split = "LOWER on the unseen collection: the random split overstates what the model does in another hospital"
+    elif held["low"] > rand["high"]:
+        split = "higher on the unseen collection (unexpected: look at what the collection changes)"
+    else:
+        split = "no measurable gap: the intervals overlap"
+    tells = "the pixels TELL the collection" if probe["low"] > probe["chance"] + 0.1 else (
+        "the pixels do not tell the collection beyond chance" if probe["low"] <= probe["chance"] else
+        "the pixels tell the collection a little")
+    return {"held_out_vs_random": split, "probe": tells}
+
+
+def measure(root, held_out: str = "BIMCV", seed: int = 0) -> dict:
+    layout = find_dataset(root)
+    sources = image_sources(scan_dataset(layout).index, layout.root)
+    compared = held_out_vs_random(sources.index, held_out, seed=seed)
+    probe = collection_probe(sources.index, seed=seed)
+    return {"sources": sources.statement(), **compared, "probe": probe, "verdicts": verdicts(compared, probe)}
+
+
+def _line(name, a) -> str:
+    return f"  {name:<28} {a['accuracy']:6.1%}  [{a['low']:.1%}, {a['high']:.1%}]  n={a['n']}"
+
+
+def main(argv=None) -> int:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--quick", action="store_true", help="small sizes, to check the script runs (seconds)")
+    args.add_argument("--per-class", type=int, default=150, help="phantoms per class (the demo profile's 150)")
+    args.add_argument("--size", type=int, default=128, help="phantom size in pixels")
+    args.add_argument("--held-out", default="BIMCV", help="the COVID collection never seen in training")
+    args.add_argument("--out", default=str(REPO / "outputs" / "experiments" / "held_out_source"))
+    options = args.parse_args(argv)
+    per_class, size = (60, 64) if options.quick else (options.per_class, options.size)
+    for styles in (True, False):
+        root = ensure_phantoms(Path(options.out) / f"{size}px-{per_class}-styles-{styles}", per_class=per_class,
+                               size=size, collection_styles=styles)
+        result = measure(root, options.held_out)
+        print(f"\nPhantoms {'WITH' if styles else 'WITHOUT'} collection styles ({per_class} per class, {size} px); "
+              f"COVID vs Normal, {options.held_out} held out. {result['sources']}")
+        print(_line(f"held out ({options.held_out})", result["held_out"]))
+        print(_line("random split, same sizes", result["random"]))
+        probe = result["probe"]
+        print(_line(f"which collection? ({probe['collections']})", probe) + f"  chance {probe['chance']:.1%}")
+        for name, verdict in result["verdicts"].items():
+            print(f"  verdict, {name}: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
