@@ -30,6 +30,7 @@ One module per concern, each importing only those above it:
   explorers   ipywidgets explorers over those functions (02 input, 03 upload, 04 operating point, 05 maps)
   timing      honest timing of input pipelines
   main_job    `make run` · cli: `python -m helpers`
+  course      `helpers.start()`: every notebook's first call (device report, which dataset, a teacher's runs)
 """
 
 import os
@@ -87,3 +88,5 @@ _import_tensorflow_quietly()
 _split_cpu_when_asked()
 
 __version__ = "0.2.0"
+
+from helpers.course import Course, start  # noqa: E402, F401  (after TensorFlow's quiet import)
