@@ -156,31 +156,34 @@ def image_sources(index: pd.DataFrame, folder, classes=None) -> Sources:
     return Sources(joined, missing, list(unmatched), unmatched_rows)
 
 
-def source_table(index: pd.DataFrame) -> pd.DataFrame:
-    """Images per class (rows) and source (columns), with totals: the class × source table."""
-    table = pd.crosstab(index["label"], index["source"], margins=True, margins_name="all")
+def source_table(index: pd.DataFrame, margins: bool = True) -> pd.DataFrame:
+    """Images per class (rows) and source (columns), with totals unless `margins=False`: the class × source table
+    (without totals, what `helpers.evaluation.group_only_rules` takes: the best a rule knowing only the source does)."""
+    table = pd.crosstab(index["label"], index["source"], margins=margins, margins_name="all")
     table.index.name, table.columns.name = "class", "source"
     return table
 
 
-def held_out_split(index: pd.DataFrame, held_out: str, positive: str = "COVID", negative: str = "Normal",
+def held_out_split(index: pd.DataFrame, held_out: str, positive: str = "COVID", others=("Normal",),
                    seed: int = 0) -> dict:
-    """Two splits of the same sizes for `positive` vs `negative`: {"held_out": (train, test), "random": ...}.
+    """Two splits of the same sizes for `positive` against the classes `others`: {"held_out": (train, test),
+    "random": (train, test)}.
 
-    Held out: the test set is every `positive` image of the collection `held_out` and as many `negative` images,
-    drawn at random; training uses the other collections' `positive` images and the other `negative` images. Random:
-    a test set of the same classes and sizes drawn from all collections, and a training set of the same sizes from
-    the rest. The only difference between the two is whether the test collection was seen in training.
+    Held out: the test set is every `positive` image of the collection `held_out` and as many images of each class in
+    `others` (at most half of it), drawn at random; training uses the other collections' `positive` images and the
+    other images of `others`. Random: the same test images of `others`, and as many `positive` images drawn from all
+    collections. The only difference between the two is whether the test's collection was seen in training.
     """
-    rows = index[index["label"].isin([positive, negative])]
-    pos, neg = rows[rows["label"] == positive], rows[rows["label"] == negative]
+    pos = index[index["label"] == positive]
     test_pos = pos[pos["source"] == held_out]
     if test_pos.empty or len(test_pos) == len(pos):
         raise ValueError(f"{held_out!r} must hold some, not all, {positive} images; sources: "
                          f"{pos['source'].value_counts().to_dict()}")
-    test_neg = neg.sample(n=min(len(test_pos), len(neg) // 2), random_state=seed)
-    held = (pd.concat([pos.drop(test_pos.index), neg.drop(test_neg.index)]), pd.concat([test_pos, test_neg]))
+    rest = index[index["label"].isin(list(others))]
+    test_rest = pd.concat([rest[rest["label"] == c].pipe(lambda r: r.sample(n=min(len(test_pos), len(r) // 2),
+                                                                            random_state=seed)) for c in others])
+    held = (pd.concat([pos.drop(test_pos.index), rest.drop(test_rest.index)]), pd.concat([test_pos, test_rest]))
     random_test_pos = pos.sample(n=len(test_pos), random_state=seed)
-    random = (pd.concat([pos.drop(random_test_pos.index), neg.drop(test_neg.index)]),
-              pd.concat([random_test_pos, test_neg]))
+    random = (pd.concat([pos.drop(random_test_pos.index), rest.drop(test_rest.index)]),
+              pd.concat([random_test_pos, test_rest]))
     return {"held_out": held, "random": random}

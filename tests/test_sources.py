@@ -13,7 +13,8 @@ from experiments.held_out_source import measure
 from helpers.cli import main
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
-from helpers.sources import SHEET_COLUMNS, UNKNOWN, collection, image_sources, name_key, sheet_name
+from helpers.evaluation import group_only_rules
+from helpers.sources import SHEET_COLUMNS, UNKNOWN, collection, image_sources, name_key, sheet_name, source_table
 from helpers.synthetic import COLLECTIONS, METADATA_NAME, apply_style, generate_phantoms, write_sheet
 from helpers.tasks import CLASSES
 
@@ -53,6 +54,16 @@ def test_names_are_matched_leniently_and_every_phantom_gets_its_collection(phant
     table = sources.table()
     assert table.loc["Viral Pneumonia", "Guangzhou"] == 10 and table.loc["Lung_Opacity", "RSNA"] == 10
     assert table.loc["all", "all"] == 40 and (table.loc["COVID", ["RSNA", "Guangzhou"]] == 0).all()
+
+
+def test_the_best_rule_that_knows_only_the_source(phantom_root):
+    """What 01 shows beside the age-only rule: the phantoms' sources alone separate COVID from Normal entirely, and
+    three of the four classes (RSNA's Normal and Lung Opacity images share a source)."""
+    counts = source_table(_sources(phantom_root).index, margins=False)
+    assert "all" not in counts.index and counts.to_numpy().sum() == 40
+    assert group_only_rules(counts.loc[["COVID", "Normal"]]).loc["most informed", "balanced accuracy"] == 1.0
+    four = group_only_rules(counts).loc["most informed"]
+    assert four["recall COVID"] == four["recall Viral Pneumonia"] == 1.0 and four["informedness"] > 0.6
 
 
 def test_a_missing_sheet_is_said_and_its_class_degrades_to_unknown(tree):
