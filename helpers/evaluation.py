@@ -505,12 +505,13 @@ def _save_figures(run, test: pd.DataFrame, metrics: dict, scaled) -> None:
 
 def _draw_and_save(run, test, metrics, curves) -> None:
     classes, p_test = run.classes, test[run.classes].to_numpy()
-    figures = plots.Figures(None, run)  # the run's own figures: its test images, its model
+    caption = plots.caption(None, run)  # the run's own figures: its test images, its model
     for name, figure in (
-        ("confusion_matrix", figures.confusion_matrices(np.array(metrics["confusion_matrix"]), classes)),
-        ("roc_pr_curves", figures.roc_pr_curves(test["y_true"], p_test, classes)),
-        ("reliability", figures.reliability_diagram(curves)),
-        ("confident_mistakes", figures.mistakes_gallery(most_confident_mistakes(test))),
+        ("confusion_matrix", plots.confusion_matrices(np.array(metrics["confusion_matrix"]), classes,
+                                                      caption=caption)),
+        ("roc_pr_curves", plots.roc_pr_curves(test["y_true"], p_test, classes, caption=caption)),
+        ("reliability", plots.reliability_diagram(curves, caption=caption)),
+        ("confident_mistakes", plots.mistakes_gallery(most_confident_mistakes(test), caption=caption)),
     ):
         with files.atomic_path(run.folder / f"{name}.png") as tmp:
             figure.savefig(tmp, dpi=110, bbox_inches="tight")

@@ -1,22 +1,19 @@
-"""Figures for the notebooks, so a notebook cell shows the idea and not thirty lines of matplotlib.
+"""The course's larger figures (CAM overlays, accuracy over training time, a run's evaluation figures, the explorers'),
+so a notebook cell shows the idea and not thirty lines of matplotlib; small charts are drawn in the notebooks.
 
-Every function returns its matplotlib Figure; with `save_as="name"` it is also written to
+Plain functions: each returns its matplotlib Figure; with `save_as="name"` it is also written to
 outputs/figures/name.png, which is where the main job's figures are collected. With `caption=` a figure carries a
 footer saying what it shows (phantoms or real radiographs, ImageNet or random weights), so that a figure on a slide
-cannot be mistaken for another kind: `figures = Figures(layout, run)` makes every figure drawn through it carry
-that footer (`figures.sample_grid(index)`), and `caption(layout, run)` is the footer itself.
+cannot be mistaken for another kind: `caption(layout, *runs)` is that footer (`helpers.start()` returns the one for
+the notebook's images as `course.caption`), e.g. `plots.cam_overlays(..., caption=plots.caption(layout, run))`.
 """
 
 from __future__ import annotations
-
-import functools
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator
-from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from helpers import config, files
@@ -24,7 +21,6 @@ from helpers.image_files import load_grayscale
 from helpers.tasks import CLASSES
 
 CLASS_COLOURS = dict(zip(CLASSES, sns.color_palette("colorblind", len(CLASSES))))
-_FIGURES: dict = {}  # name → figure function, for `Figures`
 
 
 def caption(layout=None, *runs) -> str:
@@ -41,36 +37,6 @@ def caption(layout=None, *runs) -> str:
     return " · ".join(parts)
 
 
-class Figures:
-    """This module's figures, each drawn with the footer of `caption(layout, *runs)`: make one per set of images and
-    models shown, and every figure drawn through it says what it shows."""
-
-    def __init__(self, layout=None, *runs):
-        self.caption = caption(layout, *runs)
-
-    def __repr__(self) -> str:
-        return f"Figures({self.caption!r})"
-
-    def __dir__(self):
-        return [*super().__dir__(), *_FIGURES]
-
-    def __getattr__(self, name: str):
-        if name not in _FIGURES:
-            raise AttributeError(f"plots has no figure {name!r}; it has {sorted(_FIGURES)}")
-        draw = _FIGURES[name]
-
-        @functools.wraps(draw)
-        def captioned(*args, **kwargs):
-            return draw(*args, **{"caption": self.caption, **kwargs})
-        return captioned
-
-
-def _figure(draw):
-    """Registers a figure function for `Figures`."""
-    _FIGURES[draw.__name__] = draw
-    return draw
-
-
 def _finish(fig, save_as, caption="", tight=True):
     if tight:
         fig.tight_layout()
@@ -82,145 +48,6 @@ def _finish(fig, save_as, caption="", tight=True):
     return fig
 
 
-def _classes_in(index: pd.DataFrame):
-    return [c for c in CLASSES if c in set(index["label"])]
-
-
-@_figure
-def class_counts(balance: pd.DataFrame, save_as=None, caption: str = ""):
-    """Bar chart of images per class with shares, and the majority-class baseline in the title."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    data = balance.reset_index()
-    sns.barplot(data=data, x="class", y="images", hue="class", palette=CLASS_COLOURS, legend=False, ax=ax)
-    for patch, share in zip(ax.patches, data["share"]):
-        ax.annotate(f"{share:.1%}", (patch.get_x() + patch.get_width() / 2, patch.get_height()),
-                    ha="center", va="bottom", fontsize=9)
-    ax.set(xlabel="", ylabel="images",
-           title=f"Always answering the largest class scores {balance.attrs['majority_baseline']:.1%}")
-    ax.margins(y=0.15)
-    return _finish(fig, save_as, caption)
-
-
-@_figure
-def sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0, save_as=None, caption: str = ""):
-    """A few images of each class at full resolution, one row per class."""
-    classes = _classes_in(index)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(2.2 * per_class, 2.3 * len(classes)),
-                             squeeze=False)
-    for row, cls in zip(axes, classes):
-        rows = index[index["label"] == cls]
-        chosen = rows.sample(min(per_class, len(rows)), random_state=seed)
-        for ax, (_, item) in zip(row, chosen.iterrows()):
-            ax.imshow(load_grayscale(item["path"]), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(item["relpath"].rsplit("/", 1)[-1], fontsize=7)
-        row[0].set_ylabel(cls, fontsize=10)
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    return _finish(fig, save_as, caption)
-
-
-def _stack(paths, size):
-    return np.stack([load_grayscale(p, size).astype(np.float32) for p in paths])
-
-
-@_figure
-def mean_images(index: pd.DataFrame, size: int = 128, save_as=None, caption: str = ""):
-    """Mean image per class (top) and its difference from the mean of all classes (bottom).
-
-    Systematic differences outside the lungs (body size, text markers, borders) are what a model
-    can learn instead of disease.
-    """
-    classes = _classes_in(index)
-    means = {c: _stack(index.loc[index["label"] == c, "path"], size).mean(axis=0) for c in classes}
-    overall = np.mean(list(means.values()), axis=0)
-    fig, axes = plt.subplots(2, len(classes), figsize=(2.6 * len(classes), 5.4), squeeze=False,
-                             layout="constrained")
-    limit = max(float(np.abs(m - overall).max()) for m in means.values()) or 1.0
-    for col, cls in enumerate(classes):
-        n = int((index["label"] == cls).sum())
-        axes[0, col].imshow(means[cls], cmap="gray", vmin=0, vmax=255)
-        axes[0, col].set_title(f"{cls}\nmean of {n}", fontsize=9)
-        shown = axes[1, col].imshow(means[cls] - overall, cmap="coolwarm", vmin=-limit, vmax=limit)
-        axes[1, col].set_title("minus mean of all", fontsize=9)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label="grey levels")
-    return _finish(fig, save_as, caption, tight=False)
-
-
-@_figure
-def intensity_histograms(index: pd.DataFrame, size: int = 128, save_as=None, caption: str = ""):
-    """Distribution of pixel intensities per class (exposure and contrast differ between sources)."""
-    frames = []
-    for cls in _classes_in(index):
-        pixels = _stack(index.loc[index["label"] == cls, "path"], size).ravel()
-        frames.append(pd.DataFrame({"grey level": pixels[:: max(1, pixels.size // 200_000)], "class": cls}))
-    data = pd.concat(frames, ignore_index=True)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    sns.histplot(data=data, x="grey level", hue="class", palette=CLASS_COLOURS, bins=64, stat="density",
-                 common_norm=False, element="step", fill=False, ax=ax)
-    ax.set(xlim=(0, 255), title="Pixel intensities per class")
-    return _finish(fig, save_as, caption)
-
-
-@_figure
-def mask_overlays(index: pd.DataFrame, per_class: int = 2, seed: int = 0, save_as=None, caption: str = ""):
-    """Images with their lung mask outlined; masks are resized to the image (the real ones are 256 px)."""
-    with_masks = index[index["mask_path"].notna()]
-    classes = _classes_in(with_masks)
-    if not classes:
-        print("No lung masks in this copy of the dataset (older releases and flat copies have none): "
-              "nothing to overlay.")
-        return None
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(2.4 * per_class, 2.5 * len(classes)),
-                             squeeze=False)
-    for row, cls in zip(axes, classes):
-        rows = with_masks[with_masks["label"] == cls]
-        for ax, (_, item) in zip(row, rows.sample(min(per_class, len(rows)), random_state=seed).iterrows()):
-            image = load_grayscale(item["path"])
-            mask = np.asarray(Image.fromarray(load_grayscale(item["mask_path"]))
-                              .resize(image.shape[::-1], Image.NEAREST)) > 127
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-            ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.18)
-            ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.8)
-            ax.set_title(f"{cls}: lungs {mask.mean():.0%} of image", fontsize=8)
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    return _finish(fig, save_as, caption)
-
-
-@_figure
-def split_counts(split: pd.DataFrame, save_as=None, caption: str = "", title: str = ""):
-    """Images per class in each split (first repeat for repeated sub-samples)."""
-    first = split[split["repeat"] == split["repeat"].min()]
-    data = first.groupby(["split", "label"]).size().rename("images").reset_index()
-    order = [s for s in ("train", "val", "test") if s in set(data["split"])]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    sns.barplot(data=data, x="split", y="images", hue="label", order=order,
-                hue_order=_classes_in(first), palette=CLASS_COLOURS, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fontsize=8)
-    ax.set(xlabel="", title=title)
-    ax.legend(fontsize=8, title=None)
-    return _finish(fig, save_as, caption)
-
-
-@_figure
-def resolution_ladder(path, sizes=(299, 224, 128), save_as=None, caption: str = ""):
-    """One radiograph at several input sizes: what detail each size keeps."""
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3 * len(sizes), 3.2), squeeze=False)
-    for ax, size in zip(axes[0], sizes):
-        ax.imshow(load_grayscale(path, size), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{size} × {size} px", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _finish(fig, save_as, caption)
-
-
-@_figure
 def image_versions(versions: dict, save_as=None, caption: str = ""):
     """One row per image, one column per version of it (name → images), e.g. what each control hides."""
     names = list(versions)
@@ -237,17 +64,6 @@ def image_versions(versions: dict, save_as=None, caption: str = ""):
     return _finish(fig, save_as, caption)
 
 
-@_figure
-def value_histograms(batches: dict, save_as=None, caption: str = ""):
-    """Histogram of input values under each normalisation: {"name": array}."""
-    fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 3), squeeze=False)
-    for ax, (name, values) in zip(axes[0], batches.items()):
-        sns.histplot(np.asarray(values).ravel()[::7], bins=60, ax=ax, color="slategray")
-        ax.set(title=name, xlabel="input value", ylabel="")
-    return _finish(fig, save_as, caption)
-
-
-@_figure
 def model_input(values, title: str = "", save_as=None, caption: str = ""):
     """What a model is given (H, W, 3): its first channel as an image on its own value scale, beside the histogram
     of all its values (notebook 02's explorer)."""
@@ -261,42 +77,6 @@ def model_input(values, title: str = "", save_as=None, caption: str = ""):
     return _finish(fig, save_as, caption)
 
 
-@_figure
-def throughput(results: pd.DataFrame, save_as=None, caption: str = ""):
-    """Images per second per input pipeline and epoch (a `timing.compare_input_pipelines` table)."""
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    sns.barplot(data=results, y="pipeline", x="images_per_second", hue="epoch", palette="Blues", ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8)
-    ax.set(ylabel="", xlabel="images per second (higher is better)")
-    ax.legend(title="epoch", fontsize=8)
-    ax.margins(x=0.15)
-    return _finish(fig, save_as, caption)
-
-
-@_figure
-def training_curves(history: pd.DataFrame, title: str = "", warmup_epochs: int = 0, save_as=None, caption: str = ""):
-    """Accuracy and loss per epoch, training and the watched part, side by side (as Paper A's Figure 1).
-
-    The watched part is the validation split, or the test part for Paper B's sub-sample runs (which have no other);
-    the history's column names say which, and so does the legend.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    epochs = history["epoch"] + 1
-    watched = "val" if "val_loss" in history else "test"
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.plot(epochs, history[f"train_{metric}"], marker="o", label="training")
-        ax.plot(epochs, history[f"{watched}_{metric}"], marker="o", label="validation" if watched == "val" else "test")
-        if warmup_epochs:
-            ax.axvline(warmup_epochs + 0.5, color="grey", linestyle=":", label="end of warm-up")
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
-        ax.legend(fontsize=8)
-    axes[0].set_ylim(0, 1.02)
-    return _finish(fig, save_as, caption)
-
-
-@_figure
 def confusion_matrices(matrix, classes, save_as=None, caption: str = ""):
     """Counts and row-normalised (each true class sums to 1), true classes as rows: the transpose of Paper A's
     Figure 2, whose rows are the predictions."""
@@ -314,7 +94,6 @@ def confusion_matrices(matrix, classes, save_as=None, caption: str = ""):
     return _finish(fig, save_as, caption)
 
 
-@_figure
 def roc_pr_curves(y_true, probabilities, classes, save_as=None, caption: str = ""):
     """One-vs-rest ROC and precision-recall curves per class (classes absent from the data are skipped)."""
     y_true = np.asarray(y_true)
@@ -339,7 +118,6 @@ def roc_pr_curves(y_true, probabilities, classes, save_as=None, caption: str = "
     return _finish(fig, save_as, caption)
 
 
-@_figure
 def operating_point(is_positive, scores, point, name: str = "COVID", save_as=None, caption: str = ""):
     """One class's ROC and precision–recall curves with the threshold's point on each (`evaluation.OperatingPoint`)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -362,7 +140,6 @@ def operating_point(is_positive, scores, point, name: str = "COVID", save_as=Non
     return _finish(fig, save_as, caption)
 
 
-@_figure
 def reliability_diagram(tables: dict, save_as=None, caption: str = ""):
     """Accuracy against confidence per bin for each {name: helpers.evaluation.reliability table}."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
@@ -376,7 +153,6 @@ def reliability_diagram(tables: dict, save_as=None, caption: str = ""):
     return _finish(fig, save_as, caption)
 
 
-@_figure
 def mistakes_gallery(mistakes: pd.DataFrame, save_as=None, caption: str = ""):
     """The most confident wrong predictions, with true and predicted class."""
     n = max(1, len(mistakes))
@@ -393,7 +169,6 @@ def mistakes_gallery(mistakes: pd.DataFrame, save_as=None, caption: str = ""):
     return _finish(fig, save_as, caption)
 
 
-@_figure
 def accuracy_over_time(curves: dict, threshold: float = 0.95, save_as=None, caption: str = ""):
     """Balanced accuracy on held-out images against training time (one-off tracing and evaluation not counted), one
     line per run ({name: `Run.held_out_curve()`}) with its interval as error bars and a band, and the threshold line:
@@ -429,7 +204,6 @@ def _overlay(ax, image, heatmap=None, outline=None, alpha=0.45, cmap="jet"):
     ax.set_yticks([])
 
 
-@_figure
 def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=None, alpha=0.45, cmap="jet",
                  save_as=None, caption: str = ""):
     """Paper B's Figure 5: each radiograph, then the map of every class laid over it (upsampled to the
@@ -449,7 +223,6 @@ def cam_overlays(pixels, maps, classes, probabilities, titles=None, outlines=Non
     return _finish(fig, save_as, caption, tight=False)
 
 
-@_figure
 def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, cmap="jet", save_as=None,
                    caption: str = ""):
     """The same images under several models' maps (one column per model), e.g. clean against shortcut."""
@@ -463,6 +236,3 @@ def map_comparison(pixels, maps: dict, titles=None, outlines=None, alpha=0.45, c
             ax.set_title(name, fontsize=8)
     return _finish(fig, save_as, caption)
 
-
-Figures.__doc__ += ("\n\n    Its figures, this module's functions with `caption` filled in: "
-                    + ", ".join(sorted(_FIGURES)) + ".")

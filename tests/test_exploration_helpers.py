@@ -59,43 +59,34 @@ def test_class_folders_link_exactly_the_rows_one_folder_per_class(scan, figure_d
 
 
 @pytest.mark.parametrize("draw, axes", [
-    (lambda s, name: plots.class_counts(data.class_balance(s.index), save_as=name), 1),
-    (lambda s, name: plots.sample_grid(s.index, per_class=2, save_as=name), 8),
-    (lambda s, name: plots.mean_images(s.index, size=32, save_as=name), 9),  # 8 panels and a colour bar
-    (lambda s, name: plots.intensity_histograms(s.index, size=32, save_as=name), 1),
-    (lambda s, name: plots.mask_overlays(s.index, per_class=1, save_as=name), 4),
+    (lambda name: plots.confusion_matrices(np.array([[3, 1], [0, 2]]), ["COVID", "Normal"], save_as=name), 2),
+    (lambda name: plots.image_versions({"a": np.zeros((2, 8, 8), np.uint8), "b": np.ones((2, 8, 8), np.uint8)},
+                                       save_as=name), 4),
 ])
-def test_figures_draw_one_panel_per_item_and_save(scan, figure_dir, draw, axes):
-    figure = draw(scan, "check")
+def test_figures_draw_one_panel_per_item_and_save(figure_dir, draw, axes):
+    figure = draw("check")
     assert len(figure.axes) == axes
     assert (figure_dir / "check.png").stat().st_size > 1000
-    assert draw(scan, None) is not None and len(list(figure_dir.iterdir())) == 1
+    assert draw(None) is not None and len(list(figure_dir.iterdir())) == 1
 
 
-def test_without_lung_masks_the_overlays_say_so_and_the_notebook_goes_on(scan, capsys):
-    assert plots.mask_overlays(scan.index.assign(mask_path=None)) is None
-    assert "No lung masks in this copy" in capsys.readouterr().out
-
-
-def test_figures_carry_what_they_show(scan, figure_dir, phantom_root, make_tree):
-    """Issue 25: the footer is the figures object's, never a module-wide setting that every later figure inherits."""
+def test_figures_carry_what_they_show(phantom_root, make_tree):
+    """Issue 25: the footer is each figure's own (`caption=`), never a module-wide setting that every later figure
+    inherits. Issue 37: plain functions, no object that reaches them through a registry."""
     class FakeRun:
         def __init__(self, pretrained, on_phantoms):
             self.pretrained, self.on_phantoms = pretrained, on_phantoms
 
-    figures = plots.Figures(find_dataset(phantom_root), FakeRun(False, True))
-    assert figures.caption.startswith("images: generated PHANTOM radiographs · RANDOM-INIT (not pretrained) backbone "
-                                      "trained on PHANTOMS · profile ")
-    figure = figures.class_counts(data.class_balance(scan.index), save_as="captioned")
-    assert figures.caption in [t.get_text() for t in figure.texts]
-    real = plots.Figures(find_dataset(make_tree()), FakeRun(True, False)).caption
+    caption = plots.caption(find_dataset(phantom_root), FakeRun(False, True))
+    assert caption.startswith("images: generated PHANTOM radiographs · RANDOM-INIT (not pretrained) backbone "
+                              "trained on PHANTOMS · profile ")
+    figure = plots.confusion_matrices(np.eye(2, dtype=int), ["COVID", "Normal"], caption=caption)
+    assert caption in [t.get_text() for t in figure.texts]
+    real = plots.caption(find_dataset(make_tree()), FakeRun(True, False))
     assert "images: real radiographs" in real and "ImageNet-pretrained backbone trained on real" in real
-    assert real == plots.caption(find_dataset(make_tree()), FakeRun(True, False))
-    plain = plots.class_counts(data.class_balance(scan.index))
+    plain = plots.confusion_matrices(np.eye(2, dtype=int), ["COVID", "Normal"])
     assert not any("images:" in t.get_text() for t in plain.texts), "a figure drawn without a caption has none"
-    assert "class_counts" in dir(figures) and figures.class_counts.__doc__ == plots.class_counts.__doc__
-    with pytest.raises(AttributeError, match="plots has no figure 'no_such_figure'"):
-        figures.no_such_figure()
+    assert not hasattr(plots, "Figures") and not hasattr(plots, "_FIGURES")
 
 
 def test_describe_inputs_reports_each_channel():
@@ -111,7 +102,6 @@ def test_pipeline_comparison_covers_both_pipelines_and_epochs(scan):
     assert len(table) == 4 and (table["images_per_second"] > 0).all()
     assert table.groupby("pipeline")["epoch"].apply(list).to_dict() == {
         "helpers.pipeline": [1, 2], "image_dataset_from_directory": [1, 2]}
-    assert len(plots.throughput(table).axes[0].containers) == 2
 
 
 def test_pipeline_comparison_without_the_cache_decodes_every_file_every_epoch(scan, monkeypatch):

@@ -2,6 +2,7 @@
 is stored clean (nbval executes them separately), and its setup cell works, or fails in one sentence, on Colab and
 Kaggle (simulated here, without network)."""
 
+import ast
 import http.server
 import importlib.util
 import json
@@ -58,10 +59,34 @@ def test_same_opening(path):
     assert '"google.colab" in sys.modules' in code and '"KAGGLE_KERNEL_RUN_TYPE" in os.environ' in code
     assert sync_links.install_url() in code and "KEEP_OUTPUTS_ON_DRIVE" in code and "RUNS_URL" in code
     assert code.startswith("# @title ") and setup["metadata"].get("cellView") == "form", "collapsed on Colab"
+    assert setup["metadata"].get("jupyter", {}).get("source_hidden") is True, "collapsed in JupyterLab"
     assert "f\"tensorflow=={importlib.metadata.version('tensorflow')}\"" in code, "the runtime's own TF is kept"
-    imports = text(imports)
-    assert imports.startswith("import helpers"), "helpers first: it keeps TensorFlow's start-up lines quiet"
-    assert "config.device_report(" in imports
+    assert text(imports).startswith("import helpers\n"), "helpers first: it keeps TensorFlow's start-up lines quiet"
+
+
+def first_visible_code_cell(path):
+    """The first code cell a reader sees: not collapsed on Colab (a form) nor in JupyterLab (source hidden)."""
+    return next(c for c in cells(path) if c["cell_type"] == "code" and c["metadata"].get("cellView") != "form"
+                and not c["metadata"].get("jupyter", {}).get("source_hidden"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_three_line_start(path):
+    """Issue 37: after the collapsed install cell, at most 6 lines, imports included, with at most 3 of setup, and
+    `helpers.start()` among them; no module imported only for what importing it does (`import helpers  # first`)."""
+    code = text(first_visible_code_cell(path))
+    lines = code.splitlines()
+    assert len(lines) <= 6, f"{len(lines)} lines: {code!r}"
+    statements = ast.parse(code).body
+    setup = [s for s in statements if not isinstance(s, (ast.Import, ast.ImportFrom))]
+    assert sum(s.end_lineno - s.lineno + 1 for s in setup) <= 3, f"more than 3 lines of setup: {code!r}"
+    assert re.search(r"^course = helpers\.start\(", code, re.M), "the course starts with one call"
+    source = code_of(path)
+    for statement in ast.walk(ast.parse(source)):
+        if isinstance(statement, ast.Import):
+            for alias in statement.names:
+                name = alias.asname or alias.name.split(".")[0]
+                assert re.search(rf"\b{re.escape(name)}\.", source), f"{alias.name} imported but never used"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -109,7 +134,7 @@ def test_short_cells_introduced_by_prose(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_says_which_data_it_uses(path):
-    assert "datasets.active_dataset(" in code_of(path)  # which prints which data it uses
+    assert "helpers.start(" in code_of(path)  # which prints which data it uses
 
 
 @pytest.mark.parametrize("name, shown", [
@@ -367,19 +392,28 @@ def test_setup_cell_does_nothing_outside_colab_and_kaggle(tmp_path):
 
 
 def test_the_names_a_learner_meets_are_counted_as_issue_25_counted_them(tmp_path):
-    """tools/notebook_names.py: module.name uses, and figures drawn through a Figures object as plots.<figure>;
-    shell lines skipped, methods of results not counted."""
+    """tools/notebook_names.py: module.name uses (figures are plain functions: plots.<figure>), names imported from a
+    module, and helpers.start; shell lines skipped, attributes of results (the course, a run) not counted."""
     spec = importlib.util.spec_from_file_location("notebook_names", REPO / "tools" / "notebook_names.py")
     names = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(names)
-    figures = names.figure_names((REPO / "helpers" / "plots.py").read_text())
-    assert {"sample_grid", "cam_overlays", "training_curves"} <= figures and "caption" not in figures
-    cells = ["!pip install something", "from helpers import cam, plots as p\nfrom helpers.tasks import CLASSES",
-             "figures = p.Figures(None)\nfigures.sample_grid(index)\nfound = cam.maps(run, x)\nfound.upsampled(8)"]
+    cells = ["!pip install something",
+             "import helpers\nfrom helpers import cam, plots as p\nfrom helpers.tasks import CLASSES",
+             "course = helpers.start()\np.sample_grid(course.scan.index, caption=course.caption)\n"
+             "found = cam.maps(run, x)\nfound.upsampled(8)"]
     notebook = tmp_path / "01_probe.ipynb"
     notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "source": c} for c in cells]}))
-    assert names.count([notebook], figures) == {name: {"01_probe"} for name in (
-        "plots.Figures", "plots.sample_grid", "cam.maps", "tasks.CLASSES")}
+    assert names.count([notebook]) == {name: {"01_probe"} for name in (
+        "helpers.start", "plots.sample_grid", "cam.maps", "tasks.CLASSES")}
+
+
+def test_a_learner_meets_at_most_45_helper_names():
+    """Issue 37: a small library in front of the lessons (it was 81 names)."""
+    spec = importlib.util.spec_from_file_location("notebook_names", REPO / "tools" / "notebook_names.py")
+    names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(names)
+    used = names.count(NOTEBOOKS)
+    assert len(used) <= 45, sorted(used)
 
 
 def test_executed_notebooks_are_compared_by_what_they_print_not_by_their_timings(tmp_path):

@@ -1,9 +1,12 @@
-"""The `helpers` names a learner meets in the notebooks: every `module.name` a code cell uses, and every figure drawn
-through a `plots.Figures` object, counted as `plots.<figure>`. Issue 25 measured the course with it (108 names → 78).
+"""The `helpers` names a learner meets in the notebooks: every `module.name` a code cell uses (`from helpers import
+module`, then `module.name`; figures are plain functions, so a figure is `plots.<figure>`), every name imported from a
+module (`from helpers.module import name`), and every `helpers.name` after `import helpers` (`helpers.start`).
+Issue 25 measured the course with it (108 names → 78); issue 37 again (81 → 45).
 
     python tools/notebook_names.py [NOTEBOOK ...]      one line per name with the notebooks using it, then the counts
 
-Reads the notebooks and helpers/ as text (no TensorFlow): the figure names are the functions plots.py marks @_figure.
+Reads the notebooks as text (no TensorFlow). Attributes of what those names return (`course.scan`, `run.history()`)
+are not counted.
 """
 
 from __future__ import annotations
@@ -17,12 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def figure_names(plots_source: str) -> set[str]:
-    """The functions plots.py registers as figures (decorated `@_figure`)."""
-    return {node.name for node in ast.parse(plots_source).body if isinstance(node, ast.FunctionDef)
-            and any(isinstance(d, ast.Name) and d.id == "_figure" for d in node.decorator_list)}
-
-
 def code_of(notebook: Path) -> str:
     """A notebook's code cells as one module, without shell (!) and magic (%) lines."""
     cells = json.loads(notebook.read_text())["cells"]
@@ -30,27 +27,28 @@ def code_of(notebook: Path) -> str:
     return "\n".join(line for line in lines if not line.lstrip().startswith(("!", "%")))
 
 
-def names_in(source: str, figures: set[str]) -> set[str]:
+def names_in(source: str) -> set[str]:
     tree = ast.parse(source)
     modules, found = {}, set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "helpers":
+        if isinstance(node, ast.Import):
+            modules.update({alias.asname or alias.name: alias.name for alias in node.names
+                            if alias.name == "helpers"})
+        elif isinstance(node, ast.ImportFrom) and node.module == "helpers":
             modules.update({alias.asname or alias.name: alias.name for alias in node.names})
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers."):
             found.update(f"{node.module.split('.')[1]}.{alias.name}" for alias in node.names)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
             found.add(f"{modules[node.value.id]}.{node.attr}")
-        elif isinstance(node, ast.Attribute) and node.attr in figures:
-            found.add(f"plots.{node.attr}")
     return found
 
 
-def count(notebooks, figures: set[str]) -> dict[str, set[str]]:
+def count(notebooks) -> dict[str, set[str]]:
     """name → the notebooks (file stems) that use it."""
     used = collections.defaultdict(set)
     for notebook in notebooks:
-        for name in names_in(code_of(notebook), figures):
+        for name in names_in(code_of(notebook)):
             used[name].add(notebook.stem)
     return dict(used)
 
@@ -59,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     notebooks = parser.parse_args().notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
-    used = count(notebooks, figure_names((ROOT / "helpers" / "plots.py").read_text()))
+    used = count(notebooks)
     for name in sorted(used):
         print(name, ", ".join(sorted(n[:2] for n in used[name])))
     per_notebook = collections.Counter(n for users in used.values() for n in users)
