@@ -116,6 +116,22 @@ class Maps:
         """Each image's most probable class."""
         return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per image: the model's probability of each class, the most probable one, and the class of its
+        map ("map of", when one was asked for each image)."""
+        table = pd.DataFrame(self.probabilities, columns=list(self.classes)).assign(predicted=self.predicted)
+        return table if self.class_names is None else table.assign(**{"map of": list(self.class_names)})
+
+    def describe(self) -> str:
+        grid = "×".join(str(n) for n in self.maps.shape[1:3])
+        which = ("one map per class" if self.class_names is None else "one map per image, of the class asked for")
+        counts = pd.Series(self.predicted).value_counts()
+        method = {"cam": "CAM", "grad-cam": "Grad-CAM"}.get(self.method, self.method)
+        return (f"{method} of {len(self.maps)} images on the {grid} grid of layer {self.layer}: {which}, scaling "
+                f"{self.scaling or 'none'}.\nMost probable class: "
+                + ", ".join(f"{c} ({n} of {len(self.maps)} images)" for c, n in counts.items()) + ".")
+
     def upsampled(self, size: int) -> np.ndarray:
         """The maps at `size` × `size` (bilinear), to draw over the images or compare with masks."""
         if self.maps.ndim == 3:

@@ -87,6 +87,18 @@ class Resolution:
     text: str
     verdict: str
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row: the numbers behind `text` and `verdict`."""
+        return pd.DataFrame([{"held-out images": self.images, "effective images": self.effective_images,
+                              "points per error": self.points_per_error, "correct needed": self.correct_needed,
+                              "lower bound if all correct": self.low_if_all_correct, "can show": self.can_show,
+                              "images needed": self.images_needed}])
+
+    def describe(self) -> str:
+        """`text` and `verdict`, one a line."""
+        return f"{self.text};\n{self.verdict}."
+
 
 def resolution(curve: pd.DataFrame, threshold: float = 0.95) -> Resolution:
     """What the held-out images of a curve from `Run.held_out_curve` can tell apart at `threshold`."""
@@ -140,6 +152,24 @@ class TimeToAccuracy:
     def shown_above(self) -> bool:
         """Whether the interval at the epoch it was reached lies above the threshold: a result, not a point."""
         return self.low is not None and bool(self.low >= self.threshold)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row: the threshold, the seconds and the interval then (NaN if never reached or not known), whether
+        it was reached and shown above, and the resolution's numbers (`Resolution.table`) when there is one."""
+        known = lambda value: np.nan if value is None else value  # noqa: E731
+        row = pd.DataFrame([{"threshold": self.threshold, "seconds": known(self.seconds), "low": known(self.low),
+                             "high": known(self.high), "reached": self.reached, "shown above": self.shown_above}])
+        return row if self.resolution is None else row.join(self.resolution.table)
+
+    def describe(self) -> str:
+        if not self.reached:
+            said = f"The curve never reached {self.threshold:.0%}."
+        else:
+            said = f"The curve reached {self.threshold:.0%} after {self.seconds:.1f} training seconds"
+            said += ("." if self.low is None else f" (interval then {self.low:.3f} to {self.high:.3f}: "
+                     f"{'shown above' if self.shown_above else 'not shown above'} {self.threshold:.0%}).")
+        return said if self.resolution is None else f"{said}\n{self.resolution.describe()}"
 
 
 def time_to_accuracy(curve: pd.DataFrame, threshold: float = 0.95, column: str = "balanced_accuracy",

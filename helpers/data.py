@@ -45,6 +45,23 @@ class ScanResult:
     def duplicates(self) -> pd.DataFrame:
         return find_duplicates(self.index)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per class: its usable images, their share, and how many have a lung mask."""
+        counts = pd.Series(self.class_counts(), dtype=int)
+        masks = self.index["mask_path"].notna().groupby(self.index["label"]).sum()
+        return pd.DataFrame({"images": counts, "share": counts / max(int(counts.sum()), 1),
+                             "lung masks": masks.reindex(counts.index, fill_value=0).astype(int)})
+
+    def describe(self) -> str:
+        """The usable images per class, the duplicates, and the files left out, in two lines (`str()` is the full
+        report)."""
+        table, duplicates = self.table, self.duplicates()
+        return (f"{int(table['images'].sum()):,} usable images in {len(table)} classes: "
+                + ", ".join(f"{c} {n:,}" for c, n in table["images"].items()) + ".\n"
+                f"{len(duplicates):,} images in groups of identical pixels; {len(self.skipped)} file(s) skipped "
+                f"as unreadable, {self.ignored} ignored (OS or metadata files).")
+
     def __str__(self) -> str:
         """`print(scan)` shows its report (`format_report`), as `python -m helpers data check` does."""
         return format_report(self)

@@ -170,6 +170,23 @@ class OperatingPoint:
         return pd.DataFrame([[self.tp, self.fn], [self.fp, self.tn]], index=["has it", "has not"],
                             columns=["called positive", "called negative"])
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row, indexed by the threshold: the four counts and the four rates, named as the fields."""
+        names = ("tp", "fp", "fn", "tn", "sensitivity", "specificity", "ppv", "npv")
+        return pd.DataFrame([{name: getattr(self, name) for name in names}],
+                            index=pd.Index([self.threshold], name="threshold"))
+
+    def describe(self) -> str:
+        """The counts and rates in a sentence, then PPV and NPV at each other prevalence."""
+        said = lambda value: "undefined" if np.isnan(value) else f"{value:.3f}"  # noqa: E731
+        lines = [f"At threshold {self.threshold:.2f}: {self.tp} found, {self.fn} missed, {self.fp} false alarms, "
+                 f"{self.tn} rightly not called; sensitivity {said(self.sensitivity)}, specificity "
+                 f"{said(self.specificity)}, PPV {said(self.ppv)}, NPV {said(self.npv)}."]
+        lines += [f"At a prevalence of {row.prevalence:.1%} ({where}): PPV {said(row.PPV)}, NPV {said(row.NPV)}."
+                  for where, row in self.at_prevalence.iterrows()]
+        return "\n".join(lines)
+
 
 def operating_point(is_positive, scores, threshold: float, prevalences: dict | None = None) -> OperatingPoint:
     """Call an image positive when its score (the class's probability) is at least `threshold`, and measure it.
@@ -214,7 +231,8 @@ def specificity_at_mix(matrix, positive: int, mix) -> float:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClassMix:
-    """Whose class mix a test set's PPV, NPV, majority baseline and ECE describe; `str()` says it in sentences.
+    """Whose class mix a test set's PPV, NPV, majority baseline and ECE describe; `describe()` (and `str()`) says it
+    in sentences.
 
     `table`: per class, images and share in the test set and in the whole dataset. `sampled`: the split was drawn
     from a sample of the dataset (the demo profile draws a fixed number per class from the real data). `keeps_mix`:
@@ -230,7 +248,7 @@ class ClassMix:
     dataset_balanced: bool
     largest_gap: float
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
         table = self.table
         shares = lambda column: ", ".join(f"{c} {v:.0%}" for c, v in table[column].items())  # noqa: E731
         drawn = (f"The split was drawn from a sample of the dataset ({self.images_used:,} of its "
@@ -250,6 +268,9 @@ class ClassMix:
                          "percentage points: its PPV, NPV, majority baseline and ECE describe an artificial class "
                          "mix, not the dataset's.")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 def class_mix(split: pd.DataFrame, index: pd.DataFrame, classes) -> ClassMix:
@@ -417,8 +438,17 @@ class Evaluation:
         return pd.Series({"temperature": self.temperature, "ece": self.ece,
                           "ece_after_scaling": self.ece_after_scaling})  # as the fields are named
 
-    def __str__(self) -> str:
+    @property
+    def table(self) -> pd.DataFrame:
+        """The per-class table (`per_class`)."""
+        return self.per_class
+
+    def describe(self) -> str:
+        """The report that `python -m helpers evaluate` prints (also `str()`)."""
         return _report(self.saved)
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = True, progress: bool = True,
@@ -564,6 +594,16 @@ class Comparison:
     only_b_correct: int
     p_value: float
 
+    def describe(self) -> str:
+        """Each run's accuracy and macro-F1, then McNemar's test in a sentence."""
+        runs = "; ".join(f"{name}: accuracy {self.table.loc['accuracy', name]:.3f}, macro-F1 "
+                         f"{self.table.loc['macro-F1', name]:.3f}" for name in (self.a, self.b))
+        said = ("below 0.05: they differ by more than chance" if self.p_value < 0.05 else
+                "not below 0.05: these images do not show that they differ")
+        return (f"{runs}.\nOn the test images where exactly one run is right, {self.a} alone is right on "
+                f"{self.only_a_correct} and {self.b} alone on {self.only_b_correct}: McNemar's exact p = "
+                f"{self.p_value:.3g} ({said}).")
+
 
 def compare_on_test(run_a, run_b) -> Comparison:
     """Two runs side by side on the same test images (each evaluated first if it never was), and McNemar's test on
@@ -618,6 +658,22 @@ class Independence:
     row_totals: list
     column_totals: list
     expected_if_independent: pd.DataFrame  # in the matrix's layout and labels
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row: the images, the correct ones, accuracy beside the independent level, kappa and the chi-square
+        test (the expected counts are `expected_if_independent`)."""
+        return pd.DataFrame([{"images": self.images, "correct": self.correct, "accuracy": self.accuracy,
+                              "accuracy if independent": self.accuracy_if_independent, "kappa": self.kappa,
+                              "chi2": self.chi2, "dof": self.dof, "p value": self.p_value}])
+
+    def describe(self) -> str:
+        said = ("a small p: predictions depend on the labels" if self.p_value < 0.05 else
+                "a large p: nothing shows that predictions depend on the labels")
+        return (f"Accuracy {self.accuracy:.1%} ({self.correct:,} of {self.images:,} images); predictions independent "
+                f"of the labels would score {self.accuracy_if_independent:.1%} with the same totals; kappa "
+                f"{self.kappa:.3f}.\nChi-square test of independence: {self.chi2:.1f} on {self.dof} degrees of "
+                f"freedom, p = {self.p_value:.3g} ({said}).")
 
 
 def independence_check(matrix, classes=None) -> Independence:

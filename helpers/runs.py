@@ -105,6 +105,20 @@ class RepeatsInterval:
     corrected: tuple
     widening: float
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row: the mean, both intervals' ends, and how much wider the corrected one is."""
+        return pd.DataFrame([{"mean": self.mean, "repeats": self.repeats, "level": self.level,
+                              "plain low": self.plain[0], "plain high": self.plain[1],
+                              "corrected low": self.corrected[0], "corrected high": self.corrected[1],
+                              "widening": self.widening}])
+
+    def describe(self) -> str:
+        return (f"Mean {self.mean:.3f} over {self.repeats} repeats. {self.level:.0%} interval: "
+                f"{self.corrected[0]:.3f} to {self.corrected[1]:.3f} corrected for the repeats' shared images "
+                f"(resampled t), {self.widening:.2f}× as wide as the plain t interval {self.plain[0]:.3f} to "
+                f"{self.plain[1]:.3f}.")
+
 
 @dataclasses.dataclass(frozen=True)
 class CrossValidation:
@@ -120,6 +134,18 @@ class CrossValidation:
         """The mean balanced accuracy over the repeats, with both intervals (`corrected_resampled_t_interval`)."""
         return corrected_resampled_t_interval(self.table["balanced accuracy, last epoch"], self.n_train, self.n_test,
                                               level)
+
+    def describe(self) -> str:
+        """The repeats' range of balanced accuracy, how many reached the threshold, and the interval (`interval`)."""
+        scores = self.table["balanced accuracy, last epoch"]
+        lines = [f"{len(scores)} repeats, each trained on {self.n_train:,} images and tested on {self.n_test:,}: "
+                 f"balanced accuracy at the last epoch {scores.min():.3f} to {scores.max():.3f}."]
+        for column in [c for c in self.table.columns if str(c).startswith("training seconds to ")]:
+            reached = int((self.table[column] != NOT_REACHED).sum())
+            lines.append(f"{reached} of {len(scores)} reached {column[len('training seconds to '):]}.")
+        if len(scores) > 1:
+            lines.append(self.interval().describe())
+        return "\n".join(lines)
 
 
 def cross_validate(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, threshold: float = 0.95,
