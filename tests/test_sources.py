@@ -14,7 +14,16 @@ from helpers.cli import main
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
 from helpers.evaluation import group_only_rules
-from helpers.sources import SHEET_COLUMNS, UNKNOWN, collection, image_sources, name_key, sheet_name, source_table
+from helpers.sources import (
+    SHEET_COLUMNS,
+    UNKNOWN,
+    collection,
+    held_out_split,
+    image_sources,
+    name_key,
+    sheet_name,
+    source_table,
+)
 from helpers.synthetic import COLLECTIONS, METADATA_NAME, apply_style, generate_phantoms, write_sheet
 from helpers.tasks import CLASSES
 
@@ -146,3 +155,39 @@ def test_without_collection_styles_neither_gap_appears(measured):
     assert result["probe"]["accuracy"] < result["probe"]["chance"] + 0.1, result["probe"]
     assert result["verdicts"] == {"held_out_vs_random": "no measurable gap: the intervals overlap",
                                   "probe": "the pixels do not tell the collection beyond chance"}
+
+
+def test_the_sources_own_table_and_split_are_the_functions(phantom_root):
+    """What 07 calls: `Sources.table(margins=False)` and `Sources.held_out_split` on its images or on a sample."""
+    sources = _sources(phantom_root)
+    assert sources.table(margins=False).equals(source_table(sources.index, margins=False))
+    sample = sources.index.groupby("label").head(8)
+    for rows in (None, sample):
+        given = sources.index if rows is None else rows
+        mine, theirs = sources.held_out_split("BIMCV", rows=rows), held_out_split(given, "BIMCV")
+        for name in ("held_out", "random"):
+            for part, same in zip(mine[name], theirs[name]):
+                assert part.index.equals(same.index) and set(part.index) <= set(given.index)
+
+
+@pytest.mark.parametrize("sheets", [True, False], ids=["with-sheets", "without-sheets"])
+def test_07_runs_on_a_real_layout_tree_and_says_what_it_skips(phantom_root, tmp_path, monkeypatch, sheets):
+    """07 on the real dataset's layout (no phantom manifest): with the sheets it measures; without them it says so in
+    one line and skips the held-out test and the probe, and nothing crashes."""
+    from tests.conftest import execute_notebook
+
+    tree = shutil.copytree(phantom_root, tmp_path / "data" / "COVID-19_Radiography_Dataset")
+    for extra in [*tree.glob("phantom_*"), *([] if sheets else tree.glob("*.metadata.xlsx"))]:
+        extra.unlink()
+    for name, value in {"CXR_FAST": "1", "CXR_DATA_DIR": str(tmp_path / "data"),
+                        "CXR_OUTPUT_DIR": str(tmp_path / "outputs")}.items():
+        monkeypatch.setenv(name, value)
+    printed = execute_notebook("07_sources.ipynb")
+    assert "This run uses the real COVID-19 Radiography Database" in printed
+    if sheets:
+        assert "Sources read from the metadata sheets: 40 of 40 images matched." in printed
+        assert "which collection?" in printed and "skipped" not in printed
+    else:
+        assert "No usable metadata sheets" in printed
+        assert "Fewer than two known COVID collections: sections 3 and 4 are skipped." in printed
+        assert "which collection?" not in printed
