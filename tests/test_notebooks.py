@@ -45,7 +45,8 @@ def setup_cell(path):
 def test_the_course_has_its_lessons_in_order():
     assert [p.name for p in NOTEBOOKS] == [
         "01_dataset_exploration.ipynb", "02_preprocessing.ipynb", "03_transfer_learning_resnet50.ipynb",
-        "04_evaluation.ipynb", "05_class_activation_maps.ipynb", "06_paper_b_protocol.ipynb"]
+        "04_evaluation.ipynb", "05_class_activation_maps.ipynb", "06_paper_b_protocol.ipynb",
+        "07_sources.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
