@@ -3,7 +3,7 @@
 Old: each epoch a full model (weights and Adam's two slots per weight: three times the weights), and, when the
 epoch was the best so far, `Model.save_weights` of it, which in Keras 3 holds the optimizer's slots too; the two
 newest full models kept, and the best weights of the newest state and of the one before.
-New (`helpers.run_folder.save_checkpoint`): each epoch the weights alone (`get_weights` in an .npz) and
+New (`helpers.engine.storage.save_checkpoint`): each epoch the weights alone (`get_weights` in an .npz) and
 one full model; kept: the newest full model, the weights of its epoch, of the one before (the fall-back) and of the
 best epoch.
 
@@ -32,8 +32,8 @@ def main() -> None:
     import keras
     import numpy as np
 
+    from helpers.engine.storage import save_weights
     from helpers.models import build_model
-    from helpers.run_folder import save_weights
     from helpers.tasks import CLASSES
 
     keras.utils.set_random_seed(0)

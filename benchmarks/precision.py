@@ -23,7 +23,7 @@ def main() -> None:
     import numpy as np
 
     import helpers  # noqa: F401 - TensorFlow's start-up lines held back
-    from helpers.distribute import global_dtype_policy
+    from helpers.engine.distribute import global_dtype_policy
     from helpers.models import build_model
 
     rng = np.random.default_rng(0)

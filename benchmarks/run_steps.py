@@ -1,7 +1,7 @@
 """Where one training run's seconds go: data, model, fit (tracing, training, evaluation), finishing, as shares.
 
 Trains Paper B's repeats of one task in the active profile (demo on a CPU) into a temporary outputs folder, timing
-the steps of `helpers.training.train`; the second repeat shows what a run that reuses the first one's model costs.
+the steps of `engine.training.train`; the second repeat shows what a run that reuses the first one's model costs.
 
     python benchmarks/run_steps.py [--task 3] [--repeats 2]
 """

@@ -31,7 +31,7 @@ def main() -> None:
 
     import helpers  # noqa: F401 - first: it splits the CPU into logical devices if CXR_LOGICAL_DEVICES asks
     from helpers.config import device_policy
-    from helpers.distribute import global_dtype_policy, strategy_for
+    from helpers.engine.distribute import global_dtype_policy, strategy_for
     from helpers.image_files import read_images
     from helpers.models import build_model, inputs_for
     from helpers.pipeline import build_dataset

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from helpers import files, plots
 from helpers.image_files import load_grayscale, read_images
 from helpers.models import LOGITS, float32_copy, inputs_for
-from helpers.run_folder import as_run
+from helpers.runs import as_run
 
 HEAD_INPUT = "gap"  # the last convolutional features are this layer's input in every course model
 MAP_SCALING = "relu"

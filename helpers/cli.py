@@ -27,22 +27,24 @@ import sys
 
 import tensorflow as tf
 
-from helpers import config, datasets, distribute, sharing
+from helpers import config, datasets
 from helpers.cam import FINER_LAYERS, METHODS, write_overlays
 from helpers.data import format_report, scan_cached, scan_dataset
 from helpers.datasets import DatasetError, download_dataset, find_dataset
+from helpers.engine import distribute, sharing
+from helpers.engine.main_job import run_course
+from helpers.engine.resume import RunSettingsError
+from helpers.engine.storage import RunNotFoundError
+from helpers.engine.training import TrainingInterrupted, train
 from helpers.evaluation import evaluate_run
 from helpers.image_files import radiograph_doubt
-from helpers.main_job import run_course
 from helpers.models import PAPER_A_TABLE_1, build_model, format_parameter_table, parameter_table
 from helpers.recipes import RECIPES, get_recipe
-from helpers.resume import RunSettingsError
-from helpers.run_folder import Run, RunNotFoundError
-from helpers.runs import format_predictions
+from helpers.runs import Run, format_predictions
+from helpers.sources import image_sources
 from helpers.splits import make_split, sample_distinct, save_split, saved_split, split_plan, split_summary
 from helpers.synthetic import generate_phantoms
 from helpers.tasks import CLASSES, TASK_CLASSES, task_classes
-from helpers.training import TrainingInterrupted, train
 
 # What the CLI reports as one line: the user's input, the data or the disk, not a bug in the course.
 EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.StrategyError, ValueError, ImportError,
@@ -66,7 +68,6 @@ def _cmd_check(args) -> int:
         if args.json:
             print(json.dumps({"error": str(exc)}))
         raise
-    from helpers.sources import image_sources  # the metadata sheets beside the class folders, if any
 
     sources = image_sources(scan.index, scan.layout.root)
     if args.json:
@@ -141,9 +142,9 @@ def _cmd_train(args) -> int:
     scan = scan_cached(layout)
     split, used = planned_split(scan, args)
     print(used["statement"], flush=True)
-    run = train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
-                epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
-                weights=args.weights, seed=args.seed, skipped=scan.skipped, record={"data_used": used})
+    run = Run(args.out, train(args.out, split, recipe, task_classes(args.task), layout.root, repeat=args.repeat,
+                              epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+                              weights=args.weights, seed=args.seed, skipped=scan.skipped, record={"data_used": used}))
     if not run.finished:  # a worker other than the chief: the chief reports the run
         return 0
     part, score = run.monitored_on, run.score

@@ -14,7 +14,7 @@ from scipy.ndimage import distance_transform_edt
 
 from helpers.image_files import load_grayscale, read_images
 from helpers.models import predict_pixels
-from helpers.run_folder import as_run
+from helpers.runs import as_run
 from helpers.synthetic import add_marker as draw_marker
 
 TOLD_APART = 0.5  # informedness at which a class counts as told apart

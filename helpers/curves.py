@@ -2,7 +2,7 @@
 tracing left out, an interval on every point, the training seconds until a threshold, and how finely a held-out set
 can tell whether the threshold was reached at all.
 
-A curve comes from `Run.held_out_curve` (helpers.run_folder); these functions need only its table and attrs.
+A curve comes from `Run.held_out_curve` (helpers.engine.storage); these functions need only its table and attrs.
 """
 
 from __future__ import annotations

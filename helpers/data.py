@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from helpers import config, files
 from helpers.datasets import DatasetError, DatasetLayout
 from helpers.image_files import BadImageError, inspect_image, list_image_files
+from helpers.sources import image_sources
 from helpers.tasks import CLASSES
 
 INDEX_COLUMNS = [
@@ -263,8 +264,6 @@ def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
 def format_report(scan: ScanResult, sources=None) -> str:
     """The human-readable report printed by `python -m helpers data check`, ending with the images per class and
     source (`sources`, a `helpers.sources.Sources`; read from the metadata sheets beside the class folders if None)."""
-    from helpers.sources import image_sources  # here, not at the top: the sheets matter to this report only
-
     sources = sources if sources is not None else image_sources(scan.index, scan.layout.root)
     report = scan.to_dict()
     kind = "generated phantom radiographs" if report["phantom"] else "the dataset"

@@ -30,10 +30,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from helpers import files, plots, run_folder
+from helpers import files, plots
 from helpers.pipeline import unreadable_files
-from helpers.run_folder import as_run
-from helpers.runs import run_labels
+from helpers.runs import as_run, run_labels
 
 
 def _ratio(numerator, denominator):
@@ -470,8 +469,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
     verbose = "auto" if progress else 0
     test = run.predict_part("test", verbose=verbose)
     metrics, scaled = _metrics(run, test, n_resamples, seed, verbose)
-    run_folder.write_metrics(run.folder, metrics)
-    run_folder.write_test_predictions(run.folder, test.drop(columns=["path"]))
+    run.save_evaluation(metrics, test.drop(columns=["path"]))
     if figures:
         _save_figures(run, test, metrics, scaled)
     return Evaluation.from_dict(metrics)
@@ -479,7 +477,7 @@ def evaluate_run(run, n_resamples: int = 1000, seed: int = 0, figures: bool = Tr
 
 def _saved_evaluation(run, n_resamples: int, seed: int) -> tuple[Evaluation | None, str | None]:
     """(the saved evaluation, None) if it can be reused, else (None, why not; None if there is none)."""
-    saved = run_folder.read_metrics(run.folder)
+    saved = run.saved_metrics()
     if saved is None:
         return None, None
     where = f"The saved metrics of {run.folder}"
@@ -491,7 +489,7 @@ def _saved_evaluation(run, n_resamples: int, seed: int) -> tuple[Evaluation | No
     if asked != (n_resamples, seed):
         return None, (f"{where} used {asked[0]} resamples with seed {asked[1]}, not {n_resamples} with seed "
                       f"{seed}")
-    if run_folder.metrics_predate_model(run.folder):
+    if run.metrics_predate_model():
         return None, f"{where} are older than its model"
     return evaluation, None
 
@@ -611,7 +609,7 @@ def compare_on_test(run_a, run_b) -> Comparison:
     evaluations, predictions = {}, {}
     for label, run in zip(run_labels([run_a, run_b]), (run_a, run_b)):  # two runs of one recipe stay two
         evaluations[label] = evaluate_run(run)
-        predictions[label] = run_folder.read_test_predictions(as_run(run).folder)
+        predictions[label] = as_run(run).test_predictions()
     (name_a, pa), (name_b, pb) = predictions.items()
     if set(pa.index) != set(pb.index):
         raise ValueError(f"{run_a} and {run_b} were tested on different images: a paired comparison needs the "

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import cam, evaluation, image_files, pipeline, plots
-from helpers.run_folder import as_run
+from helpers.runs import as_run
 
 
 class Explorer:

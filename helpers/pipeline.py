@@ -223,7 +223,7 @@ def datasets_from_split(split, classes, image_size: int, batch_size: int = 32, *
     """{"train", "val", "test"} → dataset for one repeat of a split made by `helpers.splits`.
 
     Labels are indices into `classes` (the task's class order); only the train part is shuffled and flipped, and only
-    its batches split evenly over `replicas` (evaluation runs on one device: `helpers.distribute`).
+    its batches split evenly over `replicas` (evaluation runs on one device: `helpers.engine.distribute`).
     """
     class_id = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(split["label"]) - set(class_id))

@@ -35,6 +35,11 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def image_size_under(self, profile) -> int:
+        """The one rule for a run's image size: the recipe's, shrunk to the profile's (fast 64, demo 128, full 224+).
+        Training uses it, and notebook 03 builds its models by it."""
+        return min(self.image_size, profile.image_size)
+
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
         """The recipe a run folder recorded (fields added since then take their defaults)."""

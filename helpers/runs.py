@@ -1,24 +1,267 @@
 """The course's runs: where they live, trained when missing, resumed when interrupted, reused when finished, and
-read side by side. A single run folder is a `Run` (helpers.run_folder).
+read side by side. A single run folder is a `Run`: what it was trained with, its history, model and predictions.
+
+This module is one of the two doors to `helpers.engine` (the other is the CLI): the lessons train and read runs here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from helpers import sharing
-from helpers.curves import NOT_REACHED, time_to_accuracy
-from helpers.data import scan_cached
+from helpers.curves import NOT_REACHED, accuracy_interval, effective_images, one_off_seconds, time_to_accuracy
+from helpers.data import ScanResult, scan_cached
 from helpers.datasets import DatasetLayout
+from helpers.engine import sharing, storage
+from helpers.engine.storage import (
+    RunNotFoundError,
+    RunSettings,
+    classes_of,
+    course_run_folder,
+    load_model,
+    read_history,
+    read_settings,
+    read_split,
+    settings_path,
+)
+from helpers.engine.training import kept_row, train
+from helpers.image_files import read_images
+from helpers.models import fed_normalisation, predict_pixels
+from helpers.pipeline import build_dataset, left_out_line, unreadable_files
 from helpers.recipes import Recipe
-from helpers.run_folder import Run, as_run, classes_of, course_run_folder
+from helpers.synthetic import MANIFEST_NAME
 from helpers.tasks import canonical_class
-from helpers.training import kept_row, train
+
+
+class Run:
+    """One run folder. Everything is read from disk when first asked for, the model included; what a run was
+    trained with is a property (`pretrained`, `epochs_run`, ...), and `settings` is the whole record (`RunSettings`)."""
+
+    def __init__(self, folder, settings: RunSettings | None = None):
+        self.folder = Path(folder)
+        if settings is not None:  # as training left it (a worker other than the chief never writes it)
+            self.__dict__["settings"] = settings
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.folder)
+
+    @cached_property
+    def settings(self) -> RunSettings:
+        found = read_settings(self.folder)  # a damaged file is named (json's own error names none)
+        if found is None:
+            raise RunNotFoundError(f"{self.folder} is not a training run: expected "
+                                   f"{settings_path(self.folder).name} (made by `python -m helpers train`); found none")
+        return found
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe.from_dict(self.settings.recipe)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.settings.classes
+
+    @property
+    def image_size(self) -> int:
+        return self.settings.image_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def repeat(self) -> int:
+        return self.settings.repeat
+
+    @property
+    def normalisation(self) -> str:
+        return self.recipe.normalisation
+
+    @property
+    def finished(self) -> bool:
+        return self.settings.finished
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone started from ImageNet weights (False: random init, not transfer learning)."""
+        return self.settings.pretrained
+
+    @property
+    def weights_used(self) -> str:
+        """The backbone's starting weights: "imagenet", a weights file, or "none"."""
+        return self.settings.weights_used
+
+    @property
+    def warmup_epochs(self) -> int:
+        return self.settings.warmup_epochs
+
+    @property
+    def epochs_run(self) -> int:
+        return self.settings.epochs_run
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.settings.stopped_early
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of training (evaluation left out), across resumes."""
+        return self.settings.train_seconds
+
+    @property
+    def batchnorm(self) -> str:
+        """How BatchNorm layers were trained, in words."""
+        return self.settings.batchnorm
+
+    @property
+    def monitored_on(self) -> str:
+        """"val", or "test" for runs without a validation part (Paper B's sub-samples)."""
+        return self.settings.monitored_on
+
+    @property
+    def on_phantoms(self) -> bool:
+        """Whether the run was trained on generated phantoms (its figures say so)."""
+        return (Path(self.settings.data_root) / MANIFEST_NAME).exists()
+
+    @property
+    def scores(self) -> dict:
+        """Loss and accuracy of the final model, by part ("val" or "test", and for a random-init backbone the same
+        part before BatchNorm re-estimation)."""
+        return self.settings.scores
+
+    @property
+    def score(self) -> dict:
+        """Loss and accuracy of the final model on the part the run watched (after BatchNorm re-estimation for a
+        random-init backbone)."""
+        return self.scores[self.monitored_on]
+
+    @property
+    def unreadable_files(self) -> dict:
+        """Images left out because they could not be read: path → reason."""
+        return self.settings.unreadable_files
+
+    @cached_property
+    def model(self):
+        """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code)."""
+        if not self.finished:
+            raise RunNotFoundError(f"{self.folder} has not finished training: run the same command again to "
+                                   "resume it")
+        return load_model(self.folder)
+
+    def history(self) -> pd.DataFrame:
+        return read_history(self.folder)
+
+    def saved_metrics(self) -> dict | None:
+        """What `evaluation.evaluate_run` saved (None before it ran), and whether the model is newer than it."""
+        return storage.read_metrics(self.folder)
+
+    def metrics_predate_model(self) -> bool:
+        return storage.metrics_predate_model(self.folder)
+
+    def save_evaluation(self, metrics: dict, predictions: pd.DataFrame) -> None:
+        storage.write_metrics(self.folder, metrics)
+        storage.write_test_predictions(self.folder, predictions)
+
+    def test_predictions(self) -> pd.DataFrame:
+        """Each test image's probabilities as `evaluate_run` saved them."""
+        return storage.read_test_predictions(self.folder)
+
+    def held_out_curve(self, level: float = 0.95) -> pd.DataFrame:
+        """Per epoch: training seconds so far, without evaluation and without the one-off tracing and compiling of
+        the training step (`curves.one_off_seconds`: the total left out so far), and balanced accuracy on the
+        held-out part the run watched (validation, or a sub-sample's test part) with its `level` interval
+        (`curves.accuracy_interval`), so that runs watched on differently sized or balanced parts are each read at
+        their own resolution. Before any BatchNorm re-estimation (see `score`).
+
+        attrs: "class_images" (held-out images per class), "images", "effective_images", "level", and "one_off":
+        "measured" during training, "estimated" from whole epochs for a run trained before it was measured, or
+        "not measured" (then its time stays in: see `curves.one_off_seconds`).
+        """
+        history = self.history()
+        one_off, how = one_off_seconds(history, self.warmup_epochs)
+        held_out = self.part(self.monitored_on)
+        held_out = held_out[~held_out["path"].isin(list(self.unreadable_files))]
+        sizes = held_out["label"].value_counts().reindex(self.classes, fill_value=0)
+        accuracy = history[f"{self.monitored_on}_balanced_accuracy"]
+        low, high = accuracy_interval(accuracy, sizes, level)
+        left_out = one_off.fillna(0.0).cumsum()
+        curve = pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"] - left_out,
+                              "one_off_seconds": left_out, "balanced_accuracy": accuracy, "low": low, "high": high})
+        curve.attrs = {"class_images": {c: int(n) for c, n in sizes.items()}, "images": int(sizes.sum()),
+                       "effective_images": effective_images(sizes), "level": level, "one_off": how}
+        return curve
+
+    def split(self) -> pd.DataFrame:
+        return read_split(self.folder, self.settings.data_root)
+
+    def part(self, name: str = "test", scan: ScanResult | None = None) -> pd.DataFrame:
+        """The images of one part of the run's own split (its own repeat), with the scan's mask paths if given
+        (lungs; lesions on phantoms)."""
+        split = self.split()
+        rows = split[(split["split"] == name) & (split["repeat"] == self.repeat)]
+        if rows.empty:
+            raise ValueError(f"{self.folder}'s split has no '{name}' images for repeat {self.repeat}; "
+                             f"it has {sorted(split['split'].unique())}")
+        rows = rows[["relpath", "path", "label"]].reset_index(drop=True)
+        if scan is None:
+            return rows
+        masks = scan.index[["relpath", "mask_path", "lesion_mask_path"]]
+        return rows.merge(masks, on="relpath", how="left")
+
+    def predict_part(self, name: str = "test", verbose="auto") -> pd.DataFrame:
+        """Probabilities of every class on one part of the run's own split, one row per image. An image that can
+        no longer be read is left out and named (the rest are still predicted)."""
+        rows = self.part(name)
+        labels = rows["label"].map(self.classes.index)
+        dataset = build_dataset(rows["path"], labels, len(self.classes), self.image_size, self.batch_size,
+                                normalisation=fed_normalisation(self.model, self.normalisation), cache=False)
+        probabilities = np.asarray(self.model.predict(dataset, verbose=verbose), dtype=np.float64)
+        unreadable = unreadable_files(rows["path"])
+        if unreadable:  # in the dataset as blank images, so that every row kept its prediction: drop them
+            print(left_out_line(unreadable, f"{name} image(s)"), file=sys.stderr)
+            keep = ~rows["path"].isin(unreadable).to_numpy()
+            rows, labels, probabilities = (rows[keep].reset_index(drop=True), labels[keep].reset_index(drop=True),
+                                           probabilities[keep])
+        table = rows.copy()
+        table["y_true"] = labels.to_numpy()
+        table[self.classes] = probabilities
+        table["predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
+        table["confidence"] = probabilities.max(axis=1)
+        return table
+
+    def predict(self, paths) -> pd.DataFrame:
+        """One row per image file: the probability of every class, the predicted class, and an error if the image
+        could not be read (the other images are still predicted)."""
+        read = read_images(paths, self.image_size)
+        pixels = read.pixels
+        table = pd.DataFrame({"image": [str(p) for p in paths], "error": read.errors})
+        for cls in self.classes:
+            table[cls] = np.nan
+        table["predicted"] = None
+        if len(pixels):
+            probabilities = predict_pixels(self.model, pixels, self.normalisation)
+            ok = table["error"].isna().to_numpy()
+            table.loc[ok, self.classes] = probabilities
+            table.loc[ok, "predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
+        return table[["image", *self.classes, "predicted", "error"]]
+
+
+def as_run(run) -> Run:
+    """A Run from a Run or a folder path."""
+    return run if isinstance(run, Run) else Run(run)
 
 
 def format_predictions(table: pd.DataFrame, classes) -> str:
@@ -91,7 +334,8 @@ def train_or_load(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame, re
     folder = course_run_folder(layout, recipe, split, repeat)
     classes = classes_of(split)
     skipped = [s for s in scan_cached(layout).skipped if canonical_class(Path(s["path"]).parts[0]) in classes]
-    return train(folder, split, recipe, classes, layout.root, repeat=repeat, log=log, skipped=skipped, **sizes)
+    return Run(folder, train(folder, split, recipe, classes, layout.root, repeat=repeat, log=log, skipped=skipped,
+                             **sizes))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from openpyxl import Workbook
 from PIL import Image
 
 from helpers.tasks import CLASSES
@@ -210,8 +211,6 @@ def assign_collections(cls: str, per_class: int, seed: int = 0) -> list:
 def write_sheet(path: Path, rows) -> None:
     """A metadata sheet in the real dataset's format (columns FILE NAME, FORMAT, SIZE, URL), byte-identical for
     identical rows: the workbook's and the archive's timestamps are fixed."""
-    from openpyxl import Workbook
-
     book = Workbook()
     book.active.append(["FILE NAME", "FORMAT", "SIZE", "URL"])
     for row in rows:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 # isort: off
@@ -17,13 +16,15 @@ from PIL import Image
 from helpers import config
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
+from helpers.engine import storage
+from helpers.engine.storage import RunSettings
+from helpers.engine.training import forget_kept_model, train
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A
-from helpers.run_folder import Run
+from helpers.runs import Run
 from helpers.splits import make_split
 from helpers.synthetic import generate_phantoms
 from helpers.tasks import CLASSES, task_classes
-from helpers.training import forget_kept_model, train
 from tests.find_browser import say_what_was_not_run
 
 
@@ -131,7 +132,7 @@ def no_model_kept_from_another_test():
 def train_tiny(run, root, recipe=PAPER_A, task: int = 4, split=None, **options):
     """Train a tiny run (32 px, random init) of `recipe` on a phantom set."""
     split = phantom_split(root, task=task) if split is None else split
-    return train(run, split, recipe, task_classes(task), find_dataset(root).root, **{**TINY, **options})
+    return Run(run, train(run, split, recipe, task_classes(task), find_dataset(root).root, **{**TINY, **options}))
 
 
 # Paper A's recipe on the toy backbone: the run folder's machinery in seconds (the notebooks train ResNet50).
@@ -167,9 +168,10 @@ def fake_run(folder: Path, model, classes, image_size: int, normalisation: str =
     """A Run of a hand-built model: its settings as a run folder records them, its model given, not loaded."""
     folder.mkdir(parents=True, exist_ok=True)
     recipe = {**PAPER_A.to_dict(), "normalisation": normalisation}
-    (folder / "settings.json").write_text(json.dumps({
-        "recipe": recipe, "classes": list(classes), "image_size": image_size, "repeat": 0, "batch_size": 8,
-        "monitored_on": "val", "pretrained": False, "data_root": str(folder), "finished": True}))
+    storage.write_settings(folder, RunSettings(
+        recipe=recipe, classes=list(classes), data_root=str(folder), split_fingerprint="", repeat=0,
+        image_size=image_size, epochs=1, batch_size=8, weights_requested="none", seed=0, monitored_on="val",
+        pretrained=False, finished=True))
     run = Run(folder)
     run.__dict__["model"] = model  # what `Run.model` would load
     return run

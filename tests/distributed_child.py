@@ -28,12 +28,13 @@ import helpers  # noqa: F401 - first: it splits the CPU (CXR_LOGICAL_DEVICES) be
 import keras
 import numpy as np
 
-from helpers import config, distribute, run_folder
+from helpers import config
 from helpers.datasets import find_dataset
+from helpers.engine import distribute, storage
+from helpers.engine.training import train
 from helpers.recipes import RECIPES
-from helpers.run_folder import Run
+from helpers.runs import Run
 from helpers.tasks import task_classes
-from helpers.training import train
 from tests.conftest import TOY_IMPROVED, TOY_PAPER_A, phantom_split
 
 TOY_RECIPES = {recipe.name: recipe for recipe in (TOY_PAPER_A, TOY_IMPROVED)}
@@ -75,13 +76,13 @@ def record_changes() -> list:
 def record_weight_loads() -> list:
     """Every epoch's weights this process loads into a model (best epochs), in order."""
     loaded = []
-    real_load = run_folder.load_epoch_weights
+    real_load = storage.load_epoch_weights
 
     def load_epoch_weights(model, run_dir, epoch):
-        loaded.append(str(run_folder.checkpoints(run_dir) / run_folder.weights_name(epoch)))
+        loaded.append(str(storage.checkpoints(run_dir) / storage.weights_name(epoch)))
         return real_load(model, run_dir, epoch)
 
-    run_folder.load_epoch_weights = load_epoch_weights
+    storage.load_epoch_weights = load_epoch_weights
     return loaded
 
 
@@ -102,7 +103,7 @@ def train_child(args) -> dict:
 
     settings = train(args.run, split, recipe, task_classes(4), find_dataset(args.root).root, epochs=args.epochs,
                      image_size=args.image_size, batch_size=args.batch_size, weights=args.weights,
-                     callbacks=callbacks, log=log).settings
+                     callbacks=callbacks, log=log).to_dict()
     result = {"settings": settings, "replicas": strategy.num_replicas_in_sync, "changes": changes, "logs": logs,
               "loaded_weights": loaded}
     if settings.get("finished"):

@@ -52,8 +52,8 @@ def test_bad_settings_say_what_was_expected(env, message):
 
 
 def test_a_recipe_without_early_stopping_trains_the_profiles_fixed_epochs():
+    from helpers.engine.training import profile_epochs
     from helpers.recipes import PAPER_A, PAPER_B
-    from helpers.training import profile_epochs
 
     demo = choose_profile({}, has_gpu=False)
     assert demo.fixed_epochs < demo.epochs  # Paper B pays for every epoch: the demo shortens it alone

@@ -6,9 +6,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from helpers import config, data, datasets, main_job, splits
+from helpers import config, data, datasets, splits
 from helpers.cli import main
 from helpers.data import scan_cached
+from helpers.engine import main_job
 from helpers.synthetic import METADATA_NAME
 from helpers.tasks import CLASSES
 

@@ -25,13 +25,13 @@ import tensorflow as tf
 
 from helpers import cam, cli, config, models, pipeline
 from helpers.cli import main
+from helpers.engine.resume import RunSettingsError
+from helpers.engine.training import evaluate
 from helpers.image_files import read_images
-from helpers.resume import RunSettingsError
-from helpers.run_folder import Run
+from helpers.runs import Run
 from helpers.splits import fingerprint, load_split
 from helpers.synthetic import generate_phantoms
 from helpers.tasks import CLASSES
-from helpers.training import evaluate
 from tests.conftest import (
     TOY_IMPROVED,
     TOY_PAPER_A,
@@ -215,7 +215,7 @@ def test_a_mixed_precision_xla_run_saves_a_model_that_evaluates_predicts_and_map
     weights = str(toy_weights(tmp_path / "toy.weights.h5"))
     settings = train_tiny(run, phantom_root, TOY_IMPROVED, epochs=2, weights=weights, callbacks=[Inspect()]).settings
     assert keras.config.dtype_policy().name == "float32", "training leaves the notebook's own policy as it was"
-    assert settings["device_policy"]["dtype_policy"] == "mixed_float16" and settings["device_policy"]["xla"]
+    assert settings.device_policy["dtype_policy"] == "mixed_float16" and settings.device_policy["xla"]
     assert seen["optimizer"] == "LossScaleOptimizer" and seen["jit"] is True and np.isfinite(seen["loss"])
     assert seen["output"] == "float32", "the softmax, and so the loss on it, computed in float32"
 
@@ -227,13 +227,13 @@ def test_a_mixed_precision_xla_run_saves_a_model_that_evaluates_predicts_and_map
     assert all(layer.compute_dtype == "float32" for layer in twin.layers)
 
     test = Run(run).predict_part("test", verbose=0)
-    pixels = read_images(test["path"], settings["image_size"]).pixels
+    pixels = read_images(test["path"], settings.image_size).pixels
     images = models.inputs_for(mixed, pixels[..., np.newaxis], "resnet50").numpy()
-    np.testing.assert_allclose(test[settings["classes"]].to_numpy(), twin.predict(images, verbose=0), atol=0.01)
+    np.testing.assert_allclose(test[settings.classes].to_numpy(), twin.predict(images, verbose=0), atol=0.01)
     val = validation_images(Run(run))
     assert evaluate(mixed, val)["accuracy"] == evaluate(twin, val)["accuracy"]
     assert abs(evaluate(mixed, val)["loss"] - evaluate(twin, val)["loss"]) < 0.01
-    assert abs(settings["scores"]["val"]["loss"] - evaluate(twin, val)["loss"]) < 0.01
+    assert abs(settings.scores["val"]["loss"] - evaluate(twin, val)["loss"]) < 0.01
     for method in ("cam", "grad-cam"):
         maps_mixed = cam.maps(mixed, images, method).maps
         maps_twin = cam.maps(twin, images, method).maps

@@ -270,13 +270,13 @@ def test_a_test_image_that_went_bad_after_training_is_named_by_evaluation_and_re
 
 def test_two_runs_of_one_recipe_are_compared_as_two(phantom_root, tmp_path, monkeypatch):
     """Issue 25: comparisons were keyed by recipe name, so two repeats (or seeds) of one recipe collapsed into one."""
-    from helpers import config, run_folder, runs
+    from helpers import config, runs
     from tests.conftest import TOY_PAPER_A, train_tiny
 
     monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "outputs")
     for seed in (0, 1):
         train_tiny(tmp_path / f"seed{seed}", phantom_root, TOY_PAPER_A, epochs=1, seed=seed)
-        evaluation.evaluate_run(run_folder.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
+        evaluation.evaluate_run(runs.Run(tmp_path / f"seed{seed}"), n_resamples=20, figures=False, progress=False)
     pair = [tmp_path / "seed0", tmp_path / "seed1"]
     assert runs.run_labels(pair) == ["paper_a_toy (seed0)", "paper_a_toy (seed1)"]
     comparison = evaluation.compare_on_test(*pair)
@@ -352,13 +352,13 @@ def _tiny_evaluable_run(folder):
 
 def test_a_run_is_evaluated_once_and_read_back_unless_the_saved_metrics_cannot_stand(tmp_path, capsys, monkeypatch):
     """Issue 25: one function (`evaluate_run`), where a learner met `evaluate_run` and `metrics_of`."""
-    from helpers import run_folder
+    from helpers.engine import storage
 
     run = _tiny_evaluable_run(tmp_path / "run")
     first = evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
-    saved = run_folder.read_metrics(run.folder)
+    saved = storage.read_metrics(run.folder)
     assert saved == first.as_dict() and saved["ci95"]["resamples"] == 20
-    assert len(run_folder.read_test_predictions(run.folder)) == 8
+    assert len(storage.read_test_predictions(run.folder)) == 8
     capsys.readouterr()
     calls = []
     real = type(run).predict_part
@@ -371,33 +371,33 @@ def test_a_run_is_evaluated_once_and_read_back_unless_the_saved_metrics_cannot_s
     calls.clear()
     evaluation.evaluate_run(run, n_resamples=30, figures=False, progress=False, again=True)
     assert calls and capsys.readouterr().out == "", "asked to: no reason to give"
-    run_folder.write_metrics(run.folder, {k: v for k, v in saved.items() if k != "ci95"})  # an older layout
+    storage.write_metrics(run.folder, {k: v for k, v in saved.items() if k != "ci95"})  # an older layout
     calls.clear()
     evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
     assert calls and "are of an older layout (KeyError: 'ci95'): computing it again" in capsys.readouterr().out
-    (run.folder / run_folder.MODEL).write_bytes(b"retrained since")
+    (run.folder / storage.MODEL).write_bytes(b"retrained since")
     calls.clear()
     evaluation.evaluate_run(run, n_resamples=20, figures=False, progress=False)
     assert calls and "are older than its model: computing it again" in capsys.readouterr().out
 
 
 def test_a_comparison_is_one_object_with_mcnemars_test_on_the_saved_predictions(tmp_path):
-    from helpers import run_folder
+    from helpers.engine import storage
 
     runs_ = [_tiny_evaluable_run(tmp_path / name) for name in ("a", "b")]
     for run in runs_:
         evaluation.evaluate_run(run, figures=False, progress=False)
-    b = run_folder.read_test_predictions(runs_[1].folder)
+    b = storage.read_test_predictions(runs_[1].folder)
     b["predicted"] = b["label"]  # b is right everywhere
-    run_folder.write_test_predictions(runs_[1].folder, b.reset_index())
+    storage.write_test_predictions(runs_[1].folder, b.reset_index())
     comparison = evaluation.compare_on_test(*runs_)
-    a = run_folder.read_test_predictions(runs_[0].folder)
+    a = storage.read_test_predictions(runs_[0].folder)
     wrong_a = int((a["predicted"] != a["label"]).sum())
     assert (comparison.only_a_correct, comparison.only_b_correct) == (0, wrong_a) and wrong_a > 0
     assert comparison.p_value == pytest.approx(min(1.0, 2 * 0.5**wrong_a))
     assert list(comparison.table.columns) == [comparison.a, comparison.b]
     assert comparison.table.loc["accuracy 95% CI", comparison.a] == \
         evaluation.evaluate_run(runs_[0]).intervals.loc["accuracy"].tolist()
-    (runs_[1].folder / run_folder.TEST_PREDICTIONS).unlink()
+    (runs_[1].folder / storage.TEST_PREDICTIONS).unlink()
     with pytest.raises(FileNotFoundError, match="test_predictions.csv is missing: evaluate the run first"):
-        run_folder.read_test_predictions(runs_[1].folder)
+        storage.read_test_predictions(runs_[1].folder)

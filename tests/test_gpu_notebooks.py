@@ -5,7 +5,7 @@ laptop. nbval runs the notebooks in the CPU's form; this test runs 03-05 in the 
 fed such a model /255 RGB images and stopped there)."""
 
 from helpers.models import takes_pixels
-from helpers.run_folder import Run
+from helpers.runs import Run
 from tests.conftest import execute_notebook
 
 FEEDING_A_MODEL = ["03_transfer_learning_resnet50.ipynb", "04_evaluation.ipynb", "05_class_activation_maps.ipynb"]

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, files, sharing
+from helpers import config
 from helpers.cli import main
 from helpers.datasets import dataset_tag, find_dataset
-from helpers.run_folder import Run, course_run_folder
+from helpers.engine import locks, sharing
+from helpers.engine.storage import course_run_folder
+from helpers.runs import Run
 from tests.conftest import TOY_PAPER_A, train_tiny
 from tests.test_sharing import exported, refusal
 
@@ -216,7 +218,7 @@ def test_an_import_takes_the_trainers_lock_and_a_changed_import_is_not_reported_
     archive = exported(teacher_run, tmp_path / "class.zip", capsys)
     layout = find_dataset(phantom_root)
     where = course_run_folder(layout, TOY_PAPER_A, Run(teacher_run).split(), 0, "fast")
-    with files.folder_lock(where):  # a trainer holds the folder
+    with locks.folder_lock(where):  # a trainer holds the folder
         error = refusal(capsys, archive, "--data", phantom_root)
     assert f"{where} is being trained or imported by another process (pid {os.getpid()} on host " in error, error
     assert not where.exists() or not any(where.iterdir()), "nothing was written into the held folder"
@@ -260,13 +262,14 @@ def test_a_full_disk_while_placing_a_run_is_one_line_and_leaves_no_partial_folde
 
 EXPORT_KILLED = """
 import os, signal, sys
-from helpers import cli, run_folder
-shared_files = run_folder.shared_files
+from helpers import cli
+from helpers.engine import storage
+shared_files = storage.shared_files
 def interrupted(run_dir):
     found = shared_files(run_dir)
     os.kill(os.getpid(), signal.{signal})
     return found
-run_folder.shared_files = interrupted
+storage.shared_files = interrupted
 sys.exit(cli.main(["run", "export", sys.argv[1], sys.argv[2]]))
 """
 

@@ -28,8 +28,9 @@ import pytest
 
 from helpers import config, files
 from helpers.datasets import find_dataset
+from helpers.engine import locks
 from helpers.recipes import PAPER_A
-from helpers.run_folder import Run
+from helpers.runs import Run
 from tests.conftest import InterruptAfter, Interrupted, RecordEpochs, phantom_split, train_tiny
 
 TOY = dataclasses.replace(PAPER_A, name="paper_a_toy", backbone="toy", early_stopping=False)
@@ -45,7 +46,7 @@ CHILD = textwrap.dedent("""
     from helpers.datasets import find_dataset
     from helpers.recipes import PAPER_A
     from helpers.splits import make_split
-    from helpers.training import train
+    from helpers.engine.training import train
 
     root, run, pause, marker = sys.argv[1:5]
     what, epoch = pause.split(":")
@@ -118,7 +119,7 @@ def test_a_kill_at_any_moment_of_saving_an_epoch_loses_nothing_and_repeats_nothi
     assert state["epochs_done"] == (2 if pause == "history:2" else 1), "the state names the last complete epoch"
     settings = train_tiny(run, phantom_root, TOY, epochs=3).settings
     history = Run(run).history()
-    assert settings["finished"] and list(history["epoch"]) == [0, 1, 2], "each epoch once"
+    assert settings.finished and list(history["epoch"]) == [0, 1, 2], "each epoch once"
     assert not list(run.glob(".partial-*")) and not (run / "checkpoints").exists()
 
 
@@ -128,7 +129,7 @@ def test_the_best_weights_a_state_names_are_those_of_its_best_epoch(phantom_root
     import keras
     import numpy as np
 
-    from helpers.run_folder import load_epoch_weights
+    from helpers.engine.storage import load_epoch_weights
 
     run = tmp_path / "run"
     kill_training_at(phantom_root, run, "state:2", tmp_path)
@@ -151,7 +152,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(phantom_ro
     settings = train_tiny(run, phantom_root, TOY, epochs=3, log=logs.append).settings
     assert any("could not be read" in line and "trying the one before" in line for line in logs)
     assert any(line.startswith(f"Resuming {run} after epoch 2") for line in logs)
-    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+    assert settings.finished and list(Run(run).history()["epoch"]) == [0, 1, 2]
 
 
 def test_a_stray_split_left_by_a_failed_command_is_never_reused(phantom_root, tmp_path):
@@ -166,7 +167,7 @@ def test_a_stray_split_left_by_a_failed_command_is_never_reused(phantom_root, tm
     saved = pd.read_csv(run / "split.csv")
     assert sorted(saved.loc[saved["split"] == "test", "relpath"]) == sorted(
         wanted.loc[wanted["split"] == "test", "relpath"])
-    assert settings["seed"] == 3
+    assert settings.seed == 3
 
 
 def test_an_epoch_never_hangs_on_a_file_corrupted_after_the_scan(phantom_root, tmp_path):
@@ -246,7 +247,7 @@ def test_a_damaged_run_folder_is_never_emptied_or_trained_over_and_the_error_nam
         finished_and_interrupted, phantom_root, tmp_path, damage):
     """Once, one extra comma in settings.json made the run "no complete run": its checkpoints and history deleted,
     a finished model.keras trained over. Files that are there but cannot be read now stop the command, in one line."""
-    from helpers.run_folder import RunFolderError
+    from helpers.engine.storage import RunFolderError
 
     which, name, spoil = DAMAGES[damage]
     run = tmp_path / which
@@ -264,7 +265,7 @@ def test_a_model_keras_whose_insides_are_damaged_is_named_with_its_run(finished_
     """A whole zip whose weights are garbage passes the quick look; loading it must still name the file and run."""
     import zipfile
 
-    from helpers.run_folder import RunFolderError
+    from helpers.engine.storage import RunFolderError
 
     run = tmp_path / "finished"
     shutil.copytree(finished_and_interrupted / "finished", run)
@@ -298,7 +299,7 @@ def test_the_fall_back_checkpoint_resumes_after_the_epoch_it_names(phantom_root,
     settings = train_tiny(run, phantom_root, TOY, epochs=3, callbacks=[recorder], log=logs.append).settings
     assert any(line.startswith(f"Resuming {run} after epoch 2.") for line in logs)
     assert "main: epochs 3–3 of 3" in logs and recorder.epochs == [2], "epoch 3 trained again, after epoch 2"
-    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+    assert settings.finished and list(Run(run).history()["epoch"]) == [0, 1, 2]
 
 
 def test_the_checkpoints_hold_one_full_model_and_the_weights_alone_of_the_epoch_before(phantom_root, tmp_path):
@@ -322,7 +323,7 @@ def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_rep
     import keras
     import numpy as np
 
-    from helpers.run_folder import load_epoch_weights
+    from helpers.engine.storage import load_epoch_weights
 
     run = tmp_path / "run"
     with pytest.raises(Interrupted):
@@ -345,7 +346,7 @@ def test_a_resume_from_the_weights_only_fall_back_restarts_the_optimizer_and_rep
                for line in logs)
     assert all(np.array_equal(a, b) for a, b in zip(epoch_1.get_weights(), resumed[0])), "epoch 1's weights"
     assert recorder.epochs == [1, 2], "epochs 2 and 3 trained again, each once"
-    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2]
+    assert settings.finished and list(Run(run).history()["epoch"]) == [0, 1, 2]
 
 
 def test_an_epochs_weights_load_from_this_versions_file_and_from_the_best_file_of_a_run_before_it(tmp_path):
@@ -354,7 +355,7 @@ def test_an_epochs_weights_load_from_this_versions_file_and_from_the_best_file_o
     import keras
     import numpy as np
 
-    from helpers.run_folder import OLD_BEST_WEIGHTS, checkpoints, load_epoch_weights, save_weights, weights_name
+    from helpers.engine.storage import OLD_BEST_WEIGHTS, checkpoints, load_epoch_weights, save_weights, weights_name
 
     def model(units=3):
         built = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
@@ -381,13 +382,13 @@ LOCKS = ["flock", "exclusive file"]  # the second: a file system that refuses fl
 HOLD = textwrap.dedent("""
     import errno, fcntl, sys, time
     from pathlib import Path
-    from helpers import files
+    from helpers.engine import locks
     folder, marker, mode = sys.argv[1:4]
     if mode == "exclusive file":
         def refuse(*_):
             raise OSError(errno.ENOLCK, "No locks available")
         fcntl.flock = refuse
-    with files.folder_lock(folder, log=lambda *_: None):
+    with locks.folder_lock(folder, log=lambda *_: None):
         Path(marker).write_text("held")
         time.sleep(600)  # the test kills us
 """)
@@ -399,7 +400,7 @@ def _no_flock(*_):
 
 @contextlib.contextmanager
 def lock_held_by_child(folder: Path, tmp_path: Path, mode: str):
-    """A child process holding `folder`'s lock through `files.folder_lock`, killed on leaving the block."""
+    """A child process holding `folder`'s lock through `locks.folder_lock`, killed on leaving the block."""
     marker = tmp_path / "lock-held"
     child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(marker), mode], cwd=REPO,
                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
@@ -429,7 +430,7 @@ def test_a_second_trainer_of_a_run_folder_is_refused_in_one_line_naming_the_hold
     with lock_held_by_child(run, tmp_path, mode) as holder:
         if mode == "exclusive file":
             monkeypatch.setattr(fcntl, "flock", _no_flock)
-        with pytest.raises(files.FolderInUseError) as caught:
+        with pytest.raises(locks.FolderInUseError) as caught:
             train_tiny(run, phantom_root, TOY, epochs=2)
     message = str(caught.value)
     assert "\n" not in message and f"pid {holder.pid} on host {socket.gethostname()}, started " in message
@@ -439,7 +440,7 @@ def test_a_second_trainer_of_a_run_folder_is_refused_in_one_line_naming_the_hold
 @pytest.mark.parametrize("mode", LOCKS)
 def test_the_lock_of_a_killed_trainer_does_not_block_the_next_one(phantom_root, tmp_path, monkeypatch, mode):
     run = tmp_path / "run"
-    lock = files.lock_path(run)
+    lock = locks.lock_path(run)
     lock = lock.with_name(lock.name + ".held") if mode == "exclusive file" else lock
     with lock_held_by_child(run, tmp_path, mode) as holder:
         os.kill(holder.pid, signal.SIGKILL)
@@ -456,7 +457,7 @@ def test_the_lock_of_a_killed_trainer_does_not_block_the_next_one(phantom_root, 
 
 
 def test_a_refused_resume_names_the_training_image_that_was_deleted(phantom_root, tmp_path):
-    from helpers.resume import RunSettingsError
+    from helpers.engine.resume import RunSettingsError
 
     data = tmp_path / "data"
     shutil.copytree(phantom_root, data)
@@ -482,7 +483,8 @@ CLI_CHILD = textwrap.dedent("""
     import dataclasses, functools, sys, time
     from pathlib import Path
     import keras
-    from helpers import cli, training
+    from helpers import cli
+    from helpers.engine import training
     from helpers.recipes import PAPER_A
 
     root, run, marker = sys.argv[1:4]
@@ -565,7 +567,8 @@ class CtrlCInEpoch2(RecordEpochs):
 
 def test_ctrl_c_during_an_epoch_stops_in_one_line_and_the_same_command_resumes(phantom_root, tmp_path, monkeypatch,
                                                                                 capsys):
-    from helpers import cli, training
+    from helpers import cli
+    from helpers.engine import training
 
     run = tmp_path / "run"
     monkeypatch.setattr(cli, "get_recipe", lambda name: TOY)
@@ -590,7 +593,7 @@ def test_ctrl_c_during_an_epoch_stops_in_one_line_and_the_same_command_resumes(p
 def test_a_sigterm_handler_is_put_back_and_never_installed_outside_the_main_thread(phantom_root, tmp_path):
     import threading
 
-    from helpers import callbacks
+    from helpers.engine import callbacks
 
     before = signal.getsignal(signal.SIGTERM)
     assert train_tiny(tmp_path / "run", phantom_root, TOY, epochs=1).finished
@@ -635,4 +638,4 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_nothing_half_written(
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == (1 if target.startswith("checkpoints") else 3), "the last complete epoch"
     settings = train_tiny(run, phantom_root, TOY, epochs=3).settings
-    assert settings["finished"] and list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"
+    assert settings.finished and list(Run(run).history()["epoch"]) == [0, 1, 2], "each epoch once"

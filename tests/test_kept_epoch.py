@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, models, runs, training
+from helpers import config, models, runs
+from helpers.engine import training
 from helpers.pipeline import datasets_from_split
 from helpers.tasks import CLASSES
 from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
@@ -66,7 +67,7 @@ def test_a_run_whose_stale_loss_rises_while_it_learns_keeps_the_epoch_it_learned
     if "val_loss_as_trained" in history:  # the figures training saw before issue 35 are the as-trained ones
         assert history["val_loss_as_trained"].iloc[0] == pytest.approx(chance, abs=1e-4)
         assert history["val_loss_as_trained"].iloc[1] > chance, "the scenario: the stale loss rose"
-    assert run.settings["epochs_run"] == 2 and run.score["loss"] < chance, f"kept the untrained epoch: {run.score}"
+    assert run.settings.epochs_run == 2 and run.score["loss"] < chance, f"kept the untrained epoch: {run.score}"
     assert history["val_loss"].iloc[1] < chance, "re-estimated, epoch 2 knows its validation images"
     assert history["val_accuracy"].iloc[1] > history["val_accuracy"].iloc[0]
     # What it was chosen on is what the saved model scores (its statistics re-estimated once more in _finish).

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, main_job
+from helpers import config
+from helpers.engine import main_job
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = main_job.notebooks()

@@ -5,6 +5,7 @@ a tree by hand: see the closing notes), and say what they skip."""
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,9 +14,8 @@ from PIL import Image
 from helpers import cli, config, datasets
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset
-from helpers.run_folder import Run
+from helpers.engine.training import train
 from helpers.tasks import CLASSES
-from helpers.training import train
 from tests.conftest import TOY_PAPER_A, execute_notebook, gray, write_png
 
 
@@ -78,7 +78,7 @@ def cpu_command_line(tmp_path, monkeypatch):
 
     def keep_the_split(run_dir, split, *args, **options):
         given.update(split=split, profile=config.active_profile())
-        return Run(run_dir, {"finished": False})  # as a worker other than the chief returns it: nothing to report
+        return SimpleNamespace(finished=False)  # settings as a worker other than the chief has them: nothing to report
 
     monkeypatch.setattr(cli, "train", keep_the_split)
     yield given

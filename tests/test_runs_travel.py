@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import explorers, recipes, runs, sharing
+from helpers import explorers, recipes, runs
 from helpers.datasets import find_dataset
+from helpers.engine import sharing
 from tests import travelling_run
 
 

@@ -16,7 +16,8 @@ import pytest
 from helpers import config
 from helpers.cli import main
 from helpers.datasets import dataset_tag, find_dataset
-from helpers.run_folder import Run, course_run_folder
+from helpers.engine.storage import course_run_folder
+from helpers.runs import Run
 from helpers.synthetic import generate_phantoms
 from tests.conftest import TOY_PAPER_A, phantom_split, train_tiny
 
@@ -67,7 +68,7 @@ def test_an_exported_run_imported_from_a_url_predicts_the_same_and_the_notebooks
     settings = Run(teacher_run).settings
     [entry] = manifest["runs"]
     assert (entry["split_fingerprint"], entry["classes"], entry["profile"], entry["weights_used"]) == (
-        settings["split_fingerprint"], settings["classes"], settings["profile"], settings["weights_used"])
+        settings.split_fingerprint, settings.classes, settings.profile, settings.weights_used)
     assert entry["architecture"] == {"head": "paper_a", "backbone": "toy", "dropout": TOY_PAPER_A.dropout,
                                      "n_classes": 4, "image_size": 32, "pixel_inputs": None}
     assert entry["keras"] == keras.__version__
@@ -76,13 +77,13 @@ def test_an_exported_run_imported_from_a_url_predicts_the_same_and_the_notebooks
     monkeypatch.chdir(phantom_root.parent)  # the learner names the data by a relative path
     assert main(["run", "import", archive.as_uri(), "--data", phantom_root.name]) == 0
     layout = find_dataset(phantom_root)
-    where = course_run_folder(layout, TOY_PAPER_A, Run(teacher_run).split(), 0, settings["profile"])
-    assert where.parent == learner_outputs / "runs" / dataset_tag(layout) / settings["profile"]
+    where = course_run_folder(layout, TOY_PAPER_A, Run(teacher_run).split(), 0, settings.profile)
+    assert where.parent == learner_outputs / "runs" / dataset_tag(layout) / settings.profile
     said = capsys.readouterr().out
     assert f"Imported {teacher_run.name} into {where}" in said and "will not use it" not in said
     images = [next(phantom_root.rglob("COVID-1.png")), next(phantom_root.rglob("Normal-2.png"))]
     pd.testing.assert_frame_equal(Run(where).predict(images), Run(teacher_run).predict(images))
-    assert Run(where).settings["data_root"] == str(layout.root)
+    assert Run(where).settings.data_root == str(layout.root)
 
     logs = []
     train_tiny(where, phantom_root, TOY_PAPER_A, epochs=1, log=logs.append)  # what a notebook's train_or_load does
@@ -130,7 +131,7 @@ def test_an_archive_of_several_datasets_runs_imports_those_of_the_learners_data_
     where = course_run_folder(find_dataset(phantom_root), TOY_PAPER_A, Run(teacher_run).split(), 0, "fast")
     assert f"Imported phantom-a/fast/{teacher_run.name} into {where}" in out
     assert f"Not imported: phantom-b/fast/{teacher_run.name}, trained on other data (" in out
-    assert Run(where).settings["finished"] and len(list((learner_outputs / "runs").rglob("settings.json"))) == 1
+    assert Run(where).settings.finished and len(list((learner_outputs / "runs").rglob("settings.json"))) == 1
 
 
 def archive_before_issue_34(run, archive, model_file=None) -> Path:
@@ -202,7 +203,7 @@ def test_an_unfinished_run_or_an_empty_folder_is_not_exported(teacher_run, tmp_p
 def test_a_teachers_url_in_cxr_runs_url_is_imported_once_and_the_run_is_used(teacher_run, phantom_root,
                                                                                learner_outputs, tmp_path, monkeypatch,
                                                                                capsys):
-    from helpers import sharing
+    from helpers.engine import sharing
 
     archive = exported(teacher_run, tmp_path / "class.zip", capsys)
     layout = find_dataset(phantom_root)
@@ -213,13 +214,13 @@ def test_a_teachers_url_in_cxr_runs_url_is_imported_once_and_the_run_is_used(tea
     assert logs[0] == f"Importing the runs your teacher shared (CXR_RUNS_URL={archive.as_uri()}) …"
     archive.unlink()  # imported once per outputs folder: not fetched again
     assert sharing.import_from_environment(layout, log=logs.append) == [] and len(logs) == 2
-    assert Run(where).settings["finished"]
+    assert Run(where).settings.finished
 
 
 def test_a_run_trained_under_any_folder_name_lands_where_the_notebooks_look_and_one_they_will_not_use_is_named(
         teacher_run, phantom_root, learner_outputs, tmp_path, capsys):
     """`train --out NAME` names a run as the teacher likes; the notebooks look runs up by recipe, split and profile."""
-    from helpers.run_folder import course_runs
+    from helpers.engine.storage import course_runs
 
     renamed = tmp_path / "teacher" / "my-best-run"
     shutil.copytree(teacher_run, renamed)
@@ -249,7 +250,7 @@ def test_a_run_trained_under_any_folder_name_lands_where_the_notebooks_look_and_
 
 def test_a_drive_share_link_is_downloaded_as_the_file_and_a_web_page_is_refused_with_how_to_share(
         teacher_run, phantom_root, learner_outputs, tmp_path, capsys):
-    from helpers import sharing
+    from helpers.engine import sharing
 
     direct = "https://drive.usercontent.google.com/download?id=1AbC-d_9&export=download&confirm=t"
     for link in ("https://drive.google.com/file/d/1AbC-d_9/view?usp=sharing",
@@ -264,7 +265,7 @@ def test_a_drive_share_link_is_downloaded_as_the_file_and_a_web_page_is_refused_
 
 def test_a_teachers_url_that_fails_is_one_line_in_the_notebook_which_goes_on(phantom_root, learner_outputs,
                                                                               tmp_path, monkeypatch):
-    from helpers import sharing
+    from helpers.engine import sharing
 
     layout = find_dataset(phantom_root)
     for url in (f"{tmp_path.as_uri()}/missing.zip", "http://127.0.0.1:9/refused.zip"):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, main_job
+from helpers import config
+from helpers.engine import main_job
 from tests.test_browser import REPO, chromium_page
 
 _spec = importlib.util.spec_from_file_location("build_site", REPO / "tools" / "build_site.py")

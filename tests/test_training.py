@@ -3,6 +3,7 @@ run folder's promises (it records its recipe in full, refuses a different run an
 
 import dataclasses
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,11 +14,16 @@ from scipy.stats import binomtest
 from helpers import config, curves, image_files, runs
 from helpers.cli import main
 from helpers.curves import time_to_accuracy
+from helpers.engine.resume import RunSettingsError
+from helpers.engine.storage import RunNotFoundError
+from helpers.engine.training import plan_settings
 from helpers.models import load_backbone
 from helpers.recipes import IMPROVED, PAPER_A, PAPER_B, split_epochs
-from helpers.resume import RunSettingsError
-from helpers.run_folder import Run, RunNotFoundError
+from helpers.runs import Run
+from helpers.tasks import CLASSES
 from tests.conftest import TOY_PAPER_A, InterruptAfter, Interrupted, phantom_split, train_tiny
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +44,7 @@ def test_resume_continues_at_the_first_unfinished_epoch(resumed_run):
     assert list(interrupted_history["epoch"]) == [0, 1]
     assert resumed_epochs == [2]
     assert list(Run(run).history()["epoch"]) == [0, 1, 2]
-    assert settings["finished"] and settings["epochs_run"] == 3
+    assert settings.finished and settings.epochs_run == 3
 
 
 def test_run_folder_records_what_was_actually_used(resumed_run):
@@ -65,7 +71,7 @@ def test_finished_run_is_not_retrained_and_a_different_run_is_refused_saying_wha
                                                                                           phantom_root):
     run, settings, _, _ = resumed_run
     again = train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3)
-    assert isinstance(again, Run) and again.folder == run and again.train_seconds == settings["train_seconds"]
+    assert isinstance(again, Run) and again.folder == run and again.train_seconds == settings.train_seconds
     with pytest.raises(RunSettingsError, match=r"what differs: recipe: .*seed: 0 → 3"):
         train_tiny(run, phantom_root, IMPROVED, epochs=3, seed=3)
     with pytest.raises(RunSettingsError, match=r"what differs: the split: its images differ from those the run was "):
@@ -84,9 +90,9 @@ def test_predict_gives_probabilities_per_class_and_per_image_errors(resumed_run,
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     table = Run(run).predict([*good, tmp_path / "missing.png", broken])
-    probabilities = table[settings["classes"]].to_numpy()
+    probabilities = table[settings.classes].to_numpy()
     np.testing.assert_allclose(probabilities[:2].sum(axis=1), 1.0, rtol=1e-5)
-    assert table["predicted"].iloc[0] in settings["classes"]
+    assert table["predicted"].iloc[0] in settings.classes
     assert list(table["error"].iloc[2:]) == ["file not found", "not an image: no image format recognised in its bytes"]
 
 
@@ -124,9 +130,9 @@ def test_improved_recipe_warms_up_then_fine_tunes_with_batchnorm_frozen(phantom_
     run = tmp_path / "improved"
     settings = train_tiny(run, phantom_root, dataclasses.replace(IMPROVED, backbone="toy"), epochs=2,
                           weights=str(weights)).settings
-    assert settings["pretrained"] and (settings["warmup_epochs"], settings["main_epochs"]) == (1, 1)
-    assert settings["class_weights"] is not None and settings["recipe"]["flip"] is True
-    assert set(settings["scores"]) == {"val"}, "a pretrained backbone keeps its BatchNorm statistics"
+    assert settings.pretrained and (settings.warmup_epochs, settings.main_epochs) == (1, 1)
+    assert settings.class_weights is not None and settings.recipe["flip"] is True
+    assert set(settings.scores) == {"val"}, "a pretrained backbone keeps its BatchNorm statistics"
     model = keras.models.load_model(run / "model.keras")
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bn and not any(layer.trainable for layer in bn)
@@ -147,14 +153,14 @@ def test_paper_b_protocol_trains_on_a_sub_sample_and_selects_nothing_on_its_test
     split = phantom_split(phantom_root, "paper_b", task=3)
     settings = train_tiny(run, phantom_root, dataclasses.replace(PAPER_B, backbone="toy"), task=3, split=split,
                           epochs=2, repeat=2).settings
-    assert settings["monitored_on"] == "test" and settings["recipe"]["select_best"] is False
-    assert settings["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+    assert settings.monitored_on == "test" and settings.recipe["select_best"] is False
+    assert settings.classes == ["COVID", "Normal", "Viral Pneumonia"]
     history = Run(run).history()
     assert list(history["epoch"]) == [0, 1] and history["elapsed_seconds"].is_monotonic_increasing
     assert {"test_accuracy", "test_balanced_accuracy"} <= set(history.columns) and "val_accuracy" not in history
     assert (history["train_seconds"] <= history["elapsed_seconds"]).all(), "training time leaves out evaluation"
     assert "reestimation_seconds" not in history, "it selects nothing: its epochs are not re-estimated (a cost)"
-    assert set(settings["scores"]) == {"test", "test_before_batchnorm_reestimation"}
+    assert set(settings.scores) == {"test", "test_before_batchnorm_reestimation"}
     assert Run(run).part("test")["relpath"].isin(split.loc[(split["repeat"] == 2) & (split["split"] == "test"),
                                                            "relpath"]).all(), "its own repeat's test part"
     with pytest.raises(ValueError, match="selects its best epoch on validation images, and this split has none"):
@@ -171,7 +177,8 @@ def test_a_run_that_reuses_the_previous_runs_model_trains_exactly_as_a_new_build
     With ResNet50 the first run also asks, once per process, whether ImageNet weights can be had, which builds a
     ResNet50: asked after seeding, its draws shifted the first run's initial weights only, so the run reusing them
     differed from the one built afresh (a run's weights must depend on its seed alone)."""
-    from helpers import models, training
+    from helpers import models
+    from helpers.engine import training
 
     if mixed:
         monkeypatch.setenv("CXR_MIXED_PRECISION", "1")
@@ -212,7 +219,7 @@ class RecordEagerness(keras.callbacks.Callback):
 
 def test_an_eager_run_trains_as_a_traced_one_and_resumes_eagerly(phantom_root, tmp_path, monkeypatch):
     """CXR_EAGER=1 (the tests' notebooks) skips tracing, not a number: same seed, same history and weights."""
-    from helpers import training
+    from helpers.engine import training
 
     recipe = dataclasses.replace(PAPER_B, backbone="toy")
     split = phantom_split(phantom_root, "paper_b", task=3)
@@ -223,7 +230,7 @@ def test_an_eager_run_trains_as_a_traced_one_and_resumes_eagerly(phantom_root, t
         seen[name] = RecordEagerness()
         settings = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2,
                               callbacks=[seen[name]]).settings
-        assert settings["device_policy"]["eager"] is (eager == "1")
+        assert settings.device_policy["eager"] is (eager == "1")
     assert (seen["traced"].eager, seen["eager"].eager) == ([False], [True])
     traced, eager = Run(tmp_path / "traced"), Run(tmp_path / "eager")
     columns = [c for c in traced.history() if "seconds" not in c]
@@ -256,7 +263,7 @@ def test_each_phase_creates_its_optimizer_and_metric_state_before_its_first_trac
     seen = RecordStateAtTrainBegin()
     settings = train_tiny(tmp_path / "run", phantom_root, TOY_IMPROVED, epochs=2, callbacks=[seen],
                           weights=str(toy_weights(tmp_path / "toy.weights.h5"))).settings
-    assert settings["warmup_epochs"] == 1 and seen.built == [(True, True), (True, True)]
+    assert settings.warmup_epochs == 1 and seen.built == [(True, True), (True, True)]
 
 
 def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_normalised_images(phantom_root, tmp_path,
@@ -264,7 +271,8 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
     """Issue 22, the GPU's input path forced on the CPU: batches leave the pipeline as uint8 grayscale and the model
     normalises them itself. Same seed, same numbers: history, scores, weights, probabilities and maps. A run begun
     that way resumes where the policy feeds normalised images, fed as its model was built."""
-    from helpers import cam, models, training
+    from helpers import cam, models
+    from helpers.engine import training
 
     recipe = dataclasses.replace(PAPER_B, backbone="toy")  # no dropout: two runs of one seed train alike
     split = phantom_split(phantom_root, "paper_b", task=3)
@@ -275,11 +283,11 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
         trained[name] = train_tiny(tmp_path / name, phantom_root, recipe, task=3, split=split, epochs=2).settings
     fed, own = Run(tmp_path / "normalised"), Run(tmp_path / "pixels")
     assert not models.takes_pixels(fed.model) and models.takes_pixels(own.model)
-    assert trained["pixels"]["device_policy"]["uint8_inputs"] and "uint8 inputs" in trained["pixels"]["device_policy"][
+    assert trained["pixels"].device_policy["uint8_inputs"] and "uint8 inputs" in trained["pixels"].device_policy[
         "reason"]
     columns = [c for c in fed.history() if "seconds" not in c]
     pd.testing.assert_frame_equal(own.history()[columns], fed.history()[columns], atol=1e-6)
-    assert trained["pixels"]["scores"] == trained["normalised"]["scores"]  # rounded to 4 places
+    assert trained["pixels"].scores == trained["normalised"].scores  # rounded to 4 places
     for a, b in zip(own.model.get_weights(), fed.model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
     test = own.part("test")
@@ -296,13 +304,13 @@ def test_a_run_fed_uint8_pixels_trains_scores_predicts_and_maps_as_one_fed_norma
     logs = []
     settings = train_tiny(tmp_path / "resumed", phantom_root, recipe, task=3, split=split, epochs=2,
                           log=logs.append).settings
-    assert settings["finished"] and f"Resuming {tmp_path / 'resumed'} after epoch 1." in logs
+    assert settings.finished and f"Resuming {tmp_path / 'resumed'} after epoch 1." in logs
     assert models.takes_pixels(Run(tmp_path / "resumed").model), "fed as it was built"
 
 
 def test_a_model_with_dropout_is_never_reused(phantom_root, tmp_path):
     """Dropout draws from a generator that a finished run has moved on: a reused model would train differently."""
-    from helpers import training
+    from helpers.engine import training
 
     logs = []
     training.forget_kept_model()
@@ -464,5 +472,21 @@ def test_an_image_that_went_bad_after_the_scan_is_named_by_training_and_recorded
     said = capsys.readouterr().err
     assert f"Left out 1 image(s) that the scan could not read (in no part of the split): {cut} (truncated" in said
     assert f"Left out 1 train image(s) that could not be read: {spoiled} (not an image" in said
-    assert set(run.settings["unreadable_files"]) == {str(cut), str(spoiled)}
+    assert set(run.settings.unreadable_files) == {str(cut), str(spoiled)}
     shutil.rmtree(root)
+
+
+def test_a_recipes_image_size_under_a_profile_is_one_rule_used_by_training_and_by_notebook_03(phantom_root,
+                                                                                                monkeypatch):
+    """Issue 37: one named rule (`Recipe.image_size_under`) decides the size: training plans with it, 03 builds by
+    it."""
+    split = phantom_split(phantom_root)
+    for name in ("fast", "demo", "full"):
+        profile = config.choose_profile({"CXR_PROFILE": name}, has_gpu=False)
+        monkeypatch.setattr(config, "active_profile", lambda profile=profile: profile)
+        for recipe in (PAPER_A, IMPROVED, PAPER_B):
+            planned = plan_settings(recipe, split, CLASSES, phantom_root).image_size
+            assert planned == recipe.image_size_under(profile) == min(recipe.image_size, profile.image_size)
+    notebook = json.loads((REPO / "notebooks" / "03_transfer_learning_resnet50.ipynb").read_text())
+    code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "image_size_under(" in code and "min(recipes." not in code

@@ -15,7 +15,7 @@ from helpers import config, files
 from helpers.cli import main
 from helpers.data import scan_cached, scan_dataset
 from helpers.datasets import find_dataset
-from helpers.run_folder import Run
+from helpers.runs import Run
 from helpers.splits import save_split
 from tests.conftest import TOY_PAPER_A, fake_run, phantom_split, train_tiny
 
@@ -34,11 +34,11 @@ def test_a_run_made_from_a_relative_path_is_found_from_anywhere_and_resumes_with
     monkeypatch.chdir(tmp_path / "data")
     settings = train_tiny(tmp_path / "run", Path("set"), TOY_PAPER_A, epochs=1,
                           split=phantom_split(Path("set"))).settings
-    assert settings["data_root"] == str((copy / phantom_root.name).resolve()), "stored resolved"
+    assert settings.data_root == str((copy / phantom_root.name).resolve()), "stored resolved"
     monkeypatch.chdir(tmp_path)  # somewhere else
     assert Run(tmp_path / "run").split()["path"].map(os.path.exists).all()
     again = train_tiny(tmp_path / "run", copy, TOY_PAPER_A, epochs=1, split=phantom_split(copy))
-    assert again.finished and again.train_seconds == settings["train_seconds"], "the same run, not another"
+    assert again.finished and again.train_seconds == settings.train_seconds, "the same run, not another"
 
 
 def test_links_that_loop_or_lead_nowhere_are_skipped_alike_by_data_check_and_training(make_tree):

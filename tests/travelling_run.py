@@ -14,9 +14,10 @@ from pathlib import Path
 
 import keras
 
-from helpers import config, recipes, runs, sharing, splits
+from helpers import config, recipes, runs, splits
 from helpers.data import scan_cached
 from helpers.datasets import find_dataset
+from helpers.engine import sharing
 from helpers.synthetic import generate_phantoms
 
 ARCHIVE, EXPECTED, DATA = "class-runs.zip", "expected.json", "data"

@@ -39,9 +39,10 @@ from pathlib import Path, PurePosixPath
 import keras
 import pandas as pd
 
-from helpers import config, files, models, run_folder  # noqa: F401 - models: registers the course's layers for safe loading
+from helpers import config, files, models  # noqa: F401 - models: registers the course's layers for safe loading
 from helpers.data import scan_cached
 from helpers.datasets import DatasetLayout, dataset_tag
+from helpers.engine import locks, storage
 from helpers.recipes import RECIPES, Recipe
 from helpers.splits import NOTEBOOK_SPLITS, fingerprint, saved_split
 
@@ -69,7 +70,7 @@ class ExportInterrupted(KeyboardInterrupt):
 # What a run can hold, per file (MB), ten times over at least: the course's largest run exports 98 MiB of weights
 # (Paper A's ResNet50), a split.csv row is ~85 bytes (a full dataset's 21,165 rows: ~2 MB), settings.json ~2 KB
 # (measured 2026-12-07). CXR_IMPORT_SCALE multiplies every bound for the rare larger case.
-MODEL_FILES = {run_folder.PORTABLE_WEIGHTS, *set(run_folder.SHARED_BEFORE_ISSUE_34) - set(run_folder.SHARED)}
+MODEL_FILES = {storage.PORTABLE_WEIGHTS, *set(storage.SHARED_BEFORE_ISSUE_34) - set(storage.SHARED)}
 MODEL_MB, TEXT_MB, MANIFEST_MB = 1024, 64, 16  # the weights (or an older archive's model); settings, split, history
 TOTAL_MB = 8 * 1024  # every entry together: 83 runs of the largest kind (a class's whole outputs/runs)
 ENTRIES = 4001  # a manifest and 4 files for each of 1,000 runs
@@ -154,9 +155,9 @@ def _interruptible(archive):
 
 def _run_folders(source: Path) -> list[Path]:
     """`source` itself if it is a run folder, else every run folder beneath it."""
-    if run_folder.is_run_folder(source):
+    if storage.is_run_folder(source):
         return [source]
-    found = run_folder.run_folders_under(source)
+    found = storage.run_folders_under(source)
     if not found:
         raise ArchiveRefused(f"{source} holds no run folder (a folder with settings.json): nothing to export")
     return found
@@ -170,20 +171,20 @@ def export_runs(source, archive) -> dict:
     with _interruptible(archive), files.atomic_path(archive) as partial, \
             zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
         for folder in _run_folders(source):
-            settings = run_folder.read_settings(folder)
-            if not settings.get("finished"):
+            settings = storage.read_settings(folder)
+            if not settings.finished:
                 raise ArchiveRefused(f"{folder} has not finished training: finish it (run the same command again) "
                                      "before exporting it")
             try:
-                shared, architecture = run_folder.shared_files(folder)
+                shared, architecture = storage.shared_files(folder)
             except ValueError as exc:  # a damaged model, or one the course's code cannot rebuild
                 raise ArchiveRefused(f"run {folder} cannot be exported: {config.first_line(exc, 300)}") from None
             where = (folder.relative_to(source) if folder != source else Path(folder.name)).as_posix()
             for name, data in shared.items():
                 packed.writestr(f"runs/{where}/{name}", data)  # stored: weights barely compress
-            runs.append({"folder": where, "profile": settings.get("profile"), "classes": settings["classes"],
-                         "split_fingerprint": settings["split_fingerprint"], "repeat": settings["repeat"],
-                         "weights_used": settings.get("weights_used"), "pretrained": settings.get("pretrained"),
+            runs.append({"folder": where, "profile": settings.profile, "classes": settings.classes,
+                         "split_fingerprint": settings.split_fingerprint, "repeat": settings.repeat,
+                         "weights_used": settings.weights_used, "pretrained": settings.pretrained,
                          "architecture": architecture, "keras": keras.__version__,
                          "files": {name: sha256(data) for name, data in shared.items()}})
         manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -325,7 +326,7 @@ def _checked_manifest(packed: zipfile.ZipFile, source: str = "the archive") -> d
     if not isinstance(runs, list) or not runs:
         raise ArchiveRefused(f"{where} lists no runs (found {json.dumps(runs)[:40]}): it was not made by "
                              "`run export`, or from a folder without finished runs")
-    expected = run_folder.SHARED if manifest["format"] == FORMAT else run_folder.SHARED_BEFORE_ISSUE_34
+    expected = storage.SHARED if manifest["format"] == FORMAT else storage.SHARED_BEFORE_ISSUE_34
     for run in runs:
         _check_run_entry(run, expected, where)
     if len({run["folder"] for run in runs}) != len(runs):
@@ -388,7 +389,7 @@ def import_runs(archive_or_url, layout: DatasetLayout, out=None, log=print) -> l
                     where = _inside(target, root, f"run {run['folder']}")  # again: the folders just made
                     if where not in held_here:  # two runs of the archive may land in one folder
                         held_here.add(where)
-                        held.enter_context(files.folder_lock(target, doing="trained or imported", log=log))
+                        held.enter_context(locks.folder_lock(target, doing="trained or imported", log=log))
                 placed = [_put_in_place(folder, target, root, run, layout, log)
                           for folder, target, root, run in places]
     for _, run, problem in other_data:  # a teacher's other datasets (05's shortcut phantoms): trained here as usual
@@ -403,14 +404,14 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     with _reading(f"runs/{run['folder']}", source):  # bounded: _check_sizes
         shared = {name: packed.read(f"runs/{run['folder']}/{name}") for name in run["files"]}
     try:
-        run_folder.write_shared_files(folder, shared)
+        storage.write_shared_files(folder, shared)
     except OSError as exc:
         if files.is_disk_full(exc):
             raise files.DiskFullError(exc.filename or folder, exc) from None
         raise
     try:
-        split = run_folder.read_split(folder, layout.root)
-        settings = run_folder.read_settings(folder)
+        split = storage.read_split(folder, layout.root)
+        settings = storage.read_settings(folder)
         problem = split_mismatch(split, index)
     except (ValueError, KeyError, TypeError) as exc:
         raise ArchiveRefused(f"run {run['folder']}'s settings or split cannot be read: "
@@ -418,24 +419,24 @@ def _staged_run(packed: zipfile.ZipFile, run: dict, layout: DatasetLayout, index
     if problem:  # another dataset's run: no model is built for it
         return problem
     _check_claims(run, settings, split)
-    teacher_keras = run.get("keras") or run_folder.saved_with_keras(folder)
+    teacher_keras = run.get("keras") or storage.saved_with_keras(folder)
     try:
-        rebuilt = run_folder.save_rebuilt_model(folder, shared, run.get("architecture"))
+        rebuilt = storage.save_rebuilt_model(folder, shared, run.get("architecture"))
     except Exception as exc:  # noqa: BLE001 - whatever this Keras says of another's model: one line, both versions
         if files.is_disk_full(exc):
-            raise files.DiskFullError(run_folder.model_path(folder), exc) from None
+            raise files.DiskFullError(storage.model_path(folder), exc) from None
         raise ArchiveRefused(_not_usable_here(run["folder"], teacher_keras, exc)) from None
-    teacher_root, settings["data_root"] = settings.get("data_root"), str(Path(layout.root).resolve())  # as training
-    run_folder.write_settings(folder, settings)
+    teacher_root = settings.data_root
+    storage.write_settings(folder, settings.but(data_root=str(Path(layout.root).resolve())))  # as training does
     if not rebuilt:  # an archive from before issue 34: the exporter's own model.keras
-        _check_loads_safely(run_folder.model_path(folder), run["folder"], teacher_keras)
+        _check_loads_safely(storage.model_path(folder), run["folder"], teacher_keras)
     files.write_json(folder / IMPORTED, {"from": source, "data_root": teacher_root, "sha256": run["files"],
                                          "files": _local_hashes(folder), "keras": teacher_keras,
                                          "imported": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return None
 
 
-RECORDED = run_folder.SHARED_BEFORE_ISSUE_34  # an imported run's files: settings, split, history, its model.keras
+RECORDED = storage.SHARED_BEFORE_ISSUE_34  # an imported run's files: settings, split, history, its model.keras
 
 
 def _local_hashes(folder: Path) -> dict[str, str]:
@@ -447,35 +448,35 @@ def _local_hashes(folder: Path) -> dict[str, str]:
     return found
 
 
-def _check_claims(run: dict, settings: dict, split: pd.DataFrame) -> None:
+def _check_claims(run: dict, settings: storage.RunSettings | None, split: pd.DataFrame) -> None:
     """The manifest's claims (classes, split fingerprint, profile, repeat) against the run's own settings and split:
-    what the import says of a run is what its files are."""
-    if not isinstance(settings, dict) or not isinstance(settings.get("recipe"), dict):
-        raise ArchiveRefused(f"run {run['folder']}'s settings.json does not describe a run (no recipe)")
-    repeat = settings.get("repeat")
-    own = split[split["repeat"] == repeat] if isinstance(repeat, int) else split.iloc[:0]
+    what the import says of a run is what its files are. (`storage.read_settings` has checked each key's type.)"""
+    if settings is None:
+        raise ArchiveRefused(f"run {run['folder']} has no settings.json: it does not describe a run")
+    repeat = settings.repeat
+    own = split[split["repeat"] == repeat]
     fingerprint_here = fingerprint(own)
     labels = sorted(set(own["label"]))
     differ = []
-    for key, claimed, found in (("classes", run.get("classes"), settings.get("classes")),
+    for key, claimed, found in (("classes", run.get("classes"), settings.classes),
                                 ("split_fingerprint", run.get("split_fingerprint", fingerprint_here),
-                                 settings.get("split_fingerprint")),
-                                ("profile", run.get("profile"), settings.get("profile")),
+                                 settings.split_fingerprint),
+                                ("profile", run.get("profile"), settings.profile),
                                 ("repeat", run.get("repeat", repeat), repeat)):
         if claimed != found:
             differ.append(f"{key}: the manifest says {claimed!r}, its settings.json {found!r}")
-    if settings.get("split_fingerprint") != fingerprint_here:
-        differ.append(f"split_fingerprint: settings.json says {settings.get('split_fingerprint')!r}, its split.csv "
+    if settings.split_fingerprint != fingerprint_here:
+        differ.append(f"split_fingerprint: settings.json says {settings.split_fingerprint!r}, its split.csv "
                       f"is {fingerprint_here!r}")
-    if sorted(settings.get("classes") or []) != labels:
-        differ.append(f"classes: settings.json says {settings.get('classes')!r}, its split.csv holds {labels!r}")
+    if sorted(settings.classes) != labels:
+        differ.append(f"classes: settings.json says {settings.classes!r}, its split.csv holds {labels!r}")
     if differ:
         raise ArchiveRefused(f"run {run['folder']} is not what its manifest says ({differ[0]}"
                              + (f"; and {len(differ) - 1} more" if len(differ) > 1 else "") + "): refused")
     where = f"run {run['folder']}'s settings.json"
-    _plain_name(settings["recipe"].get("name"), "the recipe", where)
-    if settings.get("profile") is not None:
-        _plain_name(settings["profile"], "the profile", where)
+    _plain_name(settings.recipe.get("name"), "the recipe", where)
+    if settings.profile is not None:
+        _plain_name(settings.profile, "the profile", where)
 
 
 def _not_usable_here(name: str, teacher_keras: str | None, exc: BaseException) -> str:
@@ -498,17 +499,17 @@ def _check_loads_safely(path: Path, name: str, teacher_keras: str | None) -> Non
 
 def _destination(folder: Path, run: dict, layout: DatasetLayout, out: Path | None, many: bool) -> tuple[Path, Path]:
     """(the run folder, the destination it must lie in): where the notebooks look, the course's folder for its dataset,
-    profile, recipe, split and repeat (`run_folder.course_run_folder`) inside the outputs' runs folder, whatever
+    profile, recipe, split and repeat (`storage.course_run_folder`) inside the outputs' runs folder, whatever
     folder the teacher trained it in; or where `out` says. Checked where it lands: links and '..' followed."""
     if out is not None:
         root = out if many else out.parent  # a single run's folder is `out` itself, made beside it
         target = out / PurePosixPath(run["folder"]).name if many else out
     else:
         root = config.OUTPUT_DIR / "runs"
-        settings = run_folder.read_settings(folder)
+        settings = storage.read_settings(folder)
         _plain_name(dataset_tag(layout), "the dataset tag", f"your dataset {layout.root}")
-        target = run_folder.course_run_folder(layout, Recipe.from_dict(settings["recipe"]),
-                                              run_folder.read_split(folder, layout.root), settings["repeat"],
+        target = storage.course_run_folder(layout, Recipe.from_dict(settings.recipe),
+                                              storage.read_split(folder, layout.root), settings.repeat,
                                               _plain_name(run["profile"] or config.active_profile().name,
                                                           "the profile", f"run {run['folder']}"))
     where = _inside(target, root, f"run {run['folder']}")
@@ -520,17 +521,19 @@ def _destination(folder: Path, run: dict, layout: DatasetLayout, out: Path | Non
 def unused_by_notebooks(run_dir, layout: DatasetLayout) -> str | None:
     """Why the notebooks will not use this run where it is, or None if one of them will: a notebook trains (or
     finds) one recipe on one of the course's splits (`splits.NOTEBOOK_SPLITS`) of the profile's data."""
-    run = run_folder.Run(run_dir)
-    profile = run.settings.get("profile") or config.active_profile().name
-    if run.folder.parent != run_folder.course_runs(layout, profile):
-        return f"it is not in {run_folder.course_runs(layout, profile)}, where they look (import it without --out)"
-    known = RECIPES.get(run.name)
-    if known is not None and known.to_dict() != run.recipe.to_dict():
-        changed = sorted(k for k, v in run.recipe.to_dict().items() if known.to_dict().get(k) != v)
-        return f"its recipe {run.name} differs from this course's ({', '.join(changed)})"
+    folder, settings = Path(run_dir), storage.read_settings(run_dir)
+    profile = settings.profile or config.active_profile().name
+    if folder.parent != storage.course_runs(layout, profile):
+        return f"it is not in {storage.course_runs(layout, profile)}, where they look (import it without --out)"
+    recipe = Recipe.from_dict(settings.recipe)
+    known = RECIPES.get(recipe.name)
+    if known is not None and known.to_dict() != recipe.to_dict():
+        changed = sorted(k for k, v in recipe.to_dict().items() if known.to_dict().get(k) != v)
+        return f"its recipe {recipe.name} differs from this course's ({', '.join(changed)})"
     scan, in_profile = scan_cached(layout), config.choose_profile({**os.environ, "CXR_PROFILE": profile})
     course = {name: saved_split(scan, mode, task, profile=in_profile) for (mode, task), name in NOTEBOOK_SPLITS.items()}
-    if not any(_same_images(run.split(), split, run.repeat) for split in course.values()):
+    saved = storage.read_split(folder, settings.data_root)
+    if not any(_same_images(saved, split, settings.repeat) for split in course.values()):
         return (f"its split is none of the notebooks' in the {profile} profile ({'; '.join(course)}): it was "
                 "made another way (e.g. `train --per-class`, or a split file of its own)")
     return None
@@ -606,7 +609,7 @@ def _record_matches(run_dir: Path) -> bool:
     if not isinstance(recorded, dict):  # the teacher's hashes of the files an import does not change
         teacher = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
         recorded = {name: digest for name, digest in teacher.items()
-                    if name in RECORDED and name != run_folder.settings_path(run_dir).name}
+                    if name in RECORDED and name != storage.settings_path(run_dir).name}
     if set(recorded) - set(RECORDED) or not recorded:
         return False
     try:

@@ -1,10 +1,10 @@
 """Training a recipe on a split into a run folder: resumable, atomic, device-aware, and honest about its weights.
 
-A run folder (`helpers.run_folder`) holds everything needed to evaluate or resume it. For resuming, its checkpoints
+A run folder (`helpers.engine.storage`) holds everything needed to evaluate or resume it. For resuming, its checkpoints
 hold the newest epoch's full model (weights and optimizer) and the weights alone of that epoch, of the one before
 (the fall-back) and of the best one: about 0.6 GB for ResNet50, not 1.2 GB (benchmarks/README.md). Resuming from the
 fall-back restarts the optimizer. A recipe that keeps its last epoch (Paper B) keeps the two newest full models
-instead. `helpers.resume` decides whether a folder's run is the one asked for and restores its progress.
+instead. `helpers.engine.resume` decides whether a folder's run is the one asked for and restores its progress.
 
 Re-running the same call continues after the last finished epoch (a Colab disconnect, a kill). Every file is
 written to a temporary name and renamed into place, so an interruption leaves the previous good state.
@@ -46,8 +46,10 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from helpers import config, distribute, files, models, resume, run_folder, sharing
-from helpers.callbacks import StopRequest, StopWhenAsked, epoch_metrics, sigterm_stops
+from helpers import config, models
+from helpers.engine import distribute, locks, resume, sharing, storage
+from helpers.engine.callbacks import StopRequest, StopWhenAsked, epoch_metrics, sigterm_stops
+from helpers.engine.storage import RunSettings
 from helpers.pipeline import build_dataset, datasets_from_split, left_out_line, unreadable_files
 from helpers.recipes import SCRATCH_BATCHNORM_MOMENTUM, Recipe, split_epochs
 
@@ -89,24 +91,23 @@ def profile_epochs(recipe: Recipe, profile: config.Profile) -> int:
 
 
 def plan_settings(recipe: Recipe, split: pd.DataFrame, classes, data_root, *, repeat: int = 0, epochs=None,
-                  image_size=None, batch_size=None, weights=None, seed: int = 0) -> dict:
+                  image_size=None, batch_size=None, weights=None, seed: int = 0) -> RunSettings:
     """What is asked for: the recipe's sizes shrunk to the active profile's (fast, demo) unless given."""
     profile = config.active_profile()
-    image_size = positive("image_size", image_size, min(recipe.image_size, profile.image_size))
+    image_size = positive("image_size", image_size, recipe.image_size_under(profile))
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 (ResNet50 shrinks its input 32-fold); found {image_size}")
     part = split[split["repeat"] == repeat]
     if part.empty or not (part["split"] == "train").any():
         raise ValueError(f"the split has no training images for repeat {repeat}; "
                          f"it has repeats {sorted(split['repeat'].unique())}")
-    return {
-        "recipe": recipe.to_dict(), "classes": list(classes), "data_root": str(Path(data_root).resolve()),
-        "split_fingerprint": resume.repeat_fingerprint(split, repeat), "repeat": int(repeat), "image_size": image_size,
-        "epochs": positive("epochs", epochs, min(recipe.epochs, profile_epochs(recipe, profile))),
-        "batch_size": positive("batch_size", batch_size, min(recipe.batch_size, profile.batch_size)),
-        "weights_requested": weights or profile.weights, "seed": int(seed),
-        "monitored_on": "val" if (part["split"] == "val").any() else "test",
-    }
+    return RunSettings(
+        recipe=recipe.to_dict(), classes=list(classes), data_root=str(Path(data_root).resolve()),
+        split_fingerprint=resume.repeat_fingerprint(split, repeat), repeat=int(repeat), image_size=image_size,
+        epochs=positive("epochs", epochs, min(recipe.epochs, profile_epochs(recipe, profile))),
+        batch_size=positive("batch_size", batch_size, min(recipe.batch_size, profile.batch_size)),
+        weights_requested=weights or profile.weights, seed=int(seed),
+        monitored_on="val" if (part["split"] == "val").any() else "test")
 
 
 def _skipped_by_scan(skipped, data_root) -> dict:
@@ -122,16 +123,16 @@ def _skipped_by_scan(skipped, data_root) -> dict:
 
 def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, repeat: int = 0, epochs=None,
           image_size=None, batch_size=None, weights=None, seed: int = 0, callbacks=(), log=print,
-          skipped=(), record: dict | None = None) -> run_folder.Run:
+          skipped=(), record: dict | None = None) -> RunSettings:
     """Train `recipe` on repeat `repeat` of `split` (a table from `helpers.splits`, with image paths under
-    `data_root`) into `run_dir`, or resume it there; returns the `Run`.
+    `data_root`) into `run_dir`, or resume it there; returns its settings (`helpers.runs.Run` reads the folder).
 
     Sizes default to the recipe's, shrunk to the active profile's; weights to the profile's ("imagenet", or
     "none" in the fast profile). Without validation images (Paper B's sub-samples) the test part is watched
     during training but nothing is selected on it: the recipe must keep its last epoch.
 
     The machine's device policy (`config.device_policy`) decides the numerics and the devices: on several, each
-    replica takes `batch_size` images a step (`helpers.distribute`). Among several workers (TF_CONFIG) only the chief
+    replica takes `batch_size` images a step (`engine.distribute`). Among several workers (TF_CONFIG) only the chief
     writes `run_dir`; the others read it to resume, and return their run unfinished (`Run.finished`).
 
     `skipped` is the scan's list of files it could not read ({"path": relpath, "reason"}, `ScanResult.skipped`):
@@ -143,38 +144,37 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     run_dir = Path(run_dir)
     settings = plan_settings(recipe, split, classes, data_root, repeat=repeat, epochs=epochs,
                              image_size=image_size, batch_size=batch_size, weights=weights, seed=seed)
-    settings.update(record or {})
-    settings["unreadable_files"] = _skipped_by_scan(skipped, data_root)
-    if settings["monitored_on"] == "test" and recipe.select_best:
+    policy = config.device_policy()
+    settings = settings.but(**(record or {}), unreadable_files=_skipped_by_scan(skipped, data_root),
+                            global_batch_size=policy.global_batch(settings.batch_size))
+    if settings.monitored_on == "test" and recipe.select_best:
         raise ValueError(f"recipe {recipe.name} selects its best epoch on validation images, and this split has "
                          "none; use a split with a validation part, or a recipe that keeps its last epoch")
-    policy = config.device_policy()
-    settings["global_batch_size"] = policy.global_batch(settings["batch_size"])
     # One trainer per run folder: taken before anything in it is read to decide what to do (workers other than the
     # chief only read it). A run loaded to evaluate or predict takes no lock.
-    with files.folder_lock(run_dir, log=log) if config.is_chief() else contextlib.nullcontext():
+    with locks.folder_lock(run_dir, log=log) if config.is_chief() else contextlib.nullcontext():
         previous = resume.existing_run(run_dir, settings, split, log)
-        if previous is not None and previous.get("finished"):
+        if previous is not None and previous.finished:
             source = sharing.imported_from(run_dir)
             log(f"Using the run imported from {source} ({run_dir}); nothing to train." if source else
                 f"{run_dir} is already trained; nothing to do.")
-            return run_folder.Run(run_dir, previous)
-        log(f"Device policy: {policy.reason}" + (f"; global batch {settings['global_batch_size']} = "
-                                                 f"{policy.replicas} replicas × {settings['batch_size']}"
+            return previous
+        log(f"Device policy: {policy.reason}" + (f"; global batch {settings.global_batch_size} = "
+                                                 f"{policy.replicas} replicas × {settings.batch_size}"
                                                  if policy.replicas > 1 else ""))
         # First: a multi-worker strategy must be made before any other TensorFlow operation.
         devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
-        saved = run_folder.read_states(run_dir) if previous is not None else []
+        saved = storage.read_states(run_dir) if previous is not None else []
         # Before any variable is made:
         distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)
-        if settings["weights_requested"] == "imagenet":  # asked once per process, and before seeding: the question
+        if settings.weights_requested == "imagenet":  # asked once per process, and before seeding: the question
             models.imagenet_unavailable()  # builds a ResNet50, whose draws would otherwise shift the first build's
         keras.utils.set_random_seed(seed)  # initial weights only (a run's weights must depend on its seed alone)
         stop = StopRequest()
         try:  # SIGTERM and Ctrl-C: the last finished epoch's checkpoint stays the run's state, and one line says so
             with sigterm_stops(stop), distribute.global_dtype_policy(policy.dtype_policy):
-                model, state = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
-                data = datasets_from_split(split, classes, settings["image_size"], settings["global_batch_size"],
+                model, state, settings = _build_or_resume(run_dir, settings, previous, saved, recipe, devices, log)
+                data = datasets_from_split(split, classes, settings.image_size, settings.global_batch_size,
                                            repeat=repeat, flip=recipe.flip, seed=seed, progress=True,
                                            normalisation=models.fed_normalisation(model, recipe.normalisation),
                                            replicas=policy.replicas)
@@ -189,50 +189,52 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
         except KeyboardInterrupt:
             raise _interrupted(run_dir, settings, stop.signal_number or signal.SIGINT) from None
     distribute.wait_for_every_worker(devices.strategy)
-    return run_folder.Run(run_dir, settings)
+    return settings
 
 
-def _build_or_resume(run_dir: Path, settings: dict, previous, saved: list, recipe: Recipe, devices: _Devices, log):
-    """(model, state): the checkpoint of the last finished epoch in `saved` (or the one before, if that one is
-    unreadable), or a newly built model and state None. Only the writer of the run folder tidies it; with no readable
-    checkpoint of those `saved` names it stops (`RunFolderError`): deleting them would lose every finished epoch."""
+def _build_or_resume(run_dir: Path, settings: RunSettings, previous, saved: list, recipe: Recipe, devices: _Devices,
+                     log):
+    """(model, state, settings with the weights used): the checkpoint of the last finished epoch in `saved` (or the
+    one before, if that one is unreadable), or a newly built model and state None. Only the writer of the run folder
+    tidies it; with no readable checkpoint of those `saved` names it stops (`RunFolderError`): deleting them would lose
+    every finished epoch."""
     if devices.writes:  # half-written files of a killed process
-        run_folder.remove_leftovers(run_dir)
+        storage.remove_leftovers(run_dir)
     with devices.strategy.scope():
         for state in saved:
-            weights_only = state["checkpoint"] == run_folder.weights_name(state["epochs_done"])  # the fall-back
+            weights_only = state["checkpoint"] == storage.weights_name(state["epochs_done"])  # the fall-back
             try:
                 model = (_weights_only_model(run_dir, state["epochs_done"], settings, previous, recipe,
                                              devices.policy)
-                         if weights_only else run_folder.load_checkpoint(run_dir, state["checkpoint"]))
+                         if weights_only else storage.load_checkpoint(run_dir, state["checkpoint"]))
             except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, whatever Keras calls it
                 log(f"Checkpoint {state['checkpoint']} could not be read ({config.first_line(exc)}); "
                     "trying the one before.")
                 continue
             model.jit_compile = devices.policy.xla  # the saved compile settings would leave it to "auto"
             distribute.allow_multi_worker_fit(model, devices.strategy)
-            settings.update({k: previous[k] for k in ("weights_used", "weights_fallback_reason")})
+            settings = settings.but(weights_used=previous.weights_used,
+                                    weights_fallback_reason=previous.weights_fallback_reason)
             log(f"Resuming {run_dir} after epoch {state['epochs_done']}." + (
                 " Its checkpoint holds the weights only: optimizer state restarted." if weights_only else ""))
-            return model, {**state, "weights_only": True} if weights_only else state
+            return model, {**state, "weights_only": True} if weights_only else state, settings
         if saved:
-            checkpoints = run_folder.checkpoints(run_dir)
-            raise run_folder.damaged(checkpoints / saved[0]["checkpoint"], run_dir,
+            checkpoints = storage.checkpoints(run_dir)
+            raise storage.damaged(checkpoints / saved[0]["checkpoint"], run_dir,
                                      "cut short or damaged, and so is the one before it" if len(saved) > 1
                                      else "cut short or damaged; there is none before it",
                                      f"delete the folder {checkpoints} to train the run from its first epoch, or "
                                      f"the folder {run_dir} to start it again")
         if previous is not None:
-            log(f"No checkpoint in {run_folder.checkpoints(run_dir)}: training {run_dir} from its first epoch.")
+            log(f"No checkpoint in {storage.checkpoints(run_dir)}: training {run_dir} from its first epoch.")
         if devices.writes:
-            run_folder.remove_checkpoints(run_dir)
-            run_folder.write_history(run_dir, [])
+            storage.remove_checkpoints(run_dir)
+            storage.write_history(run_dir, [])
         model, weights_used, fallback = _fresh_model(recipe, settings, devices, log)
-    settings.update({"weights_used": weights_used, "weights_fallback_reason": fallback})
     if weights_used == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
     distribute.allow_multi_worker_fit(model, devices.strategy)
-    return model, None
+    return model, None, settings.but(weights_used=weights_used, weights_fallback_reason=fallback)
 
 
 # The last model this process built for a new run, kept so that the next run of the same architecture, classes,
@@ -246,13 +248,13 @@ def forget_kept_model() -> None:
     _KEPT.clear()
 
 
-def _fresh_model(recipe: Recipe, settings: dict, devices: _Devices, log):
+def _fresh_model(recipe: Recipe, settings: RunSettings, devices: _Devices, log):
     """(model, weights used, fallback reason) for a run's first epoch: the kept model with its initial weights put
     back, or a new build. A kept model trains exactly as a new one (tested): same weights, optimizer restarted by
     `_configure_phase`. Models with random layers (dropout draws from a generator that has moved on) and several
     workers (each would have to agree) are never kept."""
-    key = (recipe.head, recipe.backbone, recipe.dropout, len(settings["classes"]), settings["image_size"],
-           settings["weights_requested"], settings["seed"], repr(devices.policy), id(devices.strategy))
+    key = (recipe.head, recipe.backbone, recipe.dropout, len(settings.classes), settings.image_size,
+           settings.weights_requested, settings.seed, repr(devices.policy), id(devices.strategy))
     if _KEPT.get("key") == key:
         _KEPT["model"].set_weights(_KEPT["initial_weights"])
         log("Reusing the model built and traced for the previous run of this architecture, its weights reset to "
@@ -260,7 +262,7 @@ def _fresh_model(recipe: Recipe, settings: dict, devices: _Devices, log):
         return _KEPT["model"], _KEPT["weights_used"], _KEPT["fallback"]
     _KEPT.clear()  # one model at a time: a ResNet50 with Adam's slots is about 300 MB
     built = models.build_model(
-        recipe.head, len(settings["classes"]), settings["image_size"], settings["weights_requested"],
+        recipe.head, len(settings.classes), settings.image_size, settings.weights_requested,
         recipe.dropout, backbone=recipe.backbone, pixel_inputs=pixel_inputs(recipe, devices.policy))
     model, weights_used, fallback = built.model, built.weights_used, built.fallback_reason
     if devices.policy.workers == 1 and not models.has_random_layers(model):
@@ -275,54 +277,53 @@ def pixel_inputs(recipe: Recipe, policy: config.DevicePolicy) -> str | None:
     return recipe.normalisation if policy.uint8_inputs and recipe.backbone in models.PIXEL_INPUT_BACKBONES else None
 
 
-def _weights_only_model(run_dir: Path, epoch: int, settings: dict, previous: dict, recipe: Recipe,
+def _weights_only_model(run_dir: Path, epoch: int, settings: RunSettings, previous: RunSettings, recipe: Recipe,
                         policy: config.DevicePolicy):
     """The recipe's model with the weights of a weights-only checkpoint (the fall-back); `_fit_phases` compiles it
     with a new optimizer. Built without downloading anything: every weight is then read from the file."""
-    model = models.build_model(recipe.head, len(settings["classes"]), settings["image_size"], "none",
+    model = models.build_model(recipe.head, len(settings.classes), settings.image_size, "none",
                                recipe.dropout, backbone=recipe.backbone,
                                pixel_inputs=pixel_inputs(recipe, policy)).model
-    if previous["weights_used"] == "none":
+    if previous.weights_used == "none":
         models.set_batchnorm_momentum(model, SCRATCH_BATCHNORM_MOMENTUM)
-    run_folder.load_epoch_weights(model, run_dir, epoch)
+    storage.load_epoch_weights(model, run_dir, epoch)
     return model
 
 
-def _record_start(run_dir: Path, split: pd.DataFrame, settings: dict, recipe: Recipe, devices: _Devices) -> dict:
+def _record_start(run_dir: Path, split: pd.DataFrame, settings: RunSettings, recipe: Recipe,
+                  devices: _Devices) -> RunSettings:
     """Write the split, then the settings (in that order: settings.json marks a folder as a complete run)."""
-    pretrained = settings["weights_used"] != "none"
-    warmup, main = split_epochs(recipe, settings["epochs"], pretrained)
-    settings = {
-        **settings, "pretrained": pretrained, "warmup_epochs": warmup, "main_epochs": main,
-        "learning_rate": recipe.learning_rate if pretrained else recipe.scratch_learning_rate,
-        "class_weights": _class_weights(split, settings["classes"], settings["repeat"]) if recipe.class_weights
-        else None,
-        "batchnorm": ("inference mode while fine-tuning" if pretrained and recipe.freeze_batchnorm
-                      else "trainable" if pretrained
-                      else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data "
-                           + ("after every epoch, before it is scored" if scores_as_saved({"pretrained": False}, recipe)
-                              else "after training")),
-        "profile": config.active_profile().name, "profile_reason": config.active_profile().reason,
-        "device_policy": devices.policy.to_dict(),
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
-        "finished": False,
-    }
+    pretrained = settings.weights_used != "none"
+    warmup, main = split_epochs(recipe, settings.epochs, pretrained)
+    settings = settings.but(
+        pretrained=pretrained, warmup_epochs=warmup, main_epochs=main,
+        learning_rate=recipe.learning_rate if pretrained else recipe.scratch_learning_rate,
+        class_weights=_class_weights(split, settings.classes, settings.repeat) if recipe.class_weights else None,
+        batchnorm=("inference mode while fine-tuning" if pretrained and recipe.freeze_batchnorm
+                   else "trainable" if pretrained
+                   else f"momentum {SCRATCH_BATCHNORM_MOMENTUM}, re-estimated on training data "
+                        + ("after every epoch, before it is scored" if recipe.select_best or recipe.early_stopping
+                           else "after training")),
+        profile=config.active_profile().name, profile_reason=config.active_profile().reason,
+        device_policy=devices.policy.to_dict(),
+        versions={"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
+        finished=False)
     if devices.writes:
-        run_folder.write_split(run_dir, split)
-        run_folder.write_settings(run_dir, settings)
+        storage.write_split(run_dir, split)
+        storage.write_settings(run_dir, settings)
     return settings
 
 
-def _fit_phases(model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, state, devices: _Devices, callbacks,
-                run_dir, log):
+def _fit_phases(model, data, split: pd.DataFrame, settings: RunSettings, recipe: Recipe, state, devices: _Devices,
+                callbacks, run_dir, log):
     """The warm-up (backbone frozen) and the main phase, each continued from `state` where it was left."""
-    warmup, main = settings["warmup_epochs"], settings["main_epochs"]
+    warmup, main = settings.warmup_epochs, settings.main_epochs
     progress = resume.Progress(run_dir, settings, recipe, state, devices.writes, log)
-    watched = data[settings["monitored_on"]]
+    watched = data[settings.monitored_on]
     validation, twin = [], None  # several replicas: their BatchNorm statistics averaged, a one-device copy validating
     if devices.policy.replicas > 1:
         twin = distribute.one_device_copy(model)
-        twin.compile(loss="categorical_crossentropy", metrics=epoch_metrics(len(settings["classes"])),
+        twin.compile(loss="categorical_crossentropy", metrics=epoch_metrics(len(settings.classes)),
                      run_eagerly=devices.policy.eager)
         validation = [distribute.AverageBatchNormStatistics(devices.strategy),
                       distribute.ValidateOnOneDevice(twin, watched, devices.strategy, progress.stop_training_clock)]
@@ -336,13 +337,13 @@ def _fit_phases(model, data, split: pd.DataFrame, settings: dict, recipe: Recipe
             continue
         if not (state is not None and state["phase"] == phase and done > first and not state.get("weights_only")):
             with devices.strategy.scope():  # a phase begins (or the state is of the other phase): set it up
-                _configure_phase(model, recipe, phase, settings["pretrained"], devices.policy,
-                                 len(settings["classes"]))
+                _configure_phase(model, recipe, phase, settings.pretrained, devices.policy,
+                                 len(settings.classes))
         log(f"{phase}: epochs {done + 1}–{last} of {warmup + main}")
         progress.phase = phase
         model.fit(data["train"], validation_data=None if devices.policy.replicas > 1 else watched,
                   initial_epoch=done, epochs=last,
-                  class_weight=_as_class_weight(settings["class_weights"], settings["classes"]),
+                  class_weight=_as_class_weight(settings.class_weights, settings.classes),
                   verbose="auto", shuffle=False,  # the tf.data pipeline shuffles
                   callbacks=[*validation, *progress.callbacks(phase), *callbacks])
         if progress.epochs_done < last:  # stopped early
@@ -350,25 +351,25 @@ def _fit_phases(model, data, split: pd.DataFrame, settings: dict, recipe: Recipe
     if not devices.writes:  # another worker: the chief keeps the best epoch
         return model
     if recipe.select_best and progress.best_epoch is not None and progress.best_epoch != progress.epochs_done:
-        run_folder.load_epoch_weights(model, run_dir, progress.best_epoch)
+        storage.load_epoch_weights(model, run_dir, progress.best_epoch)
     if recipe.select_best and progress.best_epoch is not None:
-        log(kept_epoch_line(progress.rows, progress.best_epoch, settings["monitored_on"]))
+        log(kept_epoch_line(progress.rows, progress.best_epoch, settings.monitored_on))
     return model
 
 
-def scores_as_saved(settings: dict, recipe: Recipe) -> bool:
+def scores_as_saved(settings: RunSettings, recipe: Recipe) -> bool:
     """Whether every epoch is scored with its BatchNorm statistics re-estimated (`ValidateAsSaved`): random-init runs
     whose epochs' figures decide something (the kept epoch, early stopping). A keep-last recipe (Paper B) is
     re-estimated once, after training: re-estimating every epoch would only cost it time."""
-    return not settings["pretrained"] and (recipe.select_best or recipe.early_stopping)
+    return not settings.pretrained and (recipe.select_best or recipe.early_stopping)
 
 
-def reference_dataset(split: pd.DataFrame, settings: dict, recipe: Recipe, model):
+def reference_dataset(split: pd.DataFrame, settings: RunSettings, recipe: Recipe, model):
     """The run's training images, in order, without augmentation: what BatchNorm statistics are re-estimated on,
     after every epoch and at the end alike (the same batches, so the same statistics for the same weights)."""
-    rows = split[(split["split"] == "train") & (split["repeat"] == settings["repeat"])]
-    return build_dataset(rows["path"], rows["label"].map(settings["classes"].index), len(settings["classes"]),
-                         settings["image_size"], settings["batch_size"],
+    rows = split[(split["split"] == "train") & (split["repeat"] == settings.repeat)]
+    return build_dataset(rows["path"], rows["label"].map(settings.classes.index), len(settings.classes),
+                         settings.image_size, settings.batch_size,
                          normalisation=models.fed_normalisation(model, recipe.normalisation))
 
 
@@ -412,11 +413,11 @@ class ValidateAsSaved(keras.callbacks.Callback):
             logs["reestimation_seconds"] = round(time.perf_counter() - started, 2)
 
 
-def kept_row(history: pd.DataFrame, settings: dict, recipe: Recipe):
+def kept_row(history: pd.DataFrame, settings: RunSettings, recipe: Recipe):
     """The history row of the epoch the run keeps (its best by the monitored loss, or its last), or None."""
     if history.empty:
         return None
-    loss = f"{settings['monitored_on']}_loss"
+    loss = f"{settings.monitored_on}_loss"
     if recipe.select_best and loss in history:
         return history.loc[history[loss].idxmin()]
     return history.iloc[-1]
@@ -436,37 +437,39 @@ def kept_epoch_line(rows: list, best_epoch: int, monitored: str) -> str:
             f"the last, epoch {len(rows)}: {figures(last)}.")
 
 
-def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: dict, recipe: Recipe, log) -> dict:
+def _finish(run_dir: Path, model, data, split: pd.DataFrame, settings: RunSettings, recipe: Recipe, log) -> RunSettings:
     """Score the final model on the monitored part (before and after BatchNorm re-estimation for random-init
     backbones), save it for inference, mark the run finished, and remove the resume checkpoints. A model trained on
     several devices is first copied to one: what is scored is what is saved, each image counted once."""
     eager = bool(model.run_eagerly)  # as the policy compiled it (CXR_EAGER=1): then no tracing here either
     if model.distribute_strategy.num_replicas_in_sync > 1:
         model = distribute.one_device_copy(model)
-    monitored = settings["monitored_on"]
+    monitored = settings.monitored_on
     scores = {}
-    history = run_folder.read_history(run_dir)
-    if not settings["pretrained"]:
+    history = storage.read_history(run_dir)
+    if not settings.pretrained:
         before = kept_row(history, settings, recipe)  # scored at its epoch's end, before its statistics were replaced
+        reference = reference_dataset(split, settings, recipe, model)
         if before is not None and f"{monitored}_loss_as_trained" in before:
+            # Re-estimated at that epoch's end (`ValidateAsSaved`) and saved with its weights: a second pass over the
+            # same batches would give the same statistics again (it took 13 s a run in the demo's 03).
             scores[f"{monitored}_before_batchnorm_reestimation"] = {
                 "loss": round(float(before[f"{monitored}_loss_as_trained"]), 4),
                 "accuracy": round(float(before[f"{monitored}_accuracy_as_trained"]), 4)}
+            batches = int(reference.cardinality())  # what that pass went through
         else:  # a keep-last recipe: its statistics are as trained until now
             scores[f"{monitored}_before_batchnorm_reestimation"] = evaluate(model, data[monitored])
-        reference = reference_dataset(split, settings, recipe, model)  # again: the same figures, as tested
-        settings["batchnorm_reestimation_batches"] = models.reestimate_batchnorm(model, reference, traced=not eager)
+            batches = models.reestimate_batchnorm(model, reference, traced=not eager)
+        settings = settings.but(batchnorm_reestimation_batches=batches)
     scores[monitored] = evaluate(model, data[monitored])
-    run_folder.save_model(model, run_dir)
-    settings.update({
-        "scores": scores, "epochs_run": int(len(history)),
-        "stopped_early": bool(len(history) < settings["warmup_epochs"] + settings["main_epochs"]),
-        "train_seconds": round(float(history["train_seconds"].iloc[-1]), 1),
-        "unreadable_files": {**settings.get("unreadable_files", {}), **unreadable_files(split["path"])},
-        "finished": True,
-    })
-    run_folder.write_settings(run_dir, settings)
-    run_folder.remove_checkpoints(run_dir)
+    storage.save_model(model, run_dir)
+    settings = settings.but(
+        scores=scores, epochs_run=int(len(history)),
+        stopped_early=bool(len(history) < settings.warmup_epochs + settings.main_epochs),
+        train_seconds=round(float(history["train_seconds"].iloc[-1]), 1),
+        unreadable_files={**settings.unreadable_files, **unreadable_files(split["path"])}, finished=True)
+    storage.write_settings(run_dir, settings)
+    storage.remove_checkpoints(run_dir)
     log(f"Finished {run_dir}: {monitored} accuracy {scores[monitored]['accuracy']:.3f}.")
     return settings
 
@@ -524,10 +527,10 @@ def _as_class_weight(by_name, classes):
     return {i: by_name.get(c, 1.0) for i, c in enumerate(classes)} if by_name else None
 
 
-def _interrupted(run_dir: Path, settings: dict, signal_number: int) -> TrainingInterrupted:
+def _interrupted(run_dir: Path, settings: RunSettings, signal_number: int) -> TrainingInterrupted:
     """The one line for a run stopped by `signal_number`: the epochs its saved state keeps, and how to go on."""
-    kept = run_folder.epochs_kept(run_dir)
-    total = settings["warmup_epochs"] + settings["main_epochs"]
+    kept = storage.epochs_kept(run_dir)
+    total = settings.warmup_epochs + settings.main_epochs
     how = "SIGTERM" if signal_number == signal.SIGTERM else "Ctrl-C (SIGINT)"
     if kept == 0:
         return TrainingInterrupted(f"Stopped by {how} during epoch 1: run {run_dir} has no finished epoch yet; run "

@@ -2,7 +2,7 @@
 epoch, early stopping's count), restored from its saved state and saved again after every epoch.
 
 A folder holding another run is refused, saying what differs; a damaged file stops the run with its name
-(`run_folder.RunFolderError`): a typo must never delete finished epochs.
+(`storage.RunFolderError`): a typo must never delete finished epochs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import callbacks, config, run_folder
+from helpers import config
+from helpers.engine import callbacks, storage
+from helpers.engine.storage import RunSettings
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint
 
@@ -33,25 +35,25 @@ def repeat_fingerprint(split: pd.DataFrame, repeat: int) -> str:
     return fingerprint(split[split["repeat"] == repeat])
 
 
-def differences(old: dict, new: dict) -> list[str]:
+def differences(old: RunSettings, new: RunSettings) -> list[str]:
     """The identity settings two runs disagree on, each as "name: old → new" (the split in words: its fingerprint
     is a hash that tells a reader nothing)."""
-    return [SPLIT_CHANGED if key == "split_fingerprint" else f"{key}: {old.get(key)!r} → {new.get(key)!r}"
-            for key in IDENTITY if old.get(key) != new.get(key)]
+    return [SPLIT_CHANGED if key == "split_fingerprint" else f"{key}: {getattr(old, key)!r} → {getattr(new, key)!r}"
+            for key in IDENTITY if getattr(old, key) != getattr(new, key)]
 
 
 SPLIT_CHANGED = ("the split: its images differ from those the run was trained on (files added, removed or changed "
                  "since, or another split mode, task or seed)")
 
 
-def existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
+def existing_run(run_dir: Path, settings: RunSettings, split: pd.DataFrame, log):
     """The settings of the run already in `run_dir`, None for an empty (or never started) folder.
 
     A folder without settings.json (a command that failed half-way) is started again; one holding a different run is
     refused, saying what differs; one whose settings.json, split.csv (once an epoch was saved) or finished run's
     model.keras is there but unreadable, or missing, stops with `RunFolderError`: a typo must not delete work.
     """
-    previous = run_folder.read_settings(run_dir)
+    previous = storage.read_settings(run_dir)
     if previous is None:
         if run_dir.exists() and any(run_dir.iterdir()):
             log(f"{run_dir} holds no complete run (no settings.json): starting it afresh.")
@@ -62,47 +64,47 @@ def existing_run(run_dir: Path, settings: dict, split: pd.DataFrame, log):
     if changed:
         raise RunSettingsError(f"{run_dir} holds a different run; what differs: {'; '.join(changed)}. "
                                "Use another output folder, or delete this one to start over.")
-    split_problem = _split_file_problem(run_dir, settings, previous["split_fingerprint"])
+    split_problem = _split_file_problem(run_dir, settings, previous.split_fingerprint)
     if split_problem:
-        if previous.get("finished") or run_folder.has_trained(run_dir):
+        if previous.finished or storage.has_trained(run_dir):
             # epochs that must not be trained over
-            raise run_folder.damaged(run_folder.split_path(run_dir), run_dir, split_problem)
+            raise storage.damaged(storage.split_path(run_dir), run_dir, split_problem)
         log(f"{run_dir}'s split.csv is not usable ({split_problem}) and no epoch was saved: starting the run afresh.")
         return None
-    if previous.get("finished"):
+    if previous.finished:
         _check_finished(run_dir, previous)
-    started_with = previous.get("global_batch_size", previous["batch_size"])  # runs before several devices: one
-    if not previous.get("finished") and started_with != settings["global_batch_size"]:
+    started_with = previous.global_batch_size or previous.batch_size  # runs before several devices: one
+    if not previous.finished and started_with != settings.global_batch_size:
         raise RunSettingsError(
-            f"{run_dir} was training with a global batch of {started_with} ({previous['batch_size']} per device), and "
-            f"this machine would continue it with {settings['global_batch_size']}: resume it on as many devices as "
+            f"{run_dir} was training with a global batch of {started_with} ({previous.batch_size} per device), and "
+            f"this machine would continue it with {settings.global_batch_size}: resume it on as many devices as "
             "it started on, or train into another folder")
     return previous
 
 
-def _split_file_problem(run_dir: Path, settings: dict, fingerprint: str) -> str | None:
+def _split_file_problem(run_dir: Path, settings: RunSettings, fingerprint: str) -> str | None:
     """Why a run folder's split.csv is not the split its settings.json records (missing, unreadable, edited), or
     None. settings.json is written after split.csv, so with both there a mismatch is damage, not a half-done start."""
-    if not run_folder.split_path(run_dir).exists():
+    if not storage.split_path(run_dir).exists():
         return "missing"
     try:
-        saved = run_folder.read_split(run_dir, settings["data_root"])
+        saved = storage.read_split(run_dir, settings.data_root)
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
         return config.first_line(exc)
-    if repeat_fingerprint(saved, settings["repeat"]) != fingerprint:
+    if repeat_fingerprint(saved, settings.repeat) != fingerprint:
         return "its rows are not the split its settings.json records: cut short or edited"
     return None
 
 
-def _images_changed(run_dir: Path, split: pd.DataFrame, settings: dict, shown: int = 3) -> str:
+def _images_changed(run_dir: Path, split: pd.DataFrame, settings: RunSettings, shown: int = 3) -> str:
     """The images that differ between the split the run saved and `split`, by relpath (up to `shown` of each kind,
     then a count), as " [removed …; added …]": a user who deleted one training image must be told which. Empty when
     the saved split cannot be read."""
     try:
-        old = run_folder.read_split(run_dir, settings["data_root"])
+        old = storage.read_split(run_dir, settings.data_root)
     except (OSError, ValueError, pd.errors.ParserError):  # EmptyDataError is a ValueError
         return ""
-    old, new = (s[s["repeat"] == settings["repeat"]].drop_duplicates("relpath").set_index("relpath")
+    old, new = (s[s["repeat"] == settings.repeat].drop_duplicates("relpath").set_index("relpath")
                 for s in (old, split))
     both = old.index.intersection(new.index)
     changed = [p for p in both if pd.notna(old.at[p, "content_hash"]) and "content_hash" in new
@@ -116,19 +118,19 @@ def _images_changed(run_dir: Path, split: pd.DataFrame, settings: dict, shown: i
     return f" [{'; '.join(listed)}]" if listed else ""
 
 
-def _check_finished(run_dir: Path, settings: dict) -> None:
+def _check_finished(run_dir: Path, settings: RunSettings) -> None:
     """A run that says it is finished has what `_finish` wrote: its scores and a whole model.keras."""
-    path = run_folder.settings_path(run_dir)
-    missing = [key for key in ("scores", "epochs_run", "pretrained", "weights_used") if key not in settings]
-    if missing or settings.get("monitored_on", "val") not in settings["scores"]:
-        raise run_folder.damaged(
+    path = storage.settings_path(run_dir)
+    missing = [key for key in ("scores", "epochs_run", "pretrained", "weights_used") if getattr(settings, key) is None]
+    if missing or settings.monitored_on not in settings.scores:
+        raise storage.damaged(
             path, run_dir, f"it says finished but has no {', '.join(missing) or 'scores of its part'}: "
                            "edited by hand, or written by an older version",
             f'set "finished" back to false to resume the run, or delete the folder {run_dir} to start the '
                       "run again")
-    problem = run_folder.model_file_problem(run_folder.model_path(run_dir))
+    problem = storage.model_file_problem(storage.model_path(run_dir))
     if problem:
-        raise run_folder.damaged(run_folder.model_path(run_dir), run_dir, problem,
+        raise storage.damaged(storage.model_path(run_dir), run_dir, problem,
                       f"delete the folder {run_dir} to train the run again")
 
 
@@ -140,7 +142,7 @@ class Progress:
     """What a run has done so far (epochs, history rows, the best epoch, early stopping's count), restored from
     a saved state and saved again, atomically, after every epoch."""
 
-    def __init__(self, run_dir: Path, settings: dict, recipe: Recipe, state, writes: bool, log):
+    def __init__(self, run_dir: Path, settings: RunSettings, recipe: Recipe, state, writes: bool, log):
         self.run_dir, self.settings, self.recipe, self.writes, self.log = run_dir, settings, recipe, writes, log
         self.state = state or {}
         self.rows = list(self.state.get("history", []))[: self.state.get("epochs_done")]  # older states: one too many
@@ -149,7 +151,7 @@ class Progress:
         self.phase = self.state.get("phase")
         self.timing = None
         if writes:
-            run_folder.write_history(run_dir, self.rows)  # drops any row of an epoch the state does not know
+            storage.write_history(run_dir, self.rows)  # drops any row of an epoch the state does not know
 
     @property
     def epochs_done(self) -> int:
@@ -159,12 +161,12 @@ class Progress:
         self.timing = callbacks.Timing(progress_rows=self.rows)
         found = [self.timing, SaveEpoch(self)]
         if phase == "main" and self.recipe.early_stopping:
-            main_rows = self.rows[self.settings["warmup_epochs"]:]
+            main_rows = self.rows[self.settings.warmup_epochs:]
             found.append(callbacks.ResumableEarlyStopping(self.recipe.patience, main_rows, self._monitored("loss")))
         return found
 
     def _monitored(self, metric: str) -> str:
-        return f"{self.settings['monitored_on']}_{metric}"
+        return f"{self.settings.monitored_on}_{metric}"
 
     def stop_training_clock(self) -> None:
         """The epoch's training is over (validation begins): for validation that Keras does not run itself."""
@@ -193,15 +195,15 @@ class Progress:
         if self.state:  # the state as it was (its own rows, not the list that grows), named by its weights alone
             previous = {**{k: v for k, v in self.state.items() if k not in ("previous", "weights_only")},
                         "history": copy.deepcopy(self.rows)}
-            if run_folder.has_weights(self.run_dir, previous["epochs_done"]):  # not in older versions' runs
-                previous["checkpoint"] = run_folder.weights_name(previous["epochs_done"])
+            if storage.has_weights(self.run_dir, previous["epochs_done"]):  # not in older versions' runs
+                previous["checkpoint"] = storage.weights_name(previous["epochs_done"])
         self.rows.append(row)
         self.state = {"phase": self.phase, "epochs_done": epoch + 1, "history": self.rows,
                       "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
-        self.state["checkpoint"] = run_folder.save_checkpoint(model, self.run_dir, epoch + 1,
+        self.state["checkpoint"] = storage.save_checkpoint(model, self.run_dir, epoch + 1,
                                                               {**self.state, "previous": previous},
                                                               keep_weights=self.recipe.select_best)
-        run_folder.write_history(self.run_dir, self.rows)
+        storage.write_history(self.run_dir, self.rows)
 
 
 class SaveEpoch(keras.callbacks.Callback):

@@ -15,13 +15,12 @@ finished ones: a renamed file is renamed everywhere, and a damaged one is named 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import shutil
-import sys
 import zipfile
-from functools import cached_property
 from pathlib import Path
 
 import keras
@@ -29,15 +28,10 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, files
-from helpers.curves import accuracy_interval, effective_images, one_off_seconds
-from helpers.data import ScanResult
 from helpers.datasets import DatasetLayout, dataset_tag
-from helpers.image_files import read_images
-from helpers.models import architecture, fed_normalisation, keras_error_line, predict_pixels, rebuild, weights_by_path
-from helpers.pipeline import build_dataset, left_out_line, unreadable_files
+from helpers.models import architecture, keras_error_line, rebuild, weights_by_path
 from helpers.recipes import Recipe
 from helpers.splits import fingerprint, load_split, save_split
-from helpers.synthetic import MANIFEST_NAME
 from helpers.tasks import CLASSES
 
 SETTINGS = "settings.json"
@@ -109,13 +103,88 @@ def course_run_folder(layout: DatasetLayout, recipe: Recipe, split: pd.DataFrame
     return course_runs(layout, profile_name or config.active_profile().name) / name
 
 
-def read_settings(run_dir, remedy: str | None = None) -> dict | None:
-    """settings.json, or None in a folder no run has started in."""
-    return _read_object(Path(run_dir) / SETTINGS, Path(run_dir), remedy)
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What a run is: settings.json as one object, the only author of its keys. Training builds it stage by stage
+    (asked for, the weights found, started, finished) with `dataclasses.replace`; resume, sharing and `Run` read its
+    attributes. Keys another version of the course wrote, and this one does not know, are kept in `extra`."""
+
+    # asked for: these ten are the run's identity (`resume.IDENTITY`)
+    recipe: dict
+    classes: list
+    data_root: str
+    split_fingerprint: str
+    repeat: int
+    image_size: int
+    epochs: int
+    batch_size: int
+    weights_requested: str
+    seed: int
+    monitored_on: str = "val"
+    data_used: dict | None = None
+    unreadable_files: dict = dataclasses.field(default_factory=dict)
+    global_batch_size: int | None = None
+    # the backbone's weights as found
+    weights_used: str | None = None
+    weights_fallback_reason: str | None = None
+    # written when training starts
+    pretrained: bool | None = None
+    warmup_epochs: int = 0
+    main_epochs: int | None = None
+    learning_rate: float | None = None
+    class_weights: dict | None = None
+    batchnorm: str | None = None
+    profile: str | None = None
+    profile_reason: str | None = None
+    device_policy: dict | None = None
+    versions: dict | None = None
+    finished: bool = False
+    # once finished
+    scores: dict | None = None
+    epochs_run: int | None = None
+    stopped_early: bool | None = None
+    train_seconds: float | None = None
+    batchnorm_reestimation_batches: int | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    _TYPES = {"recipe": dict, "classes": list, "data_root": str, "split_fingerprint": str, "repeat": int,
+              "image_size": int, "epochs": int, "batch_size": int, "weights_requested": str, "seed": int}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunSettings:
+        """Checked: a required key missing or of the wrong JSON type is a ValueError that names it."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object; found {type(raw).__name__}")
+        for key, kind in cls._TYPES.items():
+            if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw.get(key), bool)):
+                raise ValueError(f"{key!r} should be {kind.__name__}; found {raw.get(key)!r:.60}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in raw.items() if k in known and v is not None},
+                   extra={k: v for k, v in raw.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **found}
+
+    def but(self, **changes) -> RunSettings:
+        """A copy with `changes` (its unknown keys kept)."""
+        return dataclasses.replace(self, **changes)
 
 
-def write_settings(run_dir, settings: dict) -> None:
-    files.write_json(Path(run_dir) / SETTINGS, settings)
+def read_settings(run_dir, remedy: str | None = None) -> RunSettings | None:
+    """settings.json, or None in a folder no run has started in; a damaged one is named."""
+    path = Path(run_dir) / SETTINGS
+    found = _read_object(path, Path(run_dir), remedy)
+    if found is None:
+        return None
+    try:
+        return RunSettings.from_dict(found)
+    except ValueError as exc:
+        raise damaged(path, Path(run_dir), str(exc), remedy) from None
+
+
+def write_settings(run_dir, settings: RunSettings) -> None:
+    files.write_json(Path(run_dir) / SETTINGS, settings.to_dict())
 
 
 def settings_path(run_dir) -> Path:
@@ -215,7 +284,7 @@ def load_model(run_dir):
 def saved_with_keras(run_dir) -> str | None:
     """The Keras version that trained the run (settings.json records it), or None if unknown."""
     with contextlib.suppress(ValueError, OSError):
-        versions = (read_settings(run_dir) or {}).get("versions")
+        versions = getattr(read_settings(run_dir), "versions", None)
         return versions.get("keras") if isinstance(versions, dict) else None
     return None
 
@@ -226,7 +295,7 @@ def shared_files(run_dir) -> tuple[dict[str, bytes], dict]:
     `models.rebuild` makes again there; never its checkpoints. Rebuilt here first, so that a run the course's code
     cannot make again is refused before a class receives it."""
     run_dir = Path(run_dir)
-    model, recipe = load_model(run_dir), Recipe.from_dict(read_settings(run_dir)["recipe"])
+    model, recipe = load_model(run_dir), Recipe.from_dict(read_settings(run_dir).recipe)
     built = architecture(model, recipe.head, recipe.backbone, recipe.dropout, recipe.normalisation)
     weights = weights_by_path(model)
     rebuild(built, weights)
@@ -392,213 +461,3 @@ def metrics_predate_model(folder) -> bool:
 
 
 # --------------------------------------------------------------------------- a run folder as an object
-
-
-class Run:
-    """One run folder. Everything is read from disk when first asked for, the model included; what a run was
-    trained with is a property (`pretrained`, `epochs_run`, ...), and `settings` is the whole record."""
-
-    def __init__(self, folder, settings: dict | None = None):
-        self.folder = Path(folder)
-        if settings is not None:  # as training left it (a worker other than the chief never writes it)
-            self.__dict__["settings"] = settings
-
-    def __repr__(self) -> str:
-        return f"Run({str(self.folder)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self.folder)
-
-    @cached_property
-    def settings(self) -> dict:
-        found = read_settings(self.folder)  # a damaged file is named (json's own error names none)
-        if found is None:
-            raise RunNotFoundError(f"{self.folder} is not a training run: expected {SETTINGS} (made by "
-                                   "`python -m helpers train`); found none")
-        return found
-
-    @property
-    def recipe(self) -> Recipe:
-        return Recipe.from_dict(self.settings["recipe"])
-
-    @property
-    def name(self) -> str:
-        return self.recipe.name
-
-    @property
-    def classes(self) -> list[str]:
-        return self.settings["classes"]
-
-    @property
-    def image_size(self) -> int:
-        return self.settings["image_size"]
-
-    @property
-    def batch_size(self) -> int:
-        return self.settings["batch_size"]
-
-    @property
-    def repeat(self) -> int:
-        return self.settings["repeat"]
-
-    @property
-    def normalisation(self) -> str:
-        return self.recipe.normalisation
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.settings.get("finished"))
-
-    @property
-    def pretrained(self) -> bool:
-        """Whether the backbone started from ImageNet weights (False: random init, not transfer learning)."""
-        return self.settings["pretrained"]
-
-    @property
-    def weights_used(self) -> str:
-        """The backbone's starting weights: "imagenet", a weights file, or "none"."""
-        return self.settings["weights_used"]
-
-    @property
-    def warmup_epochs(self) -> int:
-        return self.settings.get("warmup_epochs", 0)
-
-    @property
-    def epochs_run(self) -> int:
-        return self.settings["epochs_run"]
-
-    @property
-    def stopped_early(self) -> bool:
-        return self.settings["stopped_early"]
-
-    @property
-    def train_seconds(self) -> float:
-        """Seconds of training (evaluation left out), across resumes."""
-        return self.settings["train_seconds"]
-
-    @property
-    def batchnorm(self) -> str:
-        """How BatchNorm layers were trained, in words."""
-        return self.settings["batchnorm"]
-
-    @property
-    def monitored_on(self) -> str:
-        """"val", or "test" for runs without a validation part (Paper B's sub-samples)."""
-        return self.settings["monitored_on"]
-
-    @property
-    def on_phantoms(self) -> bool:
-        """Whether the run was trained on generated phantoms (its figures say so)."""
-        return (Path(self.settings["data_root"]) / MANIFEST_NAME).exists()
-
-    @property
-    def scores(self) -> dict:
-        """Loss and accuracy of the final model, by part ("val" or "test", and for a random-init backbone the same
-        part before BatchNorm re-estimation)."""
-        return self.settings["scores"]
-
-    @property
-    def score(self) -> dict:
-        """Loss and accuracy of the final model on the part the run watched (after BatchNorm re-estimation for a
-        random-init backbone)."""
-        return self.scores[self.monitored_on]
-
-    @property
-    def unreadable_files(self) -> dict:
-        """Images left out because they could not be read: path → reason."""
-        return self.settings.get("unreadable_files") or {}
-
-    @cached_property
-    def model(self):
-        """The final model, loaded in Keras' safe mode (no Lambda layers or arbitrary code)."""
-        if not self.finished:
-            raise RunNotFoundError(f"{self.folder} has not finished training: run the same command again to "
-                                   "resume it")
-        return load_model(self.folder)
-
-    def history(self) -> pd.DataFrame:
-        return read_history(self.folder)
-
-    def held_out_curve(self, level: float = 0.95) -> pd.DataFrame:
-        """Per epoch: training seconds so far, without evaluation and without the one-off tracing and compiling of
-        the training step (`curves.one_off_seconds`: the total left out so far), and balanced accuracy on the
-        held-out part the run watched (validation, or a sub-sample's test part) with its `level` interval
-        (`curves.accuracy_interval`), so that runs watched on differently sized or balanced parts are each read at
-        their own resolution. Before any BatchNorm re-estimation (see `score`).
-
-        attrs: "class_images" (held-out images per class), "images", "effective_images", "level", and "one_off":
-        "measured" during training, "estimated" from whole epochs for a run trained before it was measured, or
-        "not measured" (then its time stays in: see `curves.one_off_seconds`).
-        """
-        history = self.history()
-        one_off, how = one_off_seconds(history, self.warmup_epochs)
-        held_out = self.part(self.monitored_on)
-        held_out = held_out[~held_out["path"].isin(list(self.unreadable_files))]
-        sizes = held_out["label"].value_counts().reindex(self.classes, fill_value=0)
-        accuracy = history[f"{self.monitored_on}_balanced_accuracy"]
-        low, high = accuracy_interval(accuracy, sizes, level)
-        left_out = one_off.fillna(0.0).cumsum()
-        curve = pd.DataFrame({"epoch": history["epoch"], "train_seconds": history["train_seconds"] - left_out,
-                              "one_off_seconds": left_out, "balanced_accuracy": accuracy, "low": low, "high": high})
-        curve.attrs = {"class_images": {c: int(n) for c, n in sizes.items()}, "images": int(sizes.sum()),
-                       "effective_images": effective_images(sizes), "level": level, "one_off": how}
-        return curve
-
-    def split(self) -> pd.DataFrame:
-        return read_split(self.folder, self.settings["data_root"])
-
-    def part(self, name: str = "test", scan: ScanResult | None = None) -> pd.DataFrame:
-        """The images of one part of the run's own split (its own repeat), with the scan's mask paths if given
-        (lungs; lesions on phantoms)."""
-        split = self.split()
-        rows = split[(split["split"] == name) & (split["repeat"] == self.repeat)]
-        if rows.empty:
-            raise ValueError(f"{self.folder}'s split has no '{name}' images for repeat {self.repeat}; "
-                             f"it has {sorted(split['split'].unique())}")
-        rows = rows[["relpath", "path", "label"]].reset_index(drop=True)
-        if scan is None:
-            return rows
-        masks = scan.index[["relpath", "mask_path", "lesion_mask_path"]]
-        return rows.merge(masks, on="relpath", how="left")
-
-    def predict_part(self, name: str = "test", verbose="auto") -> pd.DataFrame:
-        """Probabilities of every class on one part of the run's own split, one row per image. An image that can
-        no longer be read is left out and named (the rest are still predicted)."""
-        rows = self.part(name)
-        labels = rows["label"].map(self.classes.index)
-        dataset = build_dataset(rows["path"], labels, len(self.classes), self.image_size, self.batch_size,
-                                normalisation=fed_normalisation(self.model, self.normalisation), cache=False)
-        probabilities = np.asarray(self.model.predict(dataset, verbose=verbose), dtype=np.float64)
-        unreadable = unreadable_files(rows["path"])
-        if unreadable:  # in the dataset as blank images, so that every row kept its prediction: drop them
-            print(left_out_line(unreadable, f"{name} image(s)"), file=sys.stderr)
-            keep = ~rows["path"].isin(unreadable).to_numpy()
-            rows, labels, probabilities = (rows[keep].reset_index(drop=True), labels[keep].reset_index(drop=True),
-                                           probabilities[keep])
-        table = rows.copy()
-        table["y_true"] = labels.to_numpy()
-        table[self.classes] = probabilities
-        table["predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
-        table["confidence"] = probabilities.max(axis=1)
-        return table
-
-    def predict(self, paths) -> pd.DataFrame:
-        """One row per image file: the probability of every class, the predicted class, and an error if the image
-        could not be read (the other images are still predicted)."""
-        read = read_images(paths, self.image_size)
-        pixels = read.pixels
-        table = pd.DataFrame({"image": [str(p) for p in paths], "error": read.errors})
-        for cls in self.classes:
-            table[cls] = np.nan
-        table["predicted"] = None
-        if len(pixels):
-            probabilities = predict_pixels(self.model, pixels, self.normalisation)
-            ok = table["error"].isna().to_numpy()
-            table.loc[ok, self.classes] = probabilities
-            table.loc[ok, "predicted"] = [self.classes[i] for i in probabilities.argmax(axis=1)]
-        return table[["image", *self.classes, "predicted", "error"]]
-
-
-def as_run(run) -> Run:
-    """A Run from a Run or a folder path."""
-    return run if isinstance(run, Run) else Run(run)
