@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from helpers import config, data, datasets, plots
-from helpers.runs import sharing  # the engine's door for a teacher's runs, as `runs.train_or_load` uses it
+from helpers.engine import sharing  # a teacher's runs (this module is a door to the engine, as runs is)
 
 
 @dataclasses.dataclass(frozen=True)
