@@ -291,5 +291,5 @@ def format_report(scan: ScanResult, sources=None) -> str:
     lines.append(f"Skipped:       {len(report['skipped'])} file(s) that could not be decoded")
     for item in report["skipped"]:
         lines.append(f"  - {item['path']}: {item['reason']}")
-    lines.append(sources.report())
+    lines.append(sources.describe())
     return "\n".join(lines)

@@ -79,20 +79,21 @@ class Sources:
         """True if at least one image has a known source: what needs the sources can be measured."""
         return bool((self.index["source"] != UNKNOWN).any())
 
-    def table(self, margins: bool = True) -> pd.DataFrame:
-        """Images per class and source (`source_table`): with totals, or without them for `group_only_rules`."""
-        return source_table(self.index, margins=margins)
+    @property
+    def table(self) -> pd.DataFrame:
+        """Images per class (rows) and source (columns), without totals: what `evaluation.group_only_rules` takes."""
+        return source_table(self.index, margins=False)
 
     def held_out_split(self, held_out: str, positive: str = "COVID", others=("Normal",), seed: int = 0,
                        rows: pd.DataFrame | None = None) -> dict:
         """`held_out_split` on these images (or on `rows`, a subset of them, e.g. a sample per class)."""
         return held_out_split(self.index if rows is None else rows, held_out, positive, others, seed)
 
-    def report(self) -> str:
-        """What `python -m helpers data check` prints: the statement, then images per class and source."""
+    def describe(self) -> str:
+        """What `python -m helpers data check` prints: the statement, then images per class and source, with totals."""
         if not self.known:
             return self.statement()
-        return f"{self.statement()}\nImages per class and source:\n{self.table().to_string()}"
+        return f"{self.statement()}\nImages per class and source:\n{source_table(self.index).to_string()}"
 
     def to_dict(self) -> dict:
         """The sources part of `python -m helpers data check --json`."""

@@ -60,7 +60,7 @@ def test_names_are_matched_leniently_and_every_phantom_gets_its_collection(phant
     assert sources.statement() == "Sources read from the metadata sheets: 40 of 40 images matched."
     truth = pd.read_csv(phantom_root / METADATA_NAME).set_index("relpath")["source"]
     assert sources.index.set_index("relpath")["source"].to_dict() == truth.to_dict()
-    table = sources.table()
+    table = source_table(sources.index)
     assert table.loc["Viral Pneumonia", "Guangzhou"] == 10 and table.loc["Lung_Opacity", "RSNA"] == 10
     assert table.loc["all", "all"] == 40 and (table.loc["COVID", ["RSNA", "Guangzhou"]] == 0).all()
 
@@ -93,7 +93,7 @@ def test_no_sheets_at_all_or_a_broken_one_never_crash(tree, capsys):
     assert not sources.known and set(sources.index["source"]) == {UNKNOWN}
     assert sources.missing["COVID"].startswith("unreadable")
     assert "every image's source is 'unknown'" in sources.statement()
-    assert sources.table().loc["all", UNKNOWN] == 40
+    assert source_table(sources.index).loc["all", UNKNOWN] == 40
     assert main(["data", "check", str(tree)]) == 0
     assert "No usable metadata sheets" in capsys.readouterr().out
 
@@ -158,9 +158,11 @@ def test_without_collection_styles_neither_gap_appears(measured):
 
 
 def test_the_sources_own_table_and_split_are_the_functions(phantom_root):
-    """What 07 calls: `Sources.table(margins=False)` and `Sources.held_out_split` on its images or on a sample."""
+    """What 07 calls: `Sources.table` (no totals) and `Sources.held_out_split` on its images or on a sample."""
     sources = _sources(phantom_root)
-    assert sources.table(margins=False).equals(source_table(sources.index, margins=False))
+    assert sources.table.equals(source_table(sources.index, margins=False))
+    described = sources.describe()  # issue 37's one shape: `.table` and `.describe()`, as every result type
+    assert described.startswith(sources.statement()) and f"{len(sources.index)}" in described
     sample = sources.index.groupby("label").head(8)
     for rows in (None, sample):
         given = sources.index if rows is None else rows
