@@ -49,6 +49,7 @@ def test_notebook_runs_on_it_and_says_what_it_skips(maskless_tree, tmp_path, mon
     assert "This copy has no lung masks" in printed
     if name.startswith("01"):
         assert "No lung masks in this copy of the dataset" in printed  # the overlays and exercise 3 say so
+        assert "No usable metadata sheets" in printed  # issue 38: the sources section says it, and goes on
     assert (tmp_path / "outputs" / "cache").is_dir() and not os.listdir(tmp_path / "outputs" / "cache") == []
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
 
