@@ -3,7 +3,7 @@ from tensors already in memory (the input pipeline's upper bound: no decoding, n
 
 The pipeline must never be the bottleneck: target at least 0.95 of the in-memory rate. Both feeds train
 the same compiled model, alternately, after a warm-up epoch each (graph tracing; the pipeline's cache).
-It trains under the course's device policy (`helpers.config.device_policy`), so it measures what training does on
+It trains under the course's device policy (`engine.devices.device_policy`), so it measures what training does on
 this machine: on GPUs mixed precision, XLA on one, MirroredStrategy on several (each taking the batch), and uint8
 grayscale batches normalised inside the model; on a CPU split with CXR_LOGICAL_DEVICES=N, MirroredStrategy over N
 logical devices. CXR_UINT8_INPUTS=1 forces the GPU's uint8 feed on a CPU.
@@ -30,7 +30,7 @@ def main() -> None:
     import tensorflow as tf
 
     import helpers  # noqa: F401 - first: it splits the CPU into logical devices if CXR_LOGICAL_DEVICES asks
-    from helpers.config import device_policy
+    from helpers.engine.devices import device_policy
     from helpers.engine.distribute import global_dtype_policy, strategy_for
     from helpers.image_files import read_images
     from helpers.models import build_model, inputs_for

@@ -1,36 +1,32 @@
-"""The small library behind the COVID-19 chest X-ray course notebooks: plumbing, so the notebooks can show
-the ideas.
+"""The small library behind the COVID-19 chest X-ray course notebooks, so that the notebooks can show the ideas.
+Every notebook starts with `course = helpers.start()` (course.py).
 
-One module per concern, each importing only those above it:
-  config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle) and its device policy
+The lessons' modules, one per concern, each importing only those above it:
+  config      run profiles (fast, demo, full), paths, the machine (CPU/GPU, Colab, Kaggle)
   files       atomic writes: a file is whole or absent
   recipes     training recipes (Paper A, improved, Paper B) as data
   tasks       the four classes, their folder names in every release, each task's classes
-  image_files reading one image file: 8-bit grayscale from any mode, why it cannot be read, whether it looks like
-              a radiograph
-  synthetic   phantom radiographs in the real layout, with lung and lesion masks and planted shortcuts
-  datasets    which dataset and where it is: class folders in any layout (`find_dataset`), the real one (placed,
-              downloaded, attached on Kaggle) or phantoms, and the sentence that says which
+  image_files reading one image file: 8-bit grayscale from any mode, why it cannot be read, whether it is a radiograph
+  synthetic   phantom radiographs in the real layout: lung and lesion masks, planted shortcuts, collections
+  sources     where each image came from: the dataset's metadata sheets, read and matched
+  datasets    which dataset and where it is: the real one (placed, downloaded, attached on Kaggle) or phantoms
   data        the scan of a dataset: every file decoded once (cached), its report, the index and its counts
   pipeline    the tf.data input pipeline (decode once, uint8 cache, flips, normalisation)
   models      ResNet heads, the backbone's weights, parameter tables, BatchNorm tools
-  distribute  one training over several devices or machines (tf.distribute), and what Keras 3 needs for it
   plots       figures, each captioned with the images and models it shows
   splits      seeded, duplicate-aware splits, saved under a key of what they were made from
   curves      held-out accuracy over training time: intervals, time to a threshold, what a held-out set can show
-  run_folder  a run folder: its files, read and written only here, and `Run`, the folder as an object
-  sharing     runs a class can share: finished runs exported with a manifest, imported checked
-  callbacks   inside every epoch: timing, early stopping across resumes, stopping on SIGTERM, balanced accuracy
-  resume      whether a folder's run is the one asked for, and what it has done so far (saved after every epoch)
-  training    training a recipe on a split into a run folder: resumable, atomic, device-aware
-  runs        the course's runs: where they live, trained when missing, cross-validated, compared
+  runs        the course's runs, trained when missing, and `Run`: the door to the engine
   cam         class activation maps and Grad-CAM, and how well they localise
   controls    image-editing controls: the shortcut marker added, the lungs (or as big an edit outside them) hidden
   evaluation  metrics with intervals, calibration, paired tests, Paper A's Figure 2
   explorers   ipywidgets explorers over those functions (02 input, 03 upload, 04 operating point, 05 maps)
   timing      honest timing of input pipelines
-  main_job    `make run` · cli: `python -m helpers`
   course      `helpers.start()`: every notebook's first call (device report, which dataset, a teacher's runs)
+  cli         `python -m helpers`
+
+engine/ holds the machinery (training loop and resume, callbacks, device policy and distribution, sharing, the run
+folder's storage, locks, `make run`): not needed to teach, see its README.md.
 """
 
 import os
@@ -71,7 +67,7 @@ def _import_tensorflow_quietly() -> None:
 def _split_cpu_when_asked() -> None:
     """CXR_LOGICAL_DEVICES=N: the CPU as N logical devices, so that the course takes its several-GPU path
     (MirroredStrategy) without GPUs, for tests and for a learner who wants to see data parallelism. It must happen
-    before TensorFlow runs anything, hence here; `config.device_policy` reports a bad value or a late request."""
+    before TensorFlow runs anything, hence here; `devices.device_policy` reports a bad value or a late request."""
     import tensorflow as tf
 
     raw = os.environ.get("CXR_LOGICAL_DEVICES", "").strip()

@@ -31,7 +31,7 @@ from helpers import config, datasets
 from helpers.cam import FINER_LAYERS, METHODS, write_overlays
 from helpers.data import format_report, scan_cached, scan_dataset
 from helpers.datasets import DatasetError, download_dataset, find_dataset
-from helpers.engine import distribute, sharing
+from helpers.engine import devices, distribute, sharing
 from helpers.engine.main_job import run_course
 from helpers.engine.resume import RunSettingsError
 from helpers.engine.storage import RunNotFoundError
@@ -52,7 +52,7 @@ EXPECTED_ERRORS = (DatasetError, RunSettingsError, RunNotFoundError, distribute.
 
 
 def _cmd_profile(args) -> int:
-    profile, policy = config.choose_profile(), config.device_policy()
+    profile, policy = config.choose_profile(), devices.device_policy()
     if args.json:
         print(json.dumps({**json.loads(profile.to_json()), "device_policy": policy.to_dict()}))
     else:
@@ -136,7 +136,7 @@ def _cmd_model(args) -> int:
 def _cmd_train(args) -> int:
     if args.profile:  # before anything reads the profile: training's sizes follow it too
         config.use_profile(args.profile)
-    distribute.strategy_for(config.device_policy())  # before anything else runs TensorFlow (several workers)
+    distribute.strategy_for(devices.device_policy())  # before anything else runs TensorFlow (several workers)
     recipe = get_recipe(args.recipe)
     layout = find_dataset(args.data, classes=task_classes(args.task))
     scan = scan_cached(layout)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from helpers import config, data, datasets, plots
-from helpers.engine import sharing  # a teacher's runs (this module is a door to the engine, as runs is)
+from helpers.engine import devices, sharing  # the report and a teacher's runs (a door to the engine, as runs is)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ def start(paper_b: bool = False, download: bool | None = None) -> Course:
     teacher's shared runs if `CXR_RUNS_URL` is set, and returns the `Course`. `download` as in
     `datasets.active_dataset` (default: on Colab and Kaggle)."""
     profile = config.active_profile()
-    print(config.device_report(profile))
+    print(devices.device_report(profile))
     layout = datasets.active_dataset(profile, download, paper_b=paper_b)  # prints which images
     scan = data.scan_cached(layout)
     sharing.import_from_environment(layout)

@@ -28,9 +28,8 @@ import helpers  # noqa: F401 - first: it splits the CPU (CXR_LOGICAL_DEVICES) be
 import keras
 import numpy as np
 
-from helpers import config
 from helpers.datasets import find_dataset
-from helpers.engine import distribute, storage
+from helpers.engine import devices, distribute, storage
 from helpers.engine.training import train
 from helpers.recipes import RECIPES
 from helpers.runs import Run
@@ -88,7 +87,7 @@ def record_weight_loads() -> list:
 
 def train_child(args) -> dict:
     changes, loaded = record_changes(), record_weight_loads()
-    strategy = distribute.strategy_for(config.device_policy())  # as the CLI: before any other TensorFlow op
+    strategy = distribute.strategy_for(devices.device_policy())  # as the CLI: before any other TensorFlow op
     recipe = TOY_RECIPES.get(args.recipe) or RECIPES[args.recipe]
     if args.learning_rate:  # one rate for every phase: a large one makes the validation loss go up and down
         recipe = dataclasses.replace(recipe, warmup_learning_rate=args.learning_rate, learning_rate=args.learning_rate,
@@ -116,7 +115,7 @@ def train_child(args) -> dict:
 def batchnorm_child(args) -> dict:
     """Keras 3 keeps BatchNorm's moving statistics per replica; after averaging, every replica holds their mean
     (moving means here: the variances' mean is not the variance of the whole batch)."""
-    strategy = distribute.strategy_for(config.device_policy())
+    strategy = distribute.strategy_for(devices.device_policy())
     with strategy.scope():
         model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.BatchNormalization()])
         model.compile("sgd", "mse")

@@ -7,6 +7,7 @@ import pytest
 from helpers import config
 from helpers.cli import main
 from helpers.config import choose_profile
+from helpers.engine import devices
 
 
 def never_called():
@@ -86,9 +87,9 @@ def test_profile_cli_prints_the_active_profile(capsys, monkeypatch):
     assert main(["profile", "--json"]) == 0
     profile = json.loads(capsys.readouterr().out)
     assert profile["name"] == "fast" and "CXR_FAST=1" in profile["reason"]
-    assert profile["device_policy"] == config.device_policy().to_dict()
+    assert profile["device_policy"] == devices.device_policy().to_dict()
     assert main(["profile"]) == 0
-    assert capsys.readouterr().out.endswith(f"training device policy: {config.device_policy().reason}\n")
+    assert capsys.readouterr().out.endswith(f"training device policy: {devices.device_policy().reason}\n")
 
 
 @pytest.mark.parametrize("env, named", [({}, None), ({"CXR_FAST": "0"}, None), ({"CXR_FAST": "1"}, "CXR_FAST=1"),
@@ -131,7 +132,7 @@ def test_keep_outputs_on_drive_is_chosen_once_in_the_setup_cell_and_a_late_chang
     monkeypatch.setenv("CXR_KEEP_OUTPUTS_ON_DRIVE", "1")
     late = config.outputs_not_as_asked()
     assert late.startswith("KEEP_OUTPUTS_ON_DRIVE is now True, but helpers was imported before") and "Restart" in late
-    assert config.device_report().startswith(f"WARNING: {late}\n")
+    assert devices.device_report().startswith(f"WARNING: {late}\n")
     monkeypatch.setattr(config, "OUTPUT_DIR", config.DRIVE_OUTPUTS)
     assert config.outputs_not_as_asked() is None
 

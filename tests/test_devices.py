@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from helpers import cam, cli, config, models, pipeline
 from helpers.cli import main
+from helpers.engine import devices
 from helpers.engine.resume import RunSettingsError
 from helpers.engine.training import evaluate
 from helpers.image_files import read_images
@@ -75,7 +76,7 @@ def odd_phantoms(tmp_path_factory) -> Path:
     (["Tesla T4"], 0, 1, {"CXR_EAGER": "1"}, ("default", 1, True, False)),  # eager steps: nothing for XLA to compile
 ])
 def test_the_device_policy_of_each_machine(gpus, cpus, workers, env, expected):
-    policy = config.device_policy(gpus, cpus, workers, env)
+    policy = devices.device_policy(gpus, cpus, workers, env)
     assert (policy.strategy, policy.replicas, policy.mixed_precision, policy.xla) == expected
     uint8 = env.get("CXR_UINT8_INPUTS", "1" if gpus else "0") == "1"  # a GPU is sent uint8 pixels unless told not
     assert policy.uint8_inputs == uint8 and ("uint8 inputs, normalised in the model" in policy.reason) == uint8
@@ -86,36 +87,36 @@ def test_the_device_policy_of_each_machine(gpus, cpus, workers, env, expected):
 
 
 def test_the_policy_says_why_and_refuses_what_cannot_work():
-    t4x2 = config.device_policy(["Tesla T4", "Tesla T4"], 0, 1, {})
+    t4x2 = devices.device_policy(["Tesla T4", "Tesla T4"], 0, 1, {})
     assert t4x2.reason == ("2 GPUs (Tesla T4 ×2); MirroredStrategy, 2 replicas; mixed_float16; "
                            "no XLA (not with several devices); uint8 inputs, normalised in the model")
-    late = config.device_policy([], 1, 1, {"CXR_LOGICAL_DEVICES": "2"})
+    late = devices.device_policy([], 1, 1, {"CXR_LOGICAL_DEVICES": "2"})
     assert late.replicas == 1 and "came after TensorFlow started" in late.reason
     with pytest.raises(ValueError, match="CXR_XLA=1 cannot apply to several devices"):
-        config.device_policy(["Tesla T4", "Tesla T4"], 0, 1, {"CXR_XLA": "1"})
+        devices.device_policy(["Tesla T4", "Tesla T4"], 0, 1, {"CXR_XLA": "1"})
     with pytest.raises(ValueError, match="CXR_XLA=1 and CXR_EAGER=1 cannot go together"):
-        config.device_policy(["Tesla T4"], 0, 1, {"CXR_XLA": "1", "CXR_EAGER": "1"})
+        devices.device_policy(["Tesla T4"], 0, 1, {"CXR_XLA": "1", "CXR_EAGER": "1"})
     with pytest.raises(ValueError, match=r"CXR_LOGICAL_DEVICES must be a whole number ≥ 1 .*found 'two'"):
-        config.device_policy([], 1, 1, {"CXR_LOGICAL_DEVICES": "two"})
+        devices.device_policy([], 1, 1, {"CXR_LOGICAL_DEVICES": "two"})
     with pytest.raises(ValueError, match=r"CXR_MIXED_PRECISION must be 0 or 1; found 'maybe'"):
-        config.device_policy([], 1, 1, {"CXR_MIXED_PRECISION": "maybe"})
-    tpu = config.device_policy([], 1, 1, {"COLAB_TPU_ADDR": "10.0.0.2:8470"})
+        devices.device_policy([], 1, 1, {"CXR_MIXED_PRECISION": "maybe"})
+    tpu = devices.device_policy([], 1, 1, {"COLAB_TPU_ADDR": "10.0.0.2:8470"})
     assert tpu.strategy == "default" and "TPUs are not supported" in tpu.reason
-    workers = config.device_policy([], 2, 2, {"CXR_LOGICAL_DEVICES": "2"})
+    workers = devices.device_policy([], 2, 2, {"CXR_LOGICAL_DEVICES": "2"})
     assert workers.replicas == 2 and "CXR_LOGICAL_DEVICES ignored: with several workers" in workers.reason
     assert (t4x2.kind, t4x2.devices, late.kind, late.devices) == ("GPU", ("Tesla T4",) * 2, "CPU", ("CPU:0",))
 
 
 def test_the_device_report_says_what_training_will_use(monkeypatch):
-    report = config.device_report()
-    assert f"Training device policy: {config.device_policy().reason}" in report
+    report = devices.device_report()
+    assert f"Training device policy: {devices.device_policy().reason}" in report
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    assert "With GPU T4 x2 the course trains on both (MirroredStrategy, mixed_float16" in config.device_report()
+    assert "With GPU T4 x2 the course trains on both (MirroredStrategy, mixed_float16" in devices.device_report()
     monkeypatch.setenv("TPU_NAME", "local")
-    assert "A TPU runtime: TPUs are not supported by this course" in config.device_report()
+    assert "A TPU runtime: TPUs are not supported by this course" in devices.device_report()
     monkeypatch.setenv("CXR_XLA", "sometimes")
     assert "Training device policy: cannot be chosen: CXR_XLA must be 0 or 1; found 'sometimes'" in \
-        config.device_report(), "a notebook's first cell reports a mistyped variable instead of failing"
+        devices.device_report(), "a notebook's first cell reports a mistyped variable instead of failing"
 
 
 def test_the_chief_of_a_cluster_is_read_from_tf_config():
@@ -123,15 +124,15 @@ def test_the_chief_of_a_cluster_is_read_from_tf_config():
         jobs = {"worker": ["a:1", "b:2"], **({"chief": ["c:3"]} if chief else {})}
         return {"TF_CONFIG": json.dumps({"cluster": jobs, "task": task})}
 
-    assert config.cluster({}) == (1, 0) and config.is_chief({})
-    assert config.cluster(tf_config({"type": "worker", "index": 1})) == (2, 1)
-    assert config.is_chief(tf_config({"type": "worker", "index": 0}))
-    assert config.is_chief(tf_config({"type": "chief", "index": 0}, chief=True))
-    assert not config.is_chief(tf_config({"type": "worker", "index": 0}, chief=True))
+    assert devices.cluster({}) == (1, 0) and devices.is_chief({})
+    assert devices.cluster(tf_config({"type": "worker", "index": 1})) == (2, 1)
+    assert devices.is_chief(tf_config({"type": "worker", "index": 0}))
+    assert devices.is_chief(tf_config({"type": "chief", "index": 0}, chief=True))
+    assert not devices.is_chief(tf_config({"type": "worker", "index": 0}, chief=True))
     with pytest.raises(ValueError, match="TF_CONFIG must be JSON like"):
-        config.cluster({"TF_CONFIG": "{not json"})
+        devices.cluster({"TF_CONFIG": "{not json"})
     with pytest.raises(ValueError, match=r"task type must be \"worker\" or \"chief\".*found 'evaluator'"):
-        config.cluster(tf_config({"type": "evaluator", "index": 0}))
+        devices.cluster(tf_config({"type": "evaluator", "index": 0}))
 
 
 def test_the_command_line_says_in_one_line_what_is_wrong_with_the_devices(tmp_path, monkeypatch, capsys):
@@ -155,8 +156,8 @@ def test_an_unfinished_run_resumes_only_with_the_global_batch_it_started_with(ph
     run = tmp_path / "run"
     with pytest.raises(Interrupted):
         train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3, callbacks=[InterruptAfter(0)])
-    t4x2 = config.device_policy(["Tesla T4"] * 2, 0, 1, {})
-    monkeypatch.setattr(config, "device_policy", lambda: t4x2)
+    t4x2 = devices.device_policy(["Tesla T4"] * 2, 0, 1, {})
+    monkeypatch.setattr(devices, "device_policy", lambda: t4x2)
     with pytest.raises(RunSettingsError, match=r"was training with a global batch of 8 \(8 per device\), and this "
                                                r"machine would continue it with 16: resume it on as many devices"):
         train_tiny(run, phantom_root, TOY_PAPER_A, epochs=3)

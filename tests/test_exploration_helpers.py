@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from helpers import config, data, datasets, pipeline, plots, tasks, timing  # noqa: E402
 from helpers.data import scan_dataset
 from helpers.datasets import find_dataset  # noqa: E402
+from helpers.engine import devices
 from helpers.tasks import CLASSES
 
 
@@ -125,7 +126,7 @@ def test_seconds_per_call_is_the_median_after_warmup():
 
 
 def test_device_report_names_versions_devices_and_profile():
-    report = config.device_report(config.choose_profile({"CXR_FAST": "1"}))
+    report = devices.device_report(config.choose_profile({"CXR_FAST": "1"}))
     assert "TensorFlow" in report and "Keras" in report
     assert "Devices: CPU only" in report or "Devices:" in report
     assert "profile 'fast'" in report

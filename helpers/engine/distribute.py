@@ -27,7 +27,7 @@ import types
 import keras
 import tensorflow as tf
 
-from helpers.config import DevicePolicy
+from helpers.engine.devices import DevicePolicy
 
 _STRATEGIES: dict = {}
 

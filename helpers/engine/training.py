@@ -47,6 +47,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from helpers import config, models
+from helpers.engine import devices as machine  # `devices` names a run's devices below
 from helpers.engine import distribute, locks, resume, sharing, storage
 from helpers.engine.callbacks import StopRequest, StopWhenAsked, epoch_metrics, sigterm_stops
 from helpers.engine.storage import RunSettings
@@ -61,7 +62,7 @@ class _Devices:
     """Where a run trains: the machine's device policy, its tf.distribute strategy, and whether this process writes
     the run folder (the chief of several workers, or the only process)."""
 
-    policy: config.DevicePolicy
+    policy: machine.DevicePolicy
     strategy: object
     writes: bool
 
@@ -131,7 +132,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     "none" in the fast profile). Without validation images (Paper B's sub-samples) the test part is watched
     during training but nothing is selected on it: the recipe must keep its last epoch.
 
-    The machine's device policy (`config.device_policy`) decides the numerics and the devices: on several, each
+    The machine's device policy (`devices.device_policy`) decides the numerics and the devices: on several, each
     replica takes `batch_size` images a step (`engine.distribute`). Among several workers (TF_CONFIG) only the chief
     writes `run_dir`; the others read it to resume, and return their run unfinished (`Run.finished`).
 
@@ -144,7 +145,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
     run_dir = Path(run_dir)
     settings = plan_settings(recipe, split, classes, data_root, repeat=repeat, epochs=epochs,
                              image_size=image_size, batch_size=batch_size, weights=weights, seed=seed)
-    policy = config.device_policy()
+    policy = machine.device_policy()
     settings = settings.but(**(record or {}), unreadable_files=_skipped_by_scan(skipped, data_root),
                             global_batch_size=policy.global_batch(settings.batch_size))
     if settings.monitored_on == "test" and recipe.select_best:
@@ -152,7 +153,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
                          "none; use a split with a validation part, or a recipe that keeps its last epoch")
     # One trainer per run folder: taken before anything in it is read to decide what to do (workers other than the
     # chief only read it). A run loaded to evaluate or predict takes no lock.
-    with locks.folder_lock(run_dir, log=log) if config.is_chief() else contextlib.nullcontext():
+    with locks.folder_lock(run_dir, log=log) if machine.is_chief() else contextlib.nullcontext():
         previous = resume.existing_run(run_dir, settings, split, log)
         if previous is not None and previous.finished:
             source = sharing.imported_from(run_dir)
@@ -163,7 +164,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
                                                  f"{policy.replicas} replicas × {settings.batch_size}"
                                                  if policy.replicas > 1 else ""))
         # First: a multi-worker strategy must be made before any other TensorFlow operation.
-        devices = _Devices(policy, distribute.strategy_for(policy), config.is_chief())
+        devices = _Devices(policy, distribute.strategy_for(policy), machine.is_chief())
         saved = storage.read_states(run_dir) if previous is not None else []
         # Before any variable is made:
         distribute.check_workers_agree(devices.strategy, saved[0]["epochs_done"] if saved else 0)
@@ -185,7 +186,7 @@ def train(run_dir, split: pd.DataFrame, recipe: Recipe, classes, data_root, *, r
                 if devices.writes:
                     settings = _finish(run_dir, model, data, split, settings, recipe, log)
                 else:
-                    log(f"Worker {config.cluster().index} done; the chief writes {run_dir}.")
+                    log(f"Worker {machine.cluster().index} done; the chief writes {run_dir}.")
         except KeyboardInterrupt:
             raise _interrupted(run_dir, settings, stop.signal_number or signal.SIGINT) from None
     distribute.wait_for_every_worker(devices.strategy)
@@ -271,14 +272,14 @@ def _fresh_model(recipe: Recipe, settings: RunSettings, devices: _Devices, log):
     return model, weights_used, fallback
 
 
-def pixel_inputs(recipe: Recipe, policy: config.DevicePolicy) -> str | None:
+def pixel_inputs(recipe: Recipe, policy: machine.DevicePolicy) -> str | None:
     """The normalisation a new model does itself when the policy sends it uint8 pixels (a GPU's; `build_model`),
     else None. A resumed or loaded model is fed as it was built, whatever the policy now (`fed_normalisation`)."""
     return recipe.normalisation if policy.uint8_inputs and recipe.backbone in models.PIXEL_INPUT_BACKBONES else None
 
 
 def _weights_only_model(run_dir: Path, epoch: int, settings: RunSettings, previous: RunSettings, recipe: Recipe,
-                        policy: config.DevicePolicy):
+                        policy: machine.DevicePolicy):
     """The recipe's model with the weights of a weights-only checkpoint (the fall-back); `_fit_phases` compiles it
     with a new optimizer. Built without downloading anything: every weight is then read from the file."""
     model = models.build_model(recipe.head, len(settings.classes), settings.image_size, "none",
@@ -482,7 +483,7 @@ def evaluate(model, dataset) -> dict:
     return {"loss": round(float(results["loss"]), 4), "accuracy": round(float(results["accuracy"]), 4)}
 
 
-def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy: config.DevicePolicy,
+def _configure_phase(model, recipe: Recipe, phase: str, pretrained: bool, policy: machine.DevicePolicy,
                      n_classes: int) -> None:
     if phase == "warmup":
         models.set_backbone_trainable(model, False)
